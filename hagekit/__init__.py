@@ -1,0 +1,53 @@
+"""hagekit: gene-aware pathology representation learning (HAGE, MICCAI 2025), end to end.
+
+Importing ``hagekit`` is cheap: the public API below is loaded on first use, so that
+``hagekit --help`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it
+_API: dict[str, str] = {
+    # errors and workspace
+    "HagekitError": "hagekit.errors",
+    "ConfigError": "hagekit.errors",
+    "DataError": "hagekit.errors",
+    "ProvenanceError": "hagekit.errors",
+    "EncoderError": "hagekit.errors",
+    "Workspace": "hagekit.workspace",
+    # data
+    "make_section": "hagekit.data.section",
+    "read_section": "hagekit.data.section",
+    "write_section": "hagekit.data.section",
+    "list_sections": "hagekit.data.section",
+    "SectionInfo": "hagekit.data.section",
+    # shared building blocks
+    "expression_targets": "hagekit.targets",
+    "evaluate_section": "hagekit.metrics",
+    "pearson_per_gene": "hagekit.metrics",
+    "make_folds": "hagekit.training.splits",
+    "read_features": "hagekit.io.h5",
+    "write_features": "hagekit.io.h5",
+    "read_gene_list": "hagekit.io.genelist",
+    "write_gene_list": "hagekit.io.genelist",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hagekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

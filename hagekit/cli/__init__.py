@@ -1,0 +1,1 @@
+"""The Typer CLI: thin commands over the library; it parses, calls one function, prints."""

@@ -1,0 +1,186 @@
+"""What every command shares: consoles, error handling, progress bars, common options.
+
+Only ``hagekit.cli`` prints. User errors (:class:`~hagekit.errors.HagekitError`) become one
+red line on stderr and exit code 2; ``--verbose`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    verbose: bool = False
+    quiet: bool = False
+
+
+state = _State()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one red line to stderr and return the ``typer.Exit`` to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one-line messages and exit code 2 (traceback with --verbose)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hagekit.errors import HagekitError
+
+        try:
+            return fn(*args, **kwargs)
+        except HagekitError as exc:
+            if state.verbose:
+                raise
+            raise fail(_escape(str(exc))) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted: finished outputs are kept; rerun to resume[/]")
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text.replace("\n", " "))
+
+
+def setup_logging(verbose: bool) -> None:
+    """Route library logs (warnings by default, info with --verbose) to stderr via rich."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    root = logging.getLogger("hagekit")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: TaskID) -> None:
+        self._progress = progress
+        self._id = task_id
+
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        self._progress.update(self._id, advance=n, **fields)
+
+    def update(self, *, description: str | None = None, total: float | None = None, **fields: Any) -> None:
+        kwargs: dict[str, Any] = dict(fields)
+        if description is not None:
+            kwargs["description"] = description
+        if total is not None:
+            kwargs["total"] = total
+        self._progress.update(self._id, **kwargs)
+
+    def close(self) -> None:
+        self._progress.stop_task(self._id)
+
+
+class RichReporter:
+    """A :class:`hagekit.progress.Reporter` drawing rich progress bars on stderr.
+
+    Tasks show ``{rate}`` (items/s) and any live fields such as ``loss`` or ``pcc`` passed
+    as keyword arguments in ``status``.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def task(self, description: str, total: float | None = None, **fields: Any) -> _RichTask:
+        fields.setdefault("status", "")
+        return _RichTask(self.progress, self.progress.add_task(description, total=total, **fields))
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (patches/s, spots/s, steps/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "  -/s", style="progress.data.speed")
+
+
+def make_progress() -> Progress:
+    """The house progress bar: description, bar, n/total, rate, elapsed, remaining, status."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TextColumn("[cyan]{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+        disable=state.quiet,
+    )
+
+
+class reporting:
+    """Context manager yielding a :class:`RichReporter` (``with reporting() as progress:``)."""
+
+    def __enter__(self) -> RichReporter:
+        self._progress = make_progress()
+        self._progress.__enter__()
+        return RichReporter(self._progress)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+
+# Common options ---------------------------------------------------------------------------
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="HAGEKIT_HOME",
+        help="Workspace root (default ./hagekit-work, or $HAGEKIT_HOME).",
+        show_default=False,
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same numbers.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")
+]
+
+
+def split_csv(value: str | None) -> list[str] | None:
+    """Parse ``"A1,B2, C3"`` into ``["A1", "B2", "C3"]``; ``None``/empty stays ``None``."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None

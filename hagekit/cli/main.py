@@ -1,0 +1,75 @@
+"""The ``hagekit`` command: a root Typer app joining one module per command group.
+
+Every module in :data:`COMMAND_MODULES` exposes ``register(app)``; modules import only
+typer/rich at import time so that ``hagekit --help`` stays fast (no torch, no anndata).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from hagekit import __version__
+from hagekit.cli._common import setup_logging, state
+
+COMMAND_MODULES = (
+    "hagekit.cli.data",
+    "hagekit.cli.genes",
+    "hagekit.cli.encoders",
+    "hagekit.cli.extract",
+    "hagekit.cli.train",
+    "hagekit.cli.predict",
+    "hagekit.cli.report",
+    "hagekit.cli.bench",
+    "hagekit.cli.export",
+    "hagekit.cli.demo",
+)
+
+app = typer.Typer(
+    name="hagekit",
+    help="Gene-aware pathology representation learning (HAGE): data -> genes -> extract -> train -> predict/bench.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"hagekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show debug logs and full tracebacks on errors.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Hide progress bars.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """hagekit: HAGE end to end, with honest benchmarks."""
+    state.verbose = verbose
+    state.quiet = quiet
+    setup_logging(verbose)
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a group is being built
+        if _exc.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""The data layer: one standard section layout (AnnData ``.h5ad``) and readers into it."""

@@ -1,0 +1,238 @@
+"""The Section model: one ST section as an AnnData file scanpy and squidpy can read.
+
+``X``: raw integer counts (CSR). ``obs``: indexed by spot barcode, with ``patient`` and
+``section``. ``var``: indexed by gene symbol (unique). ``obsm["spatial"]``: spot centres
+(x, y) in full-resolution image pixels. ``uns["spatial"][section]``: scanpy's layout
+(``images`` with an optional ``lowres`` thumbnail, ``scalefactors`` with
+``spot_diameter_fullres`` and ``tissue_lowres_scalef``, ``metadata``). ``uns["hagekit"]``:
+dataset, section, patient, image path, microns per pixel, spot diameter (µm), source.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hagekit.errors import DataError, at
+
+if TYPE_CHECKING:
+    import anndata
+
+__all__ = [
+    "SectionInfo",
+    "make_section",
+    "validate_section",
+    "write_section",
+    "read_section",
+    "section_info",
+    "list_sections",
+    "dataset_sections",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    """What a section file says about itself (cheap to read for listings)."""
+
+    dataset: str
+    section: str
+    patient: str
+    n_spots: int
+    n_genes: int
+    has_image: bool
+    image_path: str
+    mpp: float
+    spot_diameter_um: float
+    path: Path | None = None
+
+
+def make_section(
+    counts,
+    barcodes: Sequence[str],
+    genes: Sequence[str],
+    spatial: np.ndarray,
+    *,
+    dataset: str,
+    section: str,
+    patient: str,
+    image_path: Path | str | None = None,
+    mpp: float | None = None,
+    spot_diameter_um: float = 55.0,
+    thumbnail: np.ndarray | None = None,
+    thumbnail_scale: float | None = None,
+    obs: dict[str, Sequence] | None = None,
+    source: str = "",
+) -> anndata.AnnData:
+    """Build a validated section AnnData from counts (N x G), barcodes, genes and centres.
+
+    ``spatial`` is (N, 2) x, y in full-resolution pixels. ``thumbnail`` (H, W, 3 uint8) is
+    stored as scanpy's ``lowres`` image with ``thumbnail_scale`` = thumbnail px / full px.
+    Gene names are made unique (with a warning); counts must be finite, non-negative
+    integers.
+    """
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    name = f"{dataset}/{section}"
+    X = sp.csr_matrix(counts) if not sp.issparse(counts) else counts.tocsr()
+    if X.shape != (len(barcodes), len(genes)):
+        raise DataError(at(name, f"counts shape {X.shape} != ({len(barcodes)} spots, {len(genes)} genes)"))
+    data = X.data
+    if not np.all(np.isfinite(data)):
+        raise DataError(at(name, "counts contain NaN or Inf"))
+    if (data < 0).any():
+        raise DataError(at(name, "counts contain negative values"))
+    if not np.all(np.equal(np.mod(data, 1), 0)):
+        raise DataError(at(name, "counts are not integers (raw counts expected)"))
+    X = X.astype(np.int32)
+    X.eliminate_zeros()
+    spatial = np.asarray(spatial, dtype=np.float64)
+    if spatial.shape != (len(barcodes), 2):
+        raise DataError(at(name, f"spatial must be ({len(barcodes)}, 2), got {spatial.shape}"))
+    obs_df = pd.DataFrame(index=pd.Index([str(b) for b in barcodes], name="barcode"))
+    if obs_df.index.has_duplicates:
+        dup = obs_df.index[obs_df.index.duplicated()][:3].tolist()
+        raise DataError(at(name, f"duplicated spot barcodes, e.g. {dup}"))
+    obs_df["patient"] = pd.Categorical([patient] * len(barcodes))
+    obs_df["section"] = pd.Categorical([section] * len(barcodes))
+    for key, values in (obs or {}).items():
+        obs_df[key] = list(values)
+    var_df = pd.DataFrame(index=pd.Index([str(g) for g in genes], name="gene"))
+    adata = ad.AnnData(X=X, obs=obs_df, var=var_df)
+    if adata.var_names.has_duplicates:
+        n_dup = int(adata.var_names.duplicated().sum())
+        log.warning("%s: %d duplicated gene names made unique (e.g. GENE-1)", name, n_dup)
+        adata.var_names_make_unique(join="-")
+    adata.obsm["spatial"] = spatial
+    has_image = image_path is not None and str(image_path) != ""
+    mpp_val = float(mpp) if mpp is not None else float("nan")
+    spot_px = spot_diameter_um / mpp_val if has_image and math.isfinite(mpp_val) and mpp_val > 0 else float("nan")
+    library: dict[str, Any] = {
+        "images": {},
+        "scalefactors": {"spot_diameter_fullres": spot_px, "tissue_hires_scalef": 1.0},
+        "metadata": {"source": source or dataset},
+    }
+    if thumbnail is not None:
+        library["images"]["lowres"] = np.asarray(thumbnail, dtype=np.uint8)
+        library["scalefactors"]["tissue_lowres_scalef"] = float(thumbnail_scale or 1.0)
+    adata.uns["spatial"] = {section: library}
+    adata.uns["hagekit"] = {
+        "dataset": dataset,
+        "section": section,
+        "patient": patient,
+        "has_image": bool(has_image),
+        "image_path": str(Path(image_path).resolve()) if has_image else "",
+        "mpp": mpp_val,
+        "spot_diameter_um": float(spot_diameter_um),
+        "source": source,
+        "hagekit_version": _version(),
+    }
+    validate_section(adata, source=name)
+    return adata
+
+
+def _version() -> str:
+    from hagekit import __version__
+
+    return __version__
+
+
+def validate_section(adata: anndata.AnnData, *, source: str | Path = "section") -> None:
+    """Check the layout contract; raise :class:`DataError` naming ``source`` otherwise."""
+    meta = adata.uns.get("hagekit")
+    if not isinstance(meta, dict):
+        raise DataError(at(source, "not a hagekit section (no uns['hagekit']); prepare it with `hagekit data prepare`"))
+    for key in ("dataset", "section", "patient", "has_image", "mpp", "spot_diameter_um"):
+        if key not in meta:
+            raise DataError(at(source, f"uns['hagekit'] lacks '{key}'"))
+    if "spatial" not in adata.obsm or np.asarray(adata.obsm["spatial"]).shape != (adata.n_obs, 2):
+        raise DataError(at(source, "obsm['spatial'] must hold (n_spots, 2) pixel centres"))
+    for col in ("patient", "section"):
+        if col not in adata.obs:
+            raise DataError(at(source, f"obs lacks column '{col}'"))
+    if adata.n_obs == 0:
+        raise DataError(at(source, "section has no spots"))
+    if adata.var_names.has_duplicates:
+        raise DataError(at(source, "duplicated gene names"))
+
+
+def write_section(adata: anndata.AnnData, path: Path | str) -> Path:
+    """Write a section ``.h5ad`` atomically (gzip-compressed)."""
+    from hagekit.io.atomic import atomic_path
+
+    path = Path(path)
+    validate_section(adata, source=path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+    return path
+
+
+def read_section(path: Path | str, *, backed: bool = False) -> anndata.AnnData:
+    """Read and validate a section file written by :func:`write_section`."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(at(path, "section file not found"))
+    try:
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
+    except Exception as exc:  # h5py/anndata raise many types for corrupt files
+        raise DataError(at(path, f"not a readable .h5ad file ({type(exc).__name__}: {exc})")) from None
+    validate_section(adata, source=path)
+    return adata
+
+
+def section_info(path: Path | str) -> SectionInfo:
+    """Read a section's summary without loading its counts."""
+    path = Path(path)
+    adata = read_section(path, backed=True)
+    try:
+        meta = dict(adata.uns["hagekit"])
+        return SectionInfo(
+            dataset=str(meta["dataset"]),
+            section=str(meta["section"]),
+            patient=str(meta["patient"]),
+            n_spots=int(adata.n_obs),
+            n_genes=int(adata.n_vars),
+            has_image=bool(meta["has_image"]),
+            image_path=str(meta.get("image_path", "")),
+            mpp=float(meta["mpp"]),
+            spot_diameter_um=float(meta["spot_diameter_um"]),
+            path=path,
+        )
+    finally:
+        adata.file.close()
+
+
+def dataset_sections(data_root: Path | str, dataset: str) -> list[Path]:
+    """Section files of one dataset under a data root, sorted by name."""
+    from hagekit.workspace import canonical_dataset
+
+    folder = Path(data_root) / canonical_dataset(dataset)
+    if not folder.is_dir():
+        raise DataError(at(folder, f"no prepared dataset '{dataset}' here; run `hagekit data prepare`"))
+    files = sorted(folder.glob("*.h5ad"))
+    if not files:
+        raise DataError(at(folder, "no .h5ad section files"))
+    return files
+
+
+def list_sections(data_root: Path | str, dataset: str | None = None) -> list[SectionInfo]:
+    """Summaries of every section under ``data_root`` (or of one dataset)."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(at(root, "data root not found"))
+    if dataset is not None:
+        files = dataset_sections(root, dataset)
+    else:
+        files = sorted(root.glob("*/*.h5ad"))
+    return [section_info(f) for f in files]

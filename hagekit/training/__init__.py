@@ -1,0 +1,1 @@
+"""Training protocol: splits, dataset assembly, fit loop, runs."""
