@@ -1,0 +1,259 @@
+"""The cross-validation protocol every method runs through: identical folds, trials,
+train/validation splits, targets and metrics, so that comparisons are honest.
+
+For each fold (a held-out section or patient) and trial, the training sections' spots are
+split 4:1 into train/validation (seeded by seed, fold, trial), a fresh estimator is fitted,
+and every test section is evaluated with :mod:`hagekit.metrics`. With ``out_dir`` the run
+folder is written as ``ARCHITECTURE.md`` describes and finished trials are skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from hagekit.errors import ProvenanceError, at
+from hagekit.io.atomic import atomic_dir, write_json, write_text
+from hagekit.metrics import METRIC_NAMES, evaluate_section, summarize
+from hagekit.progress import Reporter, reporter_or_null
+from hagekit.training.dataset import STDataset
+from hagekit.training.splits import Fold, make_folds, train_val_split, trial_seed
+
+__all__ = ["FoldContext", "Estimator", "ProtocolResult", "run_protocol", "trial_dir_name", "summarize_rows"]
+
+log = logging.getLogger(__name__)
+
+ROW_KEYS = (
+    "method", "fold", "trial", "section", "patient", *METRIC_NAMES,
+    "n_spots", "n_genes", "n_constant_genes", "n_constant_pred",
+    "n_train", "n_val", "fit_seconds", "predict_seconds",
+)
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What a factory needs to build one estimator for one fold and trial."""
+
+    fold: str
+    trial: int
+    seed: int
+    genes: tuple[str, ...]
+    train_sections: tuple[str, ...]
+    test_sections: tuple[str, ...]
+    out_dir: Path | None = None
+
+
+class Estimator(Protocol):
+    """sklearn-like regressor from features (N, D) to targets (N, G)."""
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, **kwargs: Any) -> Estimator: ...
+
+    def predict(self, X: np.ndarray, **kwargs: Any) -> np.ndarray: ...
+
+
+@dataclass
+class ProtocolResult:
+    """Rows (one per test section x trial), their summary, and per-gene PCCs."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    per_gene: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def trial_dir_name(trial: int) -> str:
+    return f"trial{trial}"
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` with only the keyword arguments its signature accepts."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kwargs)
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Overall mean ± std (over section x trial rows), the paper-style mean ± std over
+    trials of the per-trial mean across sections, and per-section means."""
+    overall = summarize(rows)
+    by_trial: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        by_trial.setdefault((str(r.get("method", "")), int(r["trial"])), []).append(r)
+    trial_means = [
+        {m: float(np.nanmean([float(x[m]) for x in rs])) for m in METRIC_NAMES}
+        for rs in by_trial.values()
+    ]
+    by_section: dict[str, list[dict]] = {}
+    for r in rows:
+        by_section.setdefault(str(r["section"]), []).append(r)
+    per_section = {
+        s: {m: float(np.nanmean([float(x[m]) for x in rs])) for m in METRIC_NAMES}
+        for s, rs in by_section.items()
+    }
+    return {
+        "overall": overall,
+        "across_trials": summarize(trial_means),
+        "per_section": per_section,
+        "n_rows": len(rows),
+        "n_constant_genes_max": max((int(r.get("n_constant_genes", 0)) for r in rows), default=0),
+    }
+
+
+def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_fraction: float,
+                       method: str) -> dict[str, Any]:
+    return {
+        "dataset": data.dataset,
+        "method": method,
+        "split": split,
+        "trials": trials,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "target": data.target,
+        "n_genes": len(data.genes),
+        "sections": list(data.sections),
+        "features": {k: v for k, v in data.feature_attrs.items()},
+    }
+
+
+def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, Any],
+                     data: STDataset, folds: list[Fold], overwrite: bool) -> None:
+    cfg_path = out_dir / "config.json"
+    full = {"protocol": settings, "config": config}
+    if cfg_path.is_file() and not overwrite:
+        old = json.loads(cfg_path.read_text())
+        new = json.loads(json.dumps(full, default=str))
+        for part in ("protocol", "config"):
+            a = {k: v for k, v in old.get(part, {}).items() if k != "sections"}
+            b = {k: v for k, v in new.get(part, {}).items() if k != "sections"}
+            if a != b:
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise ProvenanceError(
+                    at(out_dir, f"existing run has other settings ({', '.join(keys)}); "
+                       "use another --out or --overwrite")
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for old in out_dir.glob("*/trial*/metrics.json"):
+            old.unlink()
+    write_json(cfg_path, json.loads(json.dumps(full, default=str)))
+    write_text(out_dir / "genes.txt", "\n".join(data.genes) + "\n")
+
+
+def run_protocol(
+    data: STDataset,
+    factory: Callable[[FoldContext], Estimator],
+    *,
+    split: str = "section",
+    folds: Sequence[str] | None = None,
+    trials: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    out_dir: Path | str | None = None,
+    method: str = "hage",
+    config: dict[str, Any] | None = None,
+    save_models: bool = True,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> ProtocolResult:
+    """Run ``factory``'s estimators over every fold x trial and evaluate the test sections."""
+    if trials < 1:
+        from hagekit.errors import ConfigError
+
+        raise ConfigError(f"--trials: must be >= 1, got {trials}")
+    fold_list = make_folds(data.patients(), split=split, folds=folds)
+    settings = _protocol_settings(data, split, trials, seed, val_fraction, method)
+    config = dict(config or {})
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _prepare_run_dir(out, settings, config, data, fold_list, overwrite)
+    rep = reporter_or_null(progress)
+    for fold in fold_list:
+        if split == "section" and fold.same_patient_in_train:
+            log.info("fold %s: training includes sections of the same patient (%s); "
+                     "use --split patient for a leak-free estimate",
+                     fold.name, ", ".join(fold.same_patient_in_train))
+    rows: list[dict[str, Any]] = []
+    per_gene: dict[str, dict[str, list[float]]] = {}
+    splits_record: list[dict[str, Any]] = []
+    outer = rep.task(f"{method}: folds x trials", total=len(fold_list) * trials)
+    for fold in fold_list:
+        X_all, Y_all, S_all, sec_idx = data.stack(fold.train_sections)
+        for trial in range(trials):
+            tseed = trial_seed(seed, fold.name, trial)
+            tr, va = train_val_split(len(X_all), seed=seed, fold=fold.name, trial=trial,
+                                     val_fraction=val_fraction)
+            splits_record.append({**fold.as_dict(), "trial": trial, "seed": tseed,
+                                  "n_train": int(len(tr)), "n_val": int(len(va))})
+            tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
+            if tdir is not None and (tdir / "metrics.json").is_file():
+                saved = json.loads((tdir / "metrics.json").read_text())
+                rows.extend(saved["rows"])
+                per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
+                rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
+                outer.advance(1)
+                continue
+            ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
+                              fold.test_sections, tdir)
+            est = factory(ctx)
+            t0 = time.perf_counter()
+            _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
+                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=progress)
+            fit_s = time.perf_counter() - t0
+            trial_rows: list[dict[str, Any]] = []
+            trial_genes: dict[str, list[float]] = {}
+            for sec in fold.test_sections:
+                sd = data.sections[sec]
+                X_t, _, S_t, _ = data.stack([sec])
+                t1 = time.perf_counter()
+                pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
+                pred_s = time.perf_counter() - t1
+                if pred.shape != sd.targets.shape:
+                    raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
+                m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
+                row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
+                       "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
+                       "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
+                trial_rows.append({k: row[k] for k in ROW_KEYS})
+                trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
+            rows.extend(trial_rows)
+            per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
+            if tdir is not None:
+                with atomic_dir(tdir) as tmp:
+                    if save_models and hasattr(est, "save"):
+                        est.save(tmp)
+                    write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
+            last = trial_rows[-1]
+            outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
+            log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
+                     ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
+    outer.close()
+    summary = summarize_rows(rows)
+    if out is not None:
+        _write_tables(out, rows, summary, splits_record, settings)
+    return ProtocolResult(rows, summary, per_gene, out)
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
+                  splits_record: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ROW_KEYS))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k) for k in ROW_KEYS})
+    write_text(out / "metrics.csv", buf.getvalue())
+    write_json(out / "splits.json", {"split": settings["split"], "seed": settings["seed"],
+                                     "val_fraction": settings["val_fraction"], "trials": splits_record})
+    write_json(out / "summary.json", {"method": settings["method"], "dataset": settings["dataset"],
+                                      "split": settings["split"], **summary})
