@@ -105,13 +105,16 @@ def make_section(
     obs_df["patient"] = pd.Categorical([patient] * len(barcodes))
     obs_df["section"] = pd.Categorical([section] * len(barcodes))
     for key, values in (obs or {}).items():
-        obs_df[key] = list(values)
-    var_df = pd.DataFrame(index=pd.Index([str(g) for g in genes], name="gene"))
-    adata = ad.AnnData(X=X, obs=obs_df, var=var_df)
-    if adata.var_names.has_duplicates:
-        n_dup = int(adata.var_names.duplicated().sum())
+        col = pd.Series(list(values), index=obs_df.index)
+        # strings are stored as categoricals (what anndata would convert them to on write)
+        obs_df[key] = col.astype("category") if col.dtype == object else col
+    var_index = pd.Index([str(g) for g in genes], name="gene")
+    if var_index.has_duplicates:
+        n_dup = int(var_index.duplicated().sum())
         log.warning("%s: %d duplicated gene names made unique (e.g. GENE-1)", name, n_dup)
-        adata.var_names_make_unique(join="-")
+        var_index = ad.utils.make_index_unique(var_index, join="-")
+    var_df = pd.DataFrame(index=var_index)
+    adata = ad.AnnData(X=X, obs=obs_df, var=var_df)
     adata.obsm["spatial"] = spatial
     has_image = image_path is not None and str(image_path) != ""
     mpp_val = float(mpp) if mpp is not None else float("nan")
@@ -166,13 +169,13 @@ def validate_section(adata: anndata.AnnData, *, source: str | Path = "section") 
 
 
 def write_section(adata: anndata.AnnData, path: Path | str) -> Path:
-    """Write a section ``.h5ad`` atomically (gzip-compressed)."""
+    """Write a section ``.h5ad`` atomically (gzip level 1: ~the size of level 4, faster)."""
     from hagekit.io.atomic import atomic_path
 
     path = Path(path)
     validate_section(adata, source=path)
     with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip")
+        adata.write_h5ad(tmp, compression="gzip", compression_opts=1)
     return path
 
 

@@ -1,0 +1,368 @@
+"""``hagekit data``: prepare ST sections (her2st, cscc, visium, hest), synthesize, list, download.
+
+Only typer/rich/stdlib at import time; the library is imported inside each command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hagekit.cli._common import (
+    OverwriteOpt,
+    SeedOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    reporting,
+    split_csv,
+)
+
+data_app = typer.Typer(
+    help="Prepare spatial-transcriptomics sections into <root>/<dataset>/<section>.h5ad, list them, download sources.",
+    no_args_is_help=True,
+)
+prepare_app = typer.Typer(
+    help="Read a published raw layout (her2st, cscc, visium, hest) into hagekit sections.",
+    no_args_is_help=True,
+)
+data_app.add_typer(prepare_app, name="prepare")
+
+RawOpt = Annotated[Path, typer.Option("--raw", help="Folder holding the raw data in its published layout.")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Data root to write <dataset>/<section>.h5ad under (default: <workspace>/data).", show_default=False),
+]
+SectionsOpt = Annotated[
+    str | None, typer.Option("--sections", help="Comma-separated sections to prepare (default: all found).", show_default=False)
+]
+
+
+def _out_root(workspace: Path | None, out: Path | None) -> Path:
+    from hagekit.workspace import Workspace
+
+    return out if out is not None else Workspace.resolve(workspace).data_root
+
+
+def _fmt_mpp(mpp: float) -> str:
+    import math
+
+    return f"{mpp:.3f}" if math.isfinite(mpp) else "-"
+
+
+def _print_prepare(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report.dataset}: {len(report.sections)} section(s) in {report.folder}")
+    for col, justify in (
+        ("section", "left"),
+        ("patient", "left"),
+        ("spots", "right"),
+        ("genes", "right"),
+        ("image", "left"),
+        ("mpp", "right"),
+        ("dropped", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for s in report.sections:
+        table.add_row(
+            s.section,
+            s.patient,
+            f"{s.n_spots:,}",
+            f"{s.n_genes:,}",
+            "yes" if s.has_image else "[yellow]no (counts only)[/]",
+            _fmt_mpp(s.mpp),
+            str(s.dropped) if s.status == "written" else "",
+            s.status,
+        )
+    console.print(table)
+    n_img = sum(1 for s in report.sections if s.has_image)
+    console.print(
+        f"{len(report.written)} written, {len(report.kept)} kept (already prepared), "
+        f"{n_img} with image, {len(report.sections) - n_img} counts only"
+    )
+
+
+@prepare_app.command("her2st")
+@handle_errors
+def prepare_her2st_cmd(
+    raw: RawOpt,
+    out: OutOpt = None,
+    sections: SectionsOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "her2",
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """HER2+ breast cancer ST (almaan/her2st layout: data/ST-cnts, ST-spotfiles, ST-imgs, ST-pat)."""
+    from hagekit.data.her2st import prepare_her2st
+
+    with reporting() as progress:
+        report = prepare_her2st(
+            raw,
+            _out_root(workspace, out),
+            sections=split_csv(sections),
+            dataset=dataset,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    _print_prepare(report)
+
+
+prepare_app.command("her2", help="Alias of `prepare her2st`.", hidden=True)(prepare_her2st_cmd)
+
+
+@prepare_app.command("cscc")
+@handle_errors
+def prepare_cscc_cmd(
+    raw: RawOpt,
+    out: OutOpt = None,
+    sections: SectionsOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "cscc",
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Cutaneous SCC ST (GEO GSE144240_RAW: *_stdata.tsv.gz, *spot*.tsv.gz, *.jpg per section)."""
+    from hagekit.data.cscc import prepare_cscc
+
+    with reporting() as progress:
+        report = prepare_cscc(
+            raw,
+            _out_root(workspace, out),
+            sections=split_csv(sections),
+            dataset=dataset,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    _print_prepare(report)
+
+
+@prepare_app.command("visium")
+@handle_errors
+def prepare_visium_cmd(
+    raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5, spatial/).")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Section name to write (file <name>.h5ad).")],
+    image: Annotated[
+        Path | None,
+        typer.Option("--image", help="Full-resolution H&E the spots were aligned to (default: counts only).", show_default=False),
+    ] = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Patient id (default: the section name).", show_default=False)
+    ] = None,
+    out: OutOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "visium",
+    all_spots: Annotated[
+        bool, typer.Option("--all-spots", help="Keep spots outside the tissue (default: in_tissue == 1 only).")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """10x Visium (Space Ranger outs); the pixel size comes from spot_diameter_fullres / 55 µm."""
+    from hagekit.data.visium import prepare_visium
+
+    with reporting() as progress:
+        report = prepare_visium(
+            raw,
+            _out_root(workspace, out),
+            name=name,
+            image=image,
+            patient=patient,
+            dataset=dataset,
+            in_tissue_only=not all_spots,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    _print_prepare(report)
+
+
+@prepare_app.command("hest")
+@handle_errors
+def prepare_hest_cmd(
+    raw: Annotated[Path, typer.Option("--raw", help="HEST-1k folder (st/<id>.h5ad, wsis/<id>.tif, metadata/<id>.json).")],
+    ids: Annotated[
+        str | None, typer.Option("--ids", help="Comma-separated HEST sample ids (default: every st/<id>.h5ad).", show_default=False)
+    ] = None,
+    out: OutOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "hest",
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """HEST-1k samples; microns per pixel from metadata pixel_size_um_estimated."""
+    from hagekit.data.hest import prepare_hest
+
+    with reporting() as progress:
+        report = prepare_hest(
+            raw,
+            _out_root(workspace, out),
+            ids=split_csv(ids),
+            dataset=dataset,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    _print_prepare(report)
+
+
+@data_app.command("synth")
+@handle_errors
+def synth_cmd(
+    out: OutOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "synth",
+    sections: Annotated[int, typer.Option("--sections", help="Number of sections.")] = 4,
+    spots: Annotated[int, typer.Option("--spots", help="Spots per section (grid, 100 µm pitch).")] = 300,
+    genes: Annotated[int, typer.Option("--genes", help="Genes per section.")] = 200,
+    patients: Annotated[
+        int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).", show_default=False)
+    ] = None,
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Generate a synthetic ST dataset: H&E-like images with tissue regions and NB counts learnable from them."""
+    from hagekit.data.section import list_sections
+    from hagekit.data.synthetic import synthesize_dataset
+
+    root = _out_root(workspace, out)
+    with reporting() as progress:
+        paths = synthesize_dataset(
+            root,
+            dataset=dataset,
+            n_sections=sections,
+            n_spots=spots,
+            n_genes=genes,
+            seed=seed,
+            n_patients=patients,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    infos = [i for i in list_sections(root, paths[0].parent.name) if i.path in set(paths)]
+    _print_list(infos, title=f"synthetic dataset in {paths[0].parent}")
+
+
+def _print_list(infos: list[Any], *, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, justify in (
+        ("dataset", "left"),
+        ("section", "left"),
+        ("patient", "left"),
+        ("spots", "right"),
+        ("genes", "right"),
+        ("image", "left"),
+        ("mpp", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for i in infos:
+        table.add_row(
+            i.dataset,
+            i.section,
+            i.patient,
+            f"{i.n_spots:,}",
+            f"{i.n_genes:,}",
+            "yes" if i.has_image else "[yellow]no (counts only)[/]",
+            _fmt_mpp(i.mpp),
+        )
+    console.print(table)
+
+
+@data_app.command("list")
+@handle_errors
+def list_cmd(
+    root: Annotated[
+        Path | None,
+        typer.Argument(help="Data root holding <dataset>/<section>.h5ad (default: <workspace>/data).", show_default=False),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Only this dataset.", show_default=False)
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp."""
+    from hagekit.data.section import list_sections
+    from hagekit.errors import DataError
+
+    data_root = _out_root(workspace, root)
+    infos = list_sections(data_root, dataset)
+    if not infos:
+        raise DataError(f"{data_root}: no prepared sections (<dataset>/<section>.h5ad); run `hagekit data prepare` or `hagekit data synth`")
+    _print_list(infos, title=f"{len(infos)} section(s) under {data_root}")
+    datasets = sorted({i.dataset for i in infos})
+    console.print(
+        ", ".join(
+            f"{d}: {sum(1 for i in infos if i.dataset == d)} sections, "
+            f"{sum(1 for i in infos if i.dataset == d and i.has_image)} with image"
+            for d in datasets
+        )
+    )
+
+
+@data_app.command("download")
+@handle_errors
+def download_cmd(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Manifest name (her2st, cscc, pcam, skincancer, tcga-brca, sln-breast, hest, uni, gene2vec).", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder to download into (default: <workspace>/raw/<name>).", show_default=False),
+    ] = None,
+    files: Annotated[
+        str | None, typer.Option("--files", help="Comma-separated file names from the manifest (default: all).", show_default=False)
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="A manifest YAML file instead of a built-in name.", show_default=False)
+    ] = None,
+    extract: Annotated[bool, typer.Option("--extract/--no-extract", help="Unpack archives the manifest marks for extraction.")] = True,
+    show: Annotated[bool, typer.Option("--list", help="List the built-in manifests and exit.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Download a dataset or weight file listed in data_manifests/, resuming partial files and verifying sha256."""
+    from hagekit.data.download import download
+    from hagekit.data.manifests import list_manifests, load_manifest
+    from hagekit.errors import ConfigError
+    from hagekit.workspace import Workspace
+
+    if show or (name is None and manifest is None):
+        _print_manifests(list_manifests())
+        if not show:
+            raise ConfigError("NAME: give a manifest name (listed above) or --manifest FILE")
+        return
+    man = load_manifest(manifest if manifest is not None else name)  # type: ignore[arg-type]
+    dest = out if out is not None else Workspace.resolve(workspace).root / "raw" / man.name
+    with reporting() as progress:
+        result = download(man, dest, files=split_csv(files), extract=extract, progress=progress)
+    _print_download(result)
+
+
+def _print_manifests(manifests: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="built-in manifests (hagekit/data_manifests)")
+    for col in ("name", "kind", "files", "licence", "access"):
+        table.add_column(col)
+    for m in manifests:
+        table.add_row(m.name, m.kind, str(len(m.files)), m.licence, m.access)
+    console.print(table)
+
+
+def _print_download(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.name} -> {result.folder}")
+    for col, justify in (("file", "left"), ("bytes", "right"), ("sha256", "left"), ("status", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for f in result.files:
+        table.add_row(f.name, f"{f.size:,}", f.sha256[:16] + "…", f.status)
+    console.print(table)
+    if result.unverified:
+        console.print(
+            f"[yellow]{len(result.unverified)} file(s) have no published checksum; their sha256 is shown above[/]"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` command group to the root app."""
+    app.add_typer(data_app, name="data")
