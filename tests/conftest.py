@@ -57,3 +57,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def her2_root(her2st_raw: Path, tmp_path_factory) -> Path:
+    """All 36 HER2ST sections prepared once per session, through the CLI as a user would."""
+    from typer.testing import CliRunner
+
+    from hagekit.cli.main import app
+
+    root = tmp_path_factory.mktemp("her2_data")
+    args = ["-q", "data", "prepare", "her2st", "--raw", str(her2st_raw), "--out", str(root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture(scope="session")
+def her2_builtin_features(her2_root: Path, tmp_path_factory) -> Path:
+    """``builtin`` spot features of the imaged sections C2..C6, extracted once per session."""
+    from hagekit.extract import extract_sections
+
+    out = tmp_path_factory.mktemp("her2_feats") / "builtin"
+    summary = extract_sections(her2_root, "her2", encoder="builtin", out_dir=out, device="cpu")
+    assert not getattr(summary, "failed", None), summary
+    return out

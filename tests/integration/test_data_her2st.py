@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -15,15 +14,6 @@ from hagekit.data.section import list_sections, read_section
 
 SECTIONS = [f"{p}{i}" for p in "ABCD" for i in range(1, 7)] + [f"{p}{i}" for p in "EFGH" for i in range(1, 4)]
 WITH_IMAGE = {"C2", "C3", "C4", "C5", "C6"}
-
-
-@pytest.fixture(scope="session")
-def her2_root(her2st_raw: Path, tmp_path_factory) -> Path:
-    """Prepare all 36 sections once (through the CLI, as a user would)."""
-    out = tmp_path_factory.mktemp("her2_data")
-    result = CliRunner().invoke(app, ["-q", "data", "prepare", "her2st", "--raw", str(her2st_raw), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _ids_in_counts(path: Path) -> list[str]:

@@ -1,0 +1,424 @@
+"""Linear probe on frozen embeddings: the paper's patch-classification protocol.
+
+One linear layer trained with cross-entropy and Adam for 10 epochs on z-scored frozen
+embeddings, 5-fold cross-validation (grouped by slide/patient when the dataset gives
+groups, via ``StratifiedGroupKFold``); Accuracy, AUC and macro Recall, mean ± std.
+Embeddings are cached per (dataset, encoder, weights sha256) in an h5 file, filled
+incrementally, so a second encoder, a rerun or an interrupted run costs only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hagekit.bench.downstream_report import (
+    DownstreamResult,
+    EncoderScores,
+    classification_metrics,
+    write_downstream_report,
+)
+from hagekit.bench.patch_datasets import PatchDataset
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.progress import Reporter, reporter_or_null
+from hagekit.training.splits import trial_seed
+from hagekit.workspace import encoder_slug
+
+__all__ = [
+    "ProbeConfig",
+    "LinearProbe",
+    "make_probe_folds",
+    "fit_linear_probe",
+    "probe_embeddings",
+    "subsample_indices",
+    "embedding_cache_path",
+    "embed_patch_dataset",
+    "run_linear_probe",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear-probe settings; defaults follow the paper (10 epochs, CE, 5 folds)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    folds: int = 5
+    seed: int = 0
+    standardize: bool = True
+    device: str = "cpu"
+
+    def validate(self) -> ProbeConfig:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
+        if self.folds < 2:
+            raise ConfigError(f"--folds: must be >= 2, got {self.folds}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr: must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        return self
+
+
+@dataclass
+class LinearProbe:
+    """A fitted probe: z-score (``mean``, ``scale``) then ``x @ weight.T + bias``."""
+
+    weight: np.ndarray  # (C, D)
+    bias: np.ndarray  # (C,)
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) for embeddings ``x`` (N, D)."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        logits = z @ self.weight.T.astype(np.float64) + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def make_probe_folds(
+    y: np.ndarray, groups: np.ndarray | None, *, n_folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (and, with ``groups``, group-disjoint) K folds as (train, test) index pairs."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(y)
+    counts = np.bincount(y) if y.size else np.zeros(0, dtype=int)
+    if (counts > 0).sum() < 2:
+        raise DataError(f"need at least 2 classes for a probe, found {(counts > 0).sum()}")
+    if y.size < n_folds:
+        raise ConfigError(f"--folds: {n_folds} folds for {y.size} items; lower --folds")
+    splitter: Any
+    if groups is not None:
+        n_groups = len(set(groups.tolist()))
+        if n_groups < n_folds:
+            raise ConfigError(
+                f"--folds: {n_folds} grouped folds need at least {n_folds} slides/patients, found {n_groups}; lower --folds"
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed % (2**32))
+        split_iter = splitter.split(np.zeros(y.size), y, groups)
+    else:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed % (2**32))
+        split_iter = splitter.split(np.zeros(y.size), y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        try:
+            folds = [(np.sort(tr), np.sort(te)) for tr, te in split_iter]
+        except ValueError as exc:
+            raise ConfigError(f"--folds: cannot make {n_folds} folds ({exc})") from None
+    return folds
+
+
+def fit_linear_probe(
+    x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(), *, seed: int = 0
+) -> LinearProbe:
+    """Train one linear layer (zero init) with Adam + cross-entropy for ``config.epochs`` epochs."""
+    import torch
+
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if config.standardize:
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale = np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
+    else:
+        mean = np.zeros(x.shape[1], dtype=np.float32)
+        scale = np.ones(x.shape[1], dtype=np.float32)
+    device = torch.device(config.device)
+    xt = torch.from_numpy((x - mean) / scale).to(device)
+    yt = torch.from_numpy(y).to(device)
+    layer = torch.nn.Linear(x.shape[1], n_classes).to(device)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+    opt = torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n = xt.shape[0]
+    for _ in range(config.epochs):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(layer(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    return LinearProbe(
+        weight=layer.weight.detach().cpu().numpy().astype(np.float64),
+        bias=layer.bias.detach().cpu().numpy().astype(np.float64),
+        mean=mean.astype(np.float64),
+        scale=scale.astype(np.float64),
+    )
+
+
+def probe_embeddings(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    n_classes: int | None = None,
+    config: ProbeConfig = ProbeConfig(),
+    encoder: str = "embeddings",
+    progress: Reporter | None = None,
+) -> EncoderScores:
+    """K-fold linear probe of embeddings ``x`` (N, D) for labels ``y`` (N,); per-fold metrics."""
+    config.validate()
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise DataError(f"embeddings {x.shape} and labels {y.shape} do not match")
+    if not np.isfinite(x).all():
+        raise DataError(f"{encoder}: embeddings contain NaN or Inf")
+    n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+    folds = make_probe_folds(y, groups, n_folds=config.folds, seed=config.seed)
+    task = reporter_or_null(progress).task(f"probe {encoder}", total=len(folds))
+    rows = []
+    try:
+        for k, (tr, te) in enumerate(folds):
+            probe = fit_linear_probe(x[tr], y[tr], n_classes, config, seed=trial_seed(config.seed, "probe", k))
+            scores = classification_metrics(y[te], probe.predict_proba(x[te]))
+            rows.append({"fold": k, "n_train": int(tr.size), "n_test": int(te.size), **scores})
+            task.advance(1, status=f"auc {scores['auc']:.3f}")
+    finally:
+        task.close()
+    return EncoderScores(encoder=encoder, folds=rows)
+
+
+def subsample_indices(labels: np.ndarray, limit: int | None, *, seed: int) -> np.ndarray:
+    """Sorted indices of a class-stratified random subset of at most ``limit`` items (all if None)."""
+    n = int(labels.shape[0])
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise ConfigError(f"--limit: must be >= 1, got {limit}")
+    rng = np.random.default_rng(trial_seed(seed, "subsample", 0))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts / n * limit).astype(int)
+    quota = np.maximum(quota, np.minimum(counts, 1))
+    while quota.sum() > limit:
+        quota[np.argmax(quota)] -= 1
+    out = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(out))
+
+
+# Embedding cache ---------------------------------------------------------------------------
+
+
+def _weights_key(bundle: Any) -> str:
+    sha = str(getattr(bundle, "weights_sha256", "") or "")
+    if sha:
+        return sha[:12]
+    digest = hashlib.sha256(repr(getattr(bundle, "config", "")).encode()).hexdigest()[:12]
+    return f"noweights-{digest}"
+
+
+def embedding_cache_path(cache_dir: Path, dataset: PatchDataset, bundle: Any, fingerprint: str | None = None) -> Path:
+    """``<cache>/<dataset>-<fingerprint12>/<encoder>-<weights sha12>.h5``."""
+    fp = (fingerprint or dataset.fingerprint())[:12]
+    return Path(cache_dir) / f"{dataset.name}-{fp}" / f"{encoder_slug(str(bundle.name))}-{_weights_key(bundle)}.h5"
+
+
+def _open_cache(path: Path, n: int, dim: int | None, attrs: Mapping[str, Any]):  # -> h5py.File | None
+    import h5py
+
+    if path.exists():
+        try:
+            h5 = h5py.File(path, "a")
+            ok = (
+                "features" in h5
+                and "done" in h5
+                and h5["features"].shape[0] == n
+                and all(str(h5.attrs.get(k, "")) == str(v) for k, v in attrs.items())
+            )
+            if ok:
+                return h5
+            h5.close()
+            logger.warning("%s: embedding cache does not match this dataset/encoder; rebuilding it", path)
+        except OSError as exc:
+            if "lock" in str(exc).lower():
+                raise DataError(at(path, "embedding cache is in use by another run (wait, or pass another --cache-dir)")) from None
+            logger.warning("%s: unreadable embedding cache (interrupted write?); rebuilding it", path)
+        path.unlink()
+    if dim is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h5 = h5py.File(path, "w")
+    h5.create_dataset("features", shape=(n, dim), dtype="float32", chunks=(min(max(n, 1), 1024), dim))
+    h5.create_dataset("done", shape=(n,), dtype="bool")
+    for k, v in attrs.items():
+        h5.attrs[k] = str(v)
+    return h5
+
+
+def _encode_images_fn() -> Any:
+    try:
+        from hagekit.extract import encode_images
+    except ImportError:  # the package's __init__ may not re-export it
+        from hagekit.extract.engine import encode_images
+    return encode_images
+
+
+def embed_patch_dataset(
+    dataset: PatchDataset,
+    bundle: Any,
+    indices: np.ndarray | None = None,
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    num_workers: int = 0,
+    chunk: int | None = None,
+    progress: Reporter | None = None,
+) -> np.ndarray:
+    """Embeddings (len(indices), D) of ``dataset`` items by encoder ``bundle``, through the cache.
+
+    Only items not yet in the cache are encoded; the cache records finished rows, so an
+    interrupted run resumes. Random-weight encoders are never cached.
+    """
+    encode_images = _encode_images_fn()
+    if chunk is None:  # images read per step: small PCAM patches from h5, larger tiles from files
+        chunk = 256 if dataset.files is not None else 1024
+    idx = np.arange(dataset.n) if indices is None else np.asarray(indices, dtype=np.int64)
+    use_cache = cache_dir is not None and not bool(getattr(bundle, "random_weights", False))
+    fp = dataset.fingerprint()
+    attrs = {
+        "dataset": dataset.name,
+        "dataset_fingerprint": fp,
+        "encoder": str(bundle.name),
+        "encoder_weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
+        "n_items": dataset.n,
+    }
+    h5 = None
+    path = embedding_cache_path(Path(cache_dir), dataset, bundle, fp) if use_cache else None
+    if path is not None:
+        h5 = _open_cache(path, dataset.n, None, attrs)
+    try:
+        if h5 is not None:
+            done = np.asarray(h5["done"][:], dtype=bool)
+            missing = np.unique(idx[~done[idx]])
+        else:
+            missing = np.unique(idx)
+        out_rows: dict[int, np.ndarray] = {}
+        task = reporter_or_null(progress).task(f"embed {bundle.name}", total=int(missing.size))
+        try:
+            for start in range(0, missing.size, chunk):
+                part = missing[start : start + chunk]
+                feats = np.asarray(
+                    encode_images(bundle, dataset.read(part), batch_size=batch_size, device=device, num_workers=num_workers),
+                    dtype=np.float32,
+                )
+                if feats.shape[0] != part.size:
+                    raise DataError(f"encoder {bundle.name} returned {feats.shape[0]} rows for {part.size} images")
+                if path is not None:
+                    if h5 is None:
+                        h5 = _open_cache(path, dataset.n, int(feats.shape[1]), attrs)
+                    h5["features"][part] = feats
+                    h5["done"][part] = True
+                    h5.flush()
+                else:
+                    out_rows.update(zip(part.tolist(), feats, strict=True))
+                task.advance(int(part.size))
+        finally:
+            task.close()
+        if h5 is not None:
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            return np.asarray(h5["features"][uniq], dtype=np.float32)[inverse]
+        if not out_rows:
+            raise DataError("no items to embed")
+        return np.stack([out_rows[int(i)] for i in idx]).astype(np.float32)
+    finally:
+        if h5 is not None:
+            h5.close()
+
+
+# The whole benchmark -----------------------------------------------------------------------
+
+
+def run_linear_probe(
+    dataset: PatchDataset,
+    encoders: Sequence[str],
+    *,
+    out_dir: Path | str,
+    cache_dir: Path | str | None = None,
+    weights: Mapping[str, Path] | None = None,
+    random_weights: bool = False,
+    config: ProbeConfig = ProbeConfig(),
+    limit: int | None = None,
+    embed_batch_size: int = 64,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> DownstreamResult:
+    """Embed ``dataset`` with each encoder (cached), probe it, write table/CSV/figure to ``out_dir``."""
+    from hagekit.encoders import create_encoder
+
+    config.validate()
+    if not encoders:
+        raise ConfigError("--encoder: give at least one encoder")
+    if len(set(encoders)) != len(encoders):
+        raise ConfigError(f"--encoder: duplicate encoders in {', '.join(encoders)}")
+    out = Path(out_dir)
+    if (out / "summary.json").exists() and not overwrite:
+        raise ConfigError(at(out, "results already exist; pass --overwrite to replace them"))
+    weights = dict(weights or {})
+    unknown = set(weights) - set(encoders)
+    if unknown:
+        raise ConfigError(f"--weights: {', '.join(sorted(unknown))} is not among --encoder ({', '.join(encoders)})")
+    idx = subsample_indices(dataset.labels, limit, seed=config.seed)
+    y = dataset.labels[idx]
+    groups = dataset.groups[idx] if dataset.groups is not None else None
+    make_probe_folds(y, groups, n_folds=config.folds, seed=config.seed)  # fail before embedding
+    scores: list[EncoderScores] = []
+    for spec in encoders:
+        bundle = create_encoder(spec, weights=weights.get(spec), random_weights=random_weights, device=config.device)
+        x = embed_patch_dataset(
+            dataset, bundle, idx, cache_dir=Path(cache_dir) if cache_dir else None,
+            batch_size=embed_batch_size, device=config.device, num_workers=num_workers, progress=progress,
+        )
+        s = probe_embeddings(x, y, groups=groups, n_classes=dataset.n_classes, config=config, encoder=spec, progress=progress)
+        s.info = {
+            "encoder_name": str(bundle.name),
+            "weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
+            "random_weights": bool(getattr(bundle, "random_weights", False)),
+            "dim": int(x.shape[1]),
+        }
+        scores.append(s)
+    result = DownstreamResult(
+        task="linear-probe",
+        dataset=dataset.name,
+        scores=scores,
+        config={
+            "task": "linear-probe",
+            "dataset": dataset.name,
+            "data_root": str(dataset.root),
+            "dataset_meta": dataset.meta,
+            "n_items": int(idx.size),
+            "n_items_total": dataset.n,
+            "limit": limit,
+            "class_names": dataset.class_names,
+            "class_counts": np.bincount(y, minlength=dataset.n_classes).tolist(),
+            "grouped": groups is not None,
+            "n_groups": int(len(set(groups.tolist()))) if groups is not None else None,
+            "encoders": list(encoders),
+            "weights": {k: str(v) for k, v in weights.items()},
+            "cache_dir": str(cache_dir) if cache_dir else None,
+            "probe": asdict(config),
+        },
+    )
+    write_downstream_report(result, out)  # every computation is done: no partial output on errors
+    result.out_dir = out
+    return result
