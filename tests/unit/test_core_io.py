@@ -93,3 +93,12 @@ def test_cli_help_is_fast_and_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip()) < 1.5
+
+
+def test_public_api_names_resolve():
+    import hagekit
+
+    for name in hagekit.__all__:
+        assert getattr(hagekit, name) is not None, name
+    with pytest.raises(AttributeError):
+        hagekit.not_a_name  # noqa: B018
