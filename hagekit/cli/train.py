@@ -1,0 +1,107 @@
+"""``hagekit train``: HAGE under leave-one-section-out (the paper) or leave-one-patient-out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hagekit.cli._common import (
+    OverwriteOpt,
+    WorkspaceOpt,
+    console,
+    err_console,
+    handle_errors,
+    reporting,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", no_args_is_help=False)(train)
+
+
+def metrics_table(summary: dict[str, Any], title: str):
+    """A rich table: one row per test section (mean ± std over trials) and the overall mean."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("section", "PCC(all)", "PCC(HEG)", "MSE", "MAE"):
+        table.add_column(col, justify="left" if col == "section" else "right")
+    for section, vals in summary.get("per_section", {}).items():
+        table.add_row(section, *(f"{vals[m]:.4f}" for m in ("pcc_all", "pcc_heg", "mse", "mae")))
+    overall = summary.get("overall", {})
+    if overall:
+        table.add_section()
+        table.add_row(
+            "[bold]mean ± std[/]",
+            *(f"{overall[m]['mean']:.4f} ± {overall[m]['std']:.4f}" for m in ("pcc_all", "pcc_heg", "mse", "mae")),
+        )
+    return table
+
+
+@handle_errors
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (her2, cscc, synth, ...).")] = "her2",
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder with <dataset>/<section>.h5ad (default: workspace data/).")] = None,
+    features: Annotated[Path | None, typer.Option("--features", help="Feature folder with <section>.h5 (default: workspace features/<dataset>/<encoder>).")] = None,
+    encoder: Annotated[str, typer.Option("--encoder", help="Encoder whose workspace features to use when --features is not given.")] = "builtin",
+    genes: Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: workspace genes/<dataset>/panel.txt).")] = None,
+    gene_embeddings: Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings (default: workspace genes/<dataset>/embeddings.txt).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: workspace runs/<dataset>/<name>).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Run name under the workspace when --out is not given.")] = "hage",
+    config: Annotated[Path | None, typer.Option("--config", help="TOML or YAML settings file; flags override it.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")] = None,
+    folds: Annotated[str | None, typer.Option("--folds", help="Held-out sections/patients to run, comma-separated (default: all).")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/validation trials per fold (default 5).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Validation share of training spots (default 0.2).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Expression target: log1p_norm (default), log1p, raw.")] = None,
+    d: Annotated[int | None, typer.Option("--d", help="Embedding dimension (paper: 1024).")] = None,
+    k1: Annotated[int | None, typer.Option("--k1", help="Expression clusters (paper: 30).")] = None,
+    k2: Annotated[int | None, typer.Option("--k2", help="Image sub-clusters per expression cluster (paper: 2).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (paper: 15 HER2+, 100 cSCC).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Spots per step (default 256).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = None,
+    patience: Annotated[int | None, typer.Option("--patience", help="Early stopping patience in epochs (paper: 5; 0 disables).")] = None,
+    no_ge: Annotated[bool, typer.Option("--no-ge", help="Ablation: plain MLP image encoder instead of GE.")] = False,
+    no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Ablation: no hierarchical (centroid) alignment.")] = False,
+    single_level: Annotated[bool, typer.Option("--single-level", help="Ablation: k1*k2 clusters on expression only.")] = False,
+    allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    workspace: WorkspaceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train HAGE on every fold x trial and write a run folder (models, metrics.csv, summary.json)."""
+    from hagekit.training.run import train_run
+    from hagekit.workspace import Workspace
+
+    ws = Workspace.resolve(workspace)
+    overrides = {
+        "split": split, "folds": folds, "trials": trials, "seed": seed, "val_fraction": val_fraction,
+        "target": target, "d": d, "k1": k1, "k2": k2, "epochs": epochs, "batch_size": batch_size,
+        "lr": lr, "patience": patience,
+        "use_ge": False if no_ge else None,
+        "use_hierarchy": False if no_hierarchy else None,
+        "single_level": True if single_level else None,
+        "allow_leak": True if allow_leak else None,
+    }
+    run_dir = out or ws.run_dir(dataset, name)
+    with reporting() as progress:
+        result = train_run(
+            data_root=data_root or ws.data_root,
+            dataset=dataset,
+            features_dir=features or ws.features_dir(dataset, encoder),
+            genes_path=genes or ws.panel_path(dataset),
+            embeddings_path=gene_embeddings or ws.embeddings_path(dataset),
+            out=run_dir,
+            config_file=config,
+            overrides=overrides,
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(metrics_table(result.summary, f"HAGE, {result.settings.split} split: {run_dir}"))
+    console.print(f"run folder: {run_dir}")

@@ -1,0 +1,308 @@
+"""``HAGERegressor``: the HAGE model behind a scikit-learn-like fit / predict / save / load.
+
+``fit`` standardises features, builds the fixed hierarchy on the training spots, trains with
+early stopping on validation PCC and keeps the best weights. ``save`` writes
+``model.safetensors`` (state dict) + ``estimator.json`` (config, shapes, history); no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hagekit.errors import ConfigError, DataError, ProvenanceError, at
+from hagekit.hage.model import HAGEConfig
+from hagekit.progress import Reporter
+
+__all__ = ["HAGERegressor", "calibration", "ESTIMATOR_FORMAT", "MODEL_FILE", "ESTIMATOR_FILE"]
+
+log = logging.getLogger(__name__)
+
+ESTIMATOR_FORMAT = "hagekit.hage/1"
+MODEL_FILE = "model.safetensors"
+ESTIMATOR_FILE = "estimator.json"
+
+
+class HAGERegressor:
+    """Predict panel expression (N, G) from image features (N, D) with HAGE.
+
+    ``gene_embeddings`` (G, d_g) are the panel's embeddings in panel order; ``genes`` (optional)
+    are the panel's symbols, recorded for provenance checks at prediction time; ``label``
+    names the progress bar.
+    """
+
+    def __init__(
+        self,
+        config: HAGEConfig,
+        gene_embeddings: np.ndarray,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        genes: Sequence[str] | None = None,
+        label: str = "HAGE",
+    ) -> None:
+        self.config = config
+        self.gene_embeddings = gene_embeddings
+        self.seed = seed
+        self.device = device
+        self.genes = genes
+        self.label = label
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        *,
+        X_val: np.ndarray | None = None,
+        Y_val: np.ndarray | None = None,
+        spatial: np.ndarray | None = None,
+        spatial_val: np.ndarray | None = None,
+        progress: Reporter | None = None,
+    ) -> HAGERegressor:
+        """Train on features ``X`` (N, D) and targets ``Y`` (N, G); returns ``self``.
+
+        ``spatial``/``spatial_val`` are accepted for the common estimator interface of the
+        protocol; HAGE, like the paper, uses no spatial context and does not read them.
+        """
+        import torch
+
+        from hagekit.hage.hierarchy import build_hierarchy
+        from hagekit.hage.model import HAGEModel
+        from hagekit.training.fit import fit_model
+
+        emb = self._check_embeddings()
+        X, Y = _check_xy(X, Y, emb.shape[0], "training")
+        has_val = X_val is not None and Y_val is not None and len(X_val) > 0
+        if has_val:
+            X_val, Y_val = _check_xy(X_val, Y_val, emb.shape[0], "validation")
+            if X_val.shape[1] != X.shape[1]:
+                raise DataError(f"validation features have {X_val.shape[1]} dims, training {X.shape[1]}")
+        cfg = self.config
+        device = _resolve_device(self.device)
+        mean = X.mean(axis=0) if cfg.standardize_features else np.zeros(X.shape[1], np.float32)
+        std = X.std(axis=0) if cfg.standardize_features else np.ones(X.shape[1], np.float32)
+        std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        n_clusters, labels_t = 0, None
+        if cfg.use_hierarchy:
+            hier = build_hierarchy(
+                Y, (X - mean) / std, k1=cfg.k1, k2=cfg.k2, single_level=cfg.single_level, seed=self.seed
+            )
+            n_clusters = hier.n_clusters
+            self.cluster_sizes_ = hier.sizes()
+            labels_t = torch.as_tensor(hier.labels, device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            model = HAGEModel(cfg, X.shape[1], torch.as_tensor(emb))
+            model.set_feature_stats(torch.as_tensor(mean), torch.as_tensor(std))
+            model.to(device)
+            result = fit_model(
+                model,
+                torch.as_tensor(X, device=device),
+                torch.as_tensor(Y, device=device),
+                config=cfg,
+                labels=labels_t,
+                n_clusters=n_clusters,
+                x_val=torch.as_tensor(X_val, device=device) if has_val else None,
+                y_val=Y_val if has_val else None,
+                seed=self.seed,
+                progress=progress,
+                description=self.label,
+            )
+        model.eval()
+        if cfg.calibrate:
+            from hagekit.training.fit import predict_batches
+
+            Xc, Yc = (X_val, Y_val) if has_val and len(X_val) >= 2 else (X, Y)
+            raw = predict_batches(model, torch.as_tensor(Xc, device=device))
+            scale, shift = calibration(raw, Yc)
+            model.set_calibration(torch.as_tensor(scale), torch.as_tensor(shift))
+        self.model_ = model
+        self.n_features_in_ = int(X.shape[1])
+        self.n_clusters_ = int(n_clusters)
+        self.history_ = result.history
+        self.best_epoch_ = int(result.best_epoch)
+        self.best_val_pcc_ = float(result.best_val_pcc)
+        self.stopped_early_ = bool(result.stopped_early)
+        return self
+
+    # -- inference -----------------------------------------------------------------------
+    def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
+        """Predicted targets (N, G) float32 for features ``X`` (N, D); ``spatial`` is not used."""
+        import torch
+
+        from hagekit.training.fit import predict_batches
+
+        model = self._fitted()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ProvenanceError(
+                f"features have shape {X.shape}; this model expects (N, {self.n_features_in_}) "
+                "features from the encoder it was trained on"
+            )
+        if not np.all(np.isfinite(X)):
+            raise DataError("features contain NaN or Inf")
+        device = next(model.parameters()).device
+        return predict_batches(model, torch.as_tensor(X, device=device)).astype(np.float32)
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Gene-informed image embeddings z^i (N, d) for features ``X`` (N, D)."""
+        import torch
+
+        model = self._fitted()
+        device = next(model.parameters()).device
+        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+        with torch.inference_mode():
+            return np.concatenate(
+                [model.encode_image(x[s : s + 4096]).cpu().numpy() for s in range(0, len(x), 4096)]
+                or [np.zeros((0, self.config.d), np.float32)]
+            )
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path | str) -> Path:
+        """Write ``model.safetensors`` and ``estimator.json`` into ``directory`` (atomically each)."""
+        from safetensors.torch import save_file
+
+        from hagekit.io.atomic import atomic_path, write_json
+
+        model = self._fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(directory / MODEL_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": ESTIMATOR_FORMAT})
+        write_json(directory / ESTIMATOR_FILE, self.describe())
+        return directory
+
+    def describe(self) -> dict[str, Any]:
+        """What ``estimator.json`` holds: format, config, shapes, genes, seed, training history."""
+        self._fitted()
+        return {
+            "format": ESTIMATOR_FORMAT,
+            "method": "hage",
+            "config": self.config.to_dict(),
+            "n_features_in": self.n_features_in_,
+            "n_genes": int(np.asarray(self.gene_embeddings).shape[0]),
+            "d_gene": int(np.asarray(self.gene_embeddings).shape[1]),
+            "genes": list(self.genes) if self.genes is not None else None,
+            "seed": self.seed,
+            "n_clusters": self.n_clusters_,
+            "best_epoch": self.best_epoch_,
+            "best_val_pcc": self.best_val_pcc_,
+            "stopped_early": self.stopped_early_,
+            "history": self.history_,
+        }
+
+    @classmethod
+    def load(cls, directory: Path | str, *, device: str = "cpu") -> HAGERegressor:
+        """Rebuild a fitted estimator from a directory written by :meth:`save`."""
+        import torch
+        from safetensors.torch import load_file
+
+        from hagekit.hage.model import HAGEModel
+
+        directory = Path(directory)
+        meta_path, weights_path = directory / ESTIMATOR_FILE, directory / MODEL_FILE
+        for path in (meta_path, weights_path):
+            if not path.is_file():
+                raise DataError(at(path, "not found; is this a trained HAGE model folder (<run>/<fold>/trial<k>)?"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(at(meta_path, f"not valid JSON ({exc.msg})")) from None
+        if meta.get("format") != ESTIMATOR_FORMAT:
+            raise DataError(at(meta_path, f"format {meta.get('format')!r} is not {ESTIMATOR_FORMAT!r}"))
+        config = HAGEConfig.from_dict(meta["config"], source=str(meta_path))
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises several types on corrupt files
+            raise DataError(at(weights_path, f"unreadable safetensors file ({exc})")) from None
+        if "gene_embeddings" not in state:
+            raise DataError(at(weights_path, "no gene_embeddings tensor; not a HAGE model"))
+        emb = state["gene_embeddings"].numpy()
+        est = cls(config, emb, seed=int(meta.get("seed", 0)), device=device, genes=meta.get("genes"))
+        model = HAGEModel(config, int(meta["n_features_in"]), torch.as_tensor(emb))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise DataError(
+                at(weights_path, f"weights do not match the config (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+            )
+        model.to(_resolve_device(device)).eval()
+        est.model_ = model
+        est.n_features_in_ = int(meta["n_features_in"])
+        est.n_clusters_ = int(meta.get("n_clusters", 0))
+        est.history_ = list(meta.get("history", []))
+        est.best_epoch_ = int(meta.get("best_epoch", 0))
+        best = meta.get("best_val_pcc")
+        est.best_val_pcc_ = float(best) if best is not None else float("nan")
+        est.stopped_early_ = bool(meta.get("stopped_early", False))
+        return est
+
+    # -- helpers -------------------------------------------------------------------------
+    def _fitted(self):
+        model = getattr(self, "model_", None)
+        if model is None:
+            raise ConfigError("HAGERegressor is not fitted yet; call fit() or load() first")
+        return model
+
+    def _check_embeddings(self) -> np.ndarray:
+        emb = np.asarray(self.gene_embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] == 0:
+            raise ConfigError(f"gene embeddings must be a non-empty (G, d_g) array, got shape {emb.shape}")
+        if not np.all(np.isfinite(emb)):
+            raise DataError("gene embeddings contain NaN or Inf")
+        if self.genes is not None and len(self.genes) != emb.shape[0]:
+            raise ConfigError(f"{len(self.genes)} gene names for {emb.shape[0]} gene embeddings")
+        return emb
+
+
+def calibration(raw: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene least-squares ``target ~ a * raw + b`` with ``a > 0`` (keeps each gene's PCC).
+
+    Genes the model anti-correlates (or predicts constant) get a tiny slope, i.e. close to
+    the mean of ``target``, which minimises their squared error.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    rc, yc = raw - raw.mean(axis=0), y - y.mean(axis=0)
+    var = (rc**2).mean(axis=0)
+    cov = (rc * yc).mean(axis=0)
+    y_sd = np.sqrt((yc**2).mean(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(var > 1e-12, cov / var, 0.0)
+        floor = np.where(var > 1e-12, 1e-6 * y_sd / np.sqrt(var), 1e-6)
+    a = np.maximum(a, np.maximum(floor, 1e-12))
+    b = y.mean(axis=0) - a * raw.mean(axis=0)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def _check_xy(X: Any, Y: Any, n_genes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise DataError(f"{what} features {X.shape} and targets {Y.shape} must be (N, D) and (N, G)")
+    if Y.shape[1] != n_genes:
+        raise ProvenanceError(f"{what} targets have {Y.shape[1]} genes but {n_genes} gene embeddings were given")
+    if X.shape[0] < 2:
+        raise DataError(f"{what} set needs at least 2 spots, got {X.shape[0]}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y))):
+        raise DataError(f"{what} features or targets contain NaN or Inf")
+    return X, Y
+
+
+def _resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {device!r} requested but CUDA is not available (choose cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device: unknown device {device!r} (choose cpu, cuda, auto)") from None

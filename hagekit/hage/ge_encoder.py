@@ -1,0 +1,272 @@
+"""The gene-informed encoder of a trained HAGE run as an image encoder (``ge:`` in the registry).
+
+``ge:<run>[:fold:trial]`` or ``ge:<file.safetensors>`` (from :func:`export_encoder`): the run's
+base encoder (the one its features came from), then the trained GE module (feature
+standardisation, W_x, cross-attention over the panel's gene embeddings, MLP) -> z^i (d).
+Without ``:fold:trial`` the first fold (sorted by name) and trial 0 are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hagekit.errors import EncoderError, HagekitError
+from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
+from hagekit.hage.model import HAGEConfig
+
+__all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+GE_FORMAT = "hagekit.ge-encoder/1"
+_HEAD_PREFIXES = ("image_encoder.", "x_mean", "x_std", "gene_embeddings")
+
+
+class GEHead(nn.Module):
+    """Base-encoder features (B, d_in) -> z^i (B, d): standardise, then GE (or the MLP ablation)."""
+
+    def __init__(self, config: HAGEConfig, d_in: int, gene_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        genes = torch.as_tensor(gene_embeddings, dtype=torch.float32)
+        self.register_buffer("gene_embeddings", genes.clone())
+        self.register_buffer("x_mean", torch.zeros(d_in))
+        self.register_buffer("x_std", torch.ones(d_in))
+        self.d_in, self.dim = int(d_in), int(config.d)
+        if config.use_ge:
+            self.image_encoder: nn.Module = GeneInformedEncoder(
+                d_in, int(genes.shape[1]), config.d, n_heads=config.n_heads, dropout=config.dropout
+            )
+        else:
+            self.image_encoder = MLPImageEncoder(d_in, config.d, dropout=config.dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features.float() - self.x_mean) / self.x_std
+        return self.image_encoder(x, self.gene_embeddings)
+
+
+class GEEncoder(nn.Module):
+    """Images (B, 3, H, W) -> base encoder features -> :class:`GEHead` -> z^i (B, d)."""
+
+    def __init__(self, base: nn.Module, head: GEHead) -> None:
+        super().__init__()
+        self.base = base
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.base(images))
+
+
+@dataclass
+class _Source:
+    """Everything needed to build the encoder, from a run or an exported file."""
+
+    config: HAGEConfig
+    d_in: int
+    state: dict[str, torch.Tensor]
+    base_spec: str
+    base_weights: str
+    base_sha256: str
+    genes: list[str]
+    label: str
+    meta: dict[str, Any]
+
+
+def _head_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(_HEAD_PREFIXES)}
+
+
+def _base_from_attrs(attrs: dict[str, Any]) -> tuple[str, str, str]:
+    """(spec, weights path, weights sha256) of the encoder that made a run's features."""
+    cfg = attrs.get("encoder_config")
+    if isinstance(cfg, str):
+        try:
+            cfg = json.loads(cfg)
+        except json.JSONDecodeError:
+            cfg = {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    spec = str(attrs.get("encoder_spec") or cfg.get("spec") or attrs.get("encoder") or "")
+    weights = str(attrs.get("encoder_weights") or attrs.get("weights") or cfg.get("weights") or "")
+    return spec, weights, str(attrs.get("encoder_weights_sha256", ""))
+
+
+def _pick_model(info, fold: str | None, trial: int | None) -> tuple[str, int, Path]:
+    if fold is None:
+        fold, trial = sorted(info.models)[0]
+        log.info("ge:%s: using fold %s trial %d (add :fold:trial to choose)", info.path, fold, trial)
+    trial = 0 if trial is None else trial
+    key = (fold, int(trial))
+    if key not in info.models:
+        have = ", ".join(f"{f}:{t}" for f, t in info.models)
+        raise EncoderError(f"ge:{info.path}: no model for fold {fold} trial {trial} (have: {have})")
+    return fold, int(trial), info.models[key]
+
+
+def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
+    from hagekit.hage.estimator import ESTIMATOR_FILE, MODEL_FILE
+    from hagekit.predict import load_run
+
+    try:
+        info = load_run(run)
+    except HagekitError as exc:
+        raise EncoderError(f"ge:{run}: {exc}") from None
+    fold, trial, mdir = _pick_model(info, fold, trial)
+    from safetensors.torch import load_file
+
+    meta = json.loads((mdir / ESTIMATOR_FILE).read_text(encoding="utf-8"))
+    state = load_file(str(mdir / MODEL_FILE))
+    spec, weights, sha = _base_from_attrs(info.feature_attrs)
+    if not spec:
+        raise EncoderError(f"ge:{run}: the run's config.json does not name the encoder of its features")
+    return _Source(
+        config=HAGEConfig.from_dict(meta["config"], source=str(mdir / ESTIMATOR_FILE)),
+        d_in=int(meta["n_features_in"]),
+        state=_head_state(state),
+        base_spec=spec,
+        base_weights=weights,
+        base_sha256=sha,
+        genes=list(info.genes),
+        label=f"{run}:{fold}:{trial}",
+        meta={"run": str(run.resolve()), "fold": fold, "trial": trial},
+    )
+
+
+def _from_file(path: Path) -> _Source:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises several types on bad files
+        raise EncoderError(f"ge:{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != GE_FORMAT:
+        raise EncoderError(f"ge:{path}: not an exported HAGE encoder (format {meta.get('format')!r}, expected {GE_FORMAT})")
+    try:
+        return _Source(
+            config=HAGEConfig.from_dict(json.loads(meta["config"]), source=str(path)),
+            d_in=int(meta["d_in"]),
+            state=state,
+            base_spec=meta["base_encoder"],
+            base_weights=meta.get("base_weights", ""),
+            base_sha256=meta.get("base_weights_sha256", ""),
+            genes=json.loads(meta.get("genes", "[]")),
+            label=str(path),
+            meta={k: meta[k] for k in ("run", "fold", "trial") if k in meta},
+        )
+    except (KeyError, ValueError) as exc:
+        raise EncoderError(f"ge:{path}: incomplete encoder metadata ({exc})") from None
+
+
+def _parse_target(target: str) -> tuple[Path, str | None, int | None]:
+    text = target.strip()
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, None, None
+    m = re.fullmatch(r"(.+):([^:/\\]+):(\d+)", text)
+    if m and Path(m.group(1)).expanduser().exists():
+        return Path(m.group(1)).expanduser(), m.group(2), int(m.group(3))
+    raise EncoderError(
+        f"--encoder ge:{target}: no such run folder or exported encoder file "
+        "(use ge:<run>[:fold:trial] or ge:<file.safetensors>)"
+    )
+
+
+def load_ge_head(target: str | Path) -> tuple[GEHead, _Source]:
+    """The trained GE module (features -> z^i) of a run (``run[:fold:trial]``) or exported file."""
+    path, fold, trial = _parse_target(str(target))
+    src = _from_file(path) if path.is_file() else _from_run(path, fold, trial)
+    if "gene_embeddings" not in src.state:
+        raise EncoderError(f"ge:{target}: no gene embeddings in the weights")
+    head = GEHead(src.config, src.d_in, src.state["gene_embeddings"])
+    missing, unexpected = head.load_state_dict(src.state, strict=False)
+    if missing or unexpected:
+        raise EncoderError(f"ge:{target}: weights do not match the GE config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return head.eval(), src
+
+
+def build_ge_encoder(target: str, *, device: str = "cpu"):
+    """Registry builder for ``ge:<target>``: base encoder of the run, then its trained GE -> z^i."""
+    from hagekit.encoders.registry import EncoderBundle, create_encoder
+
+    head, src = load_ge_head(target)
+    weights = Path(src.base_weights) if src.base_weights and Path(src.base_weights).is_file() else None
+    base = create_encoder(src.base_spec, weights=weights, device=device)
+    if src.base_sha256 and base.weights_sha256 and base.weights_sha256 != src.base_sha256:
+        raise EncoderError(
+            f"ge:{target}: base encoder {src.base_spec} has weights sha256 {base.weights_sha256[:12]}..., "
+            f"but the run was trained on features from {src.base_sha256[:12]}..."
+        )
+    if base.dim != src.d_in:
+        raise EncoderError(f"ge:{target}: base encoder {src.base_spec} gives {base.dim}-d features, the GE expects {src.d_in}")
+    model = GEEncoder(base.model, head).to(device).eval()
+    h = hashlib.sha256(base.weights_sha256.encode())
+    for key in sorted(head.state_dict()):
+        h.update(key.encode())
+        h.update(head.state_dict()[key].detach().cpu().contiguous().numpy().tobytes())
+    return EncoderBundle(
+        name=f"ge:{src.label}",
+        model=model,
+        transform=base.transform,
+        dim=int(src.config.d),
+        input_size=base.input_size,
+        weights_sha256=h.hexdigest(),
+        random_weights=bool(base.random_weights),
+        precision=base.precision,
+        config={
+            "spec": f"ge:{target}",
+            "base_encoder": src.base_spec,
+            "base_weights_sha256": base.weights_sha256,
+            "n_genes": len(src.genes),
+            "d": int(src.config.d),
+            **src.meta,
+        },
+    )
+
+
+def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None, trial: int | None = None) -> Path:
+    """Write a self-contained ``.safetensors``: GE weights, gene embeddings, config, base encoder spec."""
+    from safetensors.torch import save_file
+
+    from hagekit.errors import ConfigError
+    from hagekit.io.atomic import atomic_path
+
+    run, out = Path(run), Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out: {out} must end in .safetensors")
+    if not run.is_dir():
+        raise EncoderError(f"--run: {run} is not a run folder")
+    if trial is not None and fold is None:
+        raise ConfigError("--trial needs --fold")
+    src = _from_run(run, fold, trial)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in src.state.items()}
+    metadata = {
+        "format": GE_FORMAT,
+        "config": json.dumps(src.config.to_dict()),
+        "d_in": str(src.d_in),
+        "base_encoder": src.base_spec,
+        "base_weights": src.base_weights,
+        "base_weights_sha256": src.base_sha256,
+        "genes": json.dumps(src.genes),
+        **{k: str(v) for k, v in src.meta.items()},
+    }
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    log.info("exported GE of %s (%d genes, d=%d) to %s", src.label, len(src.genes), src.config.d, out)
+    return out
+
+
+def embed_features(target: str | Path, features: np.ndarray) -> np.ndarray:
+    """z^i (N, d) for precomputed base-encoder features (N, d_in), without building the base model."""
+    head, _ = load_ge_head(target)
+    with torch.inference_mode():
+        return head(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()

@@ -1,0 +1,211 @@
+"""HAGE model (paper section 2): GE image encoder, expression encoder, predictor and the loss of eq. 3.
+
+:class:`HAGEConfig` holds every hyper-parameter with the paper's defaults; :class:`HAGEModel`
+is the ``nn.Module``. Inference is ``y_hat = Pred(GE(x, G))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hagekit.errors import ConfigError
+from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
+from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
+from hagekit.hage.hierarchy import batch_centroids
+from hagekit.hage.losses import clip_loss, cyclip_loss, pcc_loss
+
+__all__ = ["HAGEConfig", "HAGEModel", "LOSS_NAMES"]
+
+LOSS_NAMES = ("cyclip", "clip_local", "clip_global", "pcc")
+
+
+@dataclass(frozen=True)
+class HAGEConfig:
+    """HAGE hyper-parameters; defaults are the paper's (section 3.2) unless noted."""
+
+    d: int = 1024
+    """Embedding dimension of z^i and z^e."""
+    n_heads: int = 8
+    """Attention heads in GE (not stated in the paper; 8 heads of 128 at d=1024)."""
+    k1: int = 30
+    """Expression clusters (first level)."""
+    k2: int = 2
+    """Image sub-clusters per expression cluster (second level)."""
+    lambda_cyclip: float = 10.0
+    lambda_clip_local: float = 1.0
+    lambda_clip_global: float = 1.0
+    lambda_pcc: float = 10.0
+    temperature: float = 0.07
+    """CLIP temperature (fixed, not learned)."""
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    step_size: int = 10
+    """StepLR step, in epochs."""
+    gamma: float = 0.5
+    epochs: int = 15
+    """15 on HER2+, 100 on cSCC."""
+    patience: int = 5
+    """Early stopping patience (epochs without a better validation PCC)."""
+    batch_size: int = 256
+    """Not stated in the paper; 256 keeps ~59 of 60 (equal-sized) sub-clusters in an average batch
+    (so the global CLIP term sees most centroid pairs) and gives 255 negatives per spot."""
+    dropout: float = 0.0
+    standardize_features: bool = True
+    """Z-score image features with training-set statistics (stored in the model)."""
+    calibrate: bool = True
+    """Not in the paper: the PCC loss is scale-free, so after training a per-gene affine map
+    (least squares on the validation spots, slope >= 0) puts predictions on the target scale
+    for MSE/MAE. PCC is unchanged by it."""
+    use_ge: bool = True
+    """False: plain MLP image encoder (Table 2, no GE)."""
+    use_hierarchy: bool = True
+    """False: no global (centroid) alignment (Table 2, no HA)."""
+    single_level: bool = False
+    """True: k1*k2 clusters on expression only (Table 2, single-level)."""
+
+    def __post_init__(self) -> None:
+        for name in ("d", "n_heads", "k1", "k2", "epochs", "batch_size", "step_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ConfigError(f"patience: must be >= 0, got {self.patience}")
+        if self.d % self.n_heads:
+            raise ConfigError(f"d: {self.d} must be divisible by n_heads={self.n_heads}")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ConfigError("temperature and lr must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size: must be >= 2 (contrastive losses), got {self.batch_size}")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> HAGEConfig:
+        """Build from a mapping, refusing unknown keys and coercing types to the defaults' types."""
+        names = cls.field_names()
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown HAGE setting(s) {', '.join(unknown)} (valid: {', '.join(names)})")
+        return cls().replace(**dict(values), _source=source)
+
+    def replace(self, _source: str = "override", **changes: Any) -> HAGEConfig:
+        """A copy with ``changes`` applied (types coerced; ``None`` values ignored)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        clean: dict[str, Any] = {}
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if key not in defaults:
+                raise ConfigError(f"{_source}: unknown HAGE setting {key!r} (valid: {', '.join(defaults)})")
+            clean[key] = _coerce(key, value, type(defaults[key]), _source)
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+class HAGEModel(nn.Module):
+    """GE (or MLP) image encoder + expression encoder + predictor, with the loss of eq. 3.
+
+    Buffers hold the panel's gene embeddings (G, d_g) and the feature standardisation
+    (mean, std over training spots), so a saved state dict is self-contained.
+    """
+
+    def __init__(self, config: HAGEConfig, d_in: int, gene_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        genes = torch.as_tensor(gene_embeddings, dtype=torch.float32)
+        if genes.ndim != 2:
+            raise ConfigError(f"gene embeddings must be (G, d_g), got shape {tuple(genes.shape)}")
+        self.n_genes, self.d_gene = int(genes.shape[0]), int(genes.shape[1])
+        self.d_in = int(d_in)
+        self.register_buffer("gene_embeddings", genes.clone())
+        self.register_buffer("x_mean", torch.zeros(d_in))
+        self.register_buffer("x_std", torch.ones(d_in))
+        self.register_buffer("out_scale", torch.ones(self.n_genes))
+        self.register_buffer("out_shift", torch.zeros(self.n_genes))
+        if config.use_ge:
+            self.image_encoder: nn.Module = GeneInformedEncoder(
+                d_in, self.d_gene, config.d, n_heads=config.n_heads, dropout=config.dropout
+            )
+        else:
+            self.image_encoder = MLPImageEncoder(d_in, config.d, dropout=config.dropout)
+        self.expression_encoder = ExpressionEncoder(self.n_genes, config.d, dropout=config.dropout)
+        self.predictor = ExpressionPredictor(config.d, self.n_genes, dropout=config.dropout)
+
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training features' mean and std (D,); std is floored at 1e-6."""
+        self.x_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.x_std.copy_(torch.clamp(torch.as_tensor(std, dtype=torch.float32), min=1e-6))
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features (B, d_in) -> z^i (B, d)."""
+        x = (x - self.x_mean) / self.x_std
+        return self.image_encoder(x, self.gene_embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted expression ``Pred(GE(x, G))`` (B, G), with the per-gene calibration applied."""
+        return self.predictor(self.encode_image(x)) * self.out_scale + self.out_shift
+
+    def set_calibration(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Store the per-gene output map ``y = raw * scale + shift`` (G,)."""
+        self.out_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.out_shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
+
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None, n_clusters: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss of eq. 3 and its terms for one batch; ``labels`` are sub-cluster ids."""
+        c = self.config
+        z_i = self.encode_image(x)
+        z_e = self.expression_encoder(y)
+        y_hat = self.predictor(z_i)
+        terms = {
+            "cyclip": cyclip_loss(z_i, z_e),
+            "clip_local": clip_loss(z_i, z_e, temperature=c.temperature),
+            "pcc": pcc_loss(y_hat, y),
+        }
+        if c.use_hierarchy and labels is not None and n_clusters > 0:
+            c_i, present = batch_centroids(z_i, labels, n_clusters)
+            c_e, _ = batch_centroids(z_e, labels, n_clusters)
+            terms["clip_global"] = (
+                clip_loss(c_i, c_e, temperature=c.temperature) if len(present) > 1 else z_i.new_zeros(())
+            )
+        else:
+            terms["clip_global"] = z_i.new_zeros(())
+        total = (
+            c.lambda_cyclip * terms["cyclip"]
+            + c.lambda_clip_local * terms["clip_local"]
+            + c.lambda_clip_global * terms["clip_global"]
+            + c.lambda_pcc * terms["pcc"]
+        )
+        return {"loss": total, **terms}

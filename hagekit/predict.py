@@ -1,0 +1,295 @@
+"""Predict expression maps for a section from a trained run; optionally draw Figure 2.
+
+The output is an AnnData scanpy can read: predicted targets in ``X`` (spots x panel genes),
+the section's barcodes in ``obs_names``, its spot centres in ``obsm["spatial"]`` and its
+``uns["spatial"]`` (images, scale factors) copied; with the section's counts at hand the
+truth (same target transform as the run) goes to ``layers["truth"]``. Features from another
+encoder or patch size than the run's, or a section lacking the run's panel, are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hagekit.errors import ConfigError, DataError, ProvenanceError, at
+from hagekit.progress import Reporter, reporter_or_null
+
+if TYPE_CHECKING:
+    import anndata
+
+__all__ = ["RunInfo", "load_run", "select_models", "predict_section", "PredictResult", "PROVENANCE_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: Feature attributes that must match between a run and the features it predicts from.
+PROVENANCE_KEYS = ("encoder", "encoder_weights_sha256", "feature_dim", "patch_size_um")
+
+
+@dataclass
+class RunInfo:
+    """A run folder as prediction sees it: settings, panel, feature provenance, models."""
+
+    path: Path
+    config: dict[str, Any]
+    genes: list[str]
+    feature_attrs: dict[str, Any]
+    target: str
+    models: dict[tuple[str, int], Path] = field(default_factory=dict)
+
+    @property
+    def folds(self) -> list[str]:
+        return list(dict.fromkeys(f for f, _ in self.models))
+
+
+def load_run(run: Path | str) -> RunInfo:
+    """Read a HAGE run folder (``config.json``, ``genes.txt``, ``<fold>/trial<k>/model.safetensors``)."""
+    from hagekit.io.genelist import read_gene_list
+
+    run = Path(run)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(at(run, "not a run folder (no config.json); train one with `hagekit train`"))
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(at(cfg_path, f"not valid JSON ({exc.msg})")) from None
+    protocol = config.get("protocol", {})
+    if protocol.get("method", "hage") != "hage":
+        raise DataError(at(run, f"run of method {protocol.get('method')!r}, not a HAGE run"))
+    genes = read_gene_list(run / "genes.txt")
+    models: dict[tuple[str, int], Path] = {}
+    for weights in sorted(run.glob("*/trial*/model.safetensors")):
+        m = re.fullmatch(r"trial(\d+)", weights.parent.name)
+        if m:
+            models[(weights.parent.parent.name, int(m.group(1)))] = weights.parent
+    if not models:
+        raise DataError(at(run, "no trained models (<fold>/trial<k>/model.safetensors); is training finished?"))
+    return RunInfo(run, config, genes, dict(protocol.get("features", {})),
+                   str(protocol.get("target", "log1p_norm")), models)
+
+
+def select_models(
+    info: RunInfo,
+    *,
+    fold: str | None = None,
+    trial: int | None = None,
+    ensemble: bool = False,
+    section: str | None = None,
+) -> list[Path]:
+    """Model folders to use: one (fold + trial), a fold's trials (fold), all (ensemble).
+
+    With none given: the only model, or the trials of the fold that held out ``section``.
+    """
+    choices = ", ".join(f"{f}/trial{t}" for f, t in info.models)
+    if ensemble:
+        if fold is not None or trial is not None:
+            raise ConfigError("--ensemble averages every fold and trial; drop --fold/--trial")
+        return list(info.models.values())
+    if fold is None and trial is not None:
+        folds = info.folds
+        if len(folds) != 1:
+            raise ConfigError(f"--trial needs --fold (folds: {', '.join(folds)})")
+        fold = folds[0]
+    if fold is not None:
+        picked = [p for (f, t), p in info.models.items() if f == fold and (trial is None or t == trial)]
+        if not picked:
+            raise ConfigError(f"--fold/--trial: no model {fold}/trial{trial if trial is not None else '*'} in {info.path} (have: {choices})")
+        return picked
+    if len(info.models) == 1:
+        return list(info.models.values())
+    if section is not None and section in info.folds:
+        log.info("section %s was held out by fold %s: averaging its trials", section, section)
+        return [p for (f, _), p in info.models.items() if f == section]
+    raise ConfigError(f"{info.path}: several models; choose --fold F [--trial T] or --ensemble (have: {choices})")
+
+
+def check_feature_provenance(info: RunInfo, attrs: dict[str, Any], features_path: Path) -> None:
+    """Refuse features made by another encoder, weights, dimension or patch size than the run's."""
+    for key in PROVENANCE_KEYS:
+        if key in info.feature_attrs and key in attrs and str(info.feature_attrs[key]) != str(attrs[key]):
+            raise ProvenanceError(
+                at(features_path, f"{key}={attrs[key]!r} but the run {info.path} was trained on "
+                   f"{key}={info.feature_attrs[key]!r}; extract features with the run's encoder")
+            )
+
+
+@dataclass
+class PredictResult:
+    """Prediction output: the AnnData written, models used, metrics against truth, figures."""
+
+    adata: anndata.AnnData
+    out: Path | None
+    models: list[Path]
+    metrics: dict[str, Any] | None = None
+    per_gene_pcc: np.ndarray | None = None
+    figures: list[Path] = field(default_factory=list)
+
+
+def predict_section(
+    run: Path | str,
+    features: Path | str,
+    *,
+    section: Path | str | None = None,
+    out: Path | str | None = None,
+    fold: str | None = None,
+    trial: int | None = None,
+    ensemble: bool = False,
+    plot_genes: Sequence[str] | None = None,
+    plot_dir: Path | str | None = None,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> PredictResult:
+    """Predict a section's expression from its feature file with a run's model(s).
+
+    ``section`` (the ``.h5ad``) gives barcodes order, spatial metadata and ground truth;
+    without it the feature file's barcodes and coords are used. Writes ``out`` atomically.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    from hagekit.hage.estimator import HAGERegressor
+    from hagekit.io.h5 import read_features
+    from hagekit.metrics import evaluate_section
+
+    info = load_run(run)
+    features = Path(features)
+    ff = read_features(features)
+    check_feature_provenance(info, ff.attrs, features)
+    if plot_genes:
+        unknown = [g for g in plot_genes if g not in info.genes]
+        if unknown:
+            raise ConfigError(f"--plot: {', '.join(unknown)} not in the run's panel (e.g. {', '.join(info.genes[:5])})")
+    sec = _read_section_for(section, info) if section is not None else None
+    if sec is not None:
+        rows = _align(ff.barcodes, list(sec["adata"].obs_names), features, Path(section))
+        X = ff.features[rows]
+        barcodes = list(sec["adata"].obs_names)
+        spatial = np.asarray(sec["adata"].obsm["spatial"], dtype=np.float64)
+        name = str(sec["adata"].uns["hagekit"]["section"])
+    else:
+        X = ff.features
+        barcodes = [str(b) for b in ff.barcodes] if ff.barcodes is not None else [f"spot{i}" for i in range(ff.n)]
+        spatial = np.asarray(ff.coords, dtype=np.float64)
+        name = str(ff.attrs.get("section") or features.stem)
+    fsec = ff.attrs.get("section")
+    if sec is not None and fsec not in (None, "") and str(fsec) != name:
+        raise ProvenanceError(at(features, f"features are of section {fsec!r}, not {name!r}"))
+    models = select_models(info, fold=fold, trial=trial, ensemble=ensemble, section=name)
+    rep = reporter_or_null(progress)
+    task = rep.task(f"predict {name}", total=len(models))
+    preds = []
+    for mdir in models:
+        est = HAGERegressor.load(mdir, device=device)
+        if est.genes is not None and list(est.genes) != info.genes:
+            raise ProvenanceError(at(mdir, "model's gene panel differs from the run's genes.txt"))
+        preds.append(est.predict(X))
+        task.advance(1)
+    task.close()
+    pred = np.mean(preds, axis=0).astype(np.float32)
+    obs = pd.DataFrame(index=pd.Index(barcodes, name="barcode"))
+    if sec is not None:
+        for col in ("patient", "section"):
+            obs[col] = sec["adata"].obs[col].to_numpy()
+    adata = ad.AnnData(X=pred, obs=obs, var=pd.DataFrame(index=pd.Index(info.genes, name="gene")))
+    adata.obsm["spatial"] = spatial
+    metrics = per_gene = None
+    if sec is not None:
+        adata.layers["truth"] = sec["truth"]
+        adata.uns["spatial"] = _plain(dict(sec["adata"].uns.get("spatial", {})))
+        m, per_gene = evaluate_section(sec["truth"], pred, return_per_gene=True)
+        metrics = m.as_dict()
+        adata.var["pcc"] = per_gene
+    adata.uns["hagekit_prediction"] = {
+        "run": str(info.path.resolve()),
+        "models": [str(p.relative_to(info.path)) for p in models],
+        "features": str(features.resolve()),
+        "encoder": str(ff.attrs.get("encoder", "")),
+        "target": info.target,
+        "section": name,
+        **({"metrics": metrics} if metrics else {}),
+    }
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        from hagekit.io.atomic import atomic_path
+
+        with atomic_path(out_path) as tmp:
+            adata.write_h5ad(tmp)
+    figures = []
+    if plot_genes:
+        pdir = Path(plot_dir) if plot_dir is not None else (out_path.parent if out_path else Path("."))
+        figures = _plot(adata, sec, plot_genes, per_gene, info.genes, pdir, name)
+    return PredictResult(adata, out_path, models, metrics, per_gene, figures)
+
+
+def _read_section_for(section: Path | str, info: RunInfo) -> dict[str, Any]:
+    from hagekit.data.section import read_section
+    from hagekit.targets import expression_targets
+
+    path = Path(section)
+    adata = read_section(path)
+    index = {g: i for i, g in enumerate(adata.var_names)}
+    missing = [g for g in info.genes if g not in index]
+    if missing:
+        raise ProvenanceError(
+            at(path, f"lacks {len(missing)} of the run's {len(info.genes)} panel genes "
+               f"(e.g. {', '.join(missing[:5])}); this run predicts another panel")
+        )
+    counts = adata.X[:, [index[g] for g in info.genes]]
+    return {"adata": adata, "truth": expression_targets(counts, kind=info.target)}
+
+
+def _align(feature_barcodes, section_barcodes: list[str], features: Path, section: Path) -> np.ndarray:
+    if feature_barcodes is None:
+        raise ProvenanceError(at(features, "feature file has no 'barcodes' to join to the section's spots"))
+    pos = {str(b): i for i, b in enumerate(feature_barcodes)}
+    rows = np.array([pos.get(b, -1) for b in section_barcodes])
+    if (rows < 0).any():
+        raise ProvenanceError(
+            at(features, f"{int((rows < 0).sum())} of {len(rows)} spots of {section.name} have no features; "
+               "are these the features of this section?")
+        )
+    return rows
+
+
+def _plain(obj: Any) -> Any:
+    """Copy nested dicts (anndata's uns may hold OrderedDict-like mappings)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _plot(adata, sec, genes, per_gene, panel, pdir: Path, name: str) -> list[Path]:
+    from hagekit.plots import plot_expression_maps
+
+    thumb, scale, spot_px = None, 1.0, None
+    if sec is not None:
+        lib = sec["adata"].uns.get("spatial", {}).get(name, {})
+        images = lib.get("images", {}) if isinstance(lib, dict) else {}
+        sf = lib.get("scalefactors", {}) if isinstance(lib, dict) else {}
+        if "lowres" in images:
+            thumb = np.asarray(images["lowres"])
+            scale = float(sf.get("tissue_lowres_scalef", 1.0))
+        d = sf.get("spot_diameter_fullres")
+        spot_px = float(d) if d is not None and np.isfinite(d) else None
+    out = []
+    for gene in genes:
+        j = panel.index(gene)
+        truth = sec["truth"][:, j] if sec is not None else None
+        pcc = float(per_gene[j]) if per_gene is not None else None
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", gene)
+        out.append(
+            plot_expression_maps(
+                pdir / f"{name}_{safe}.png", adata.obsm["spatial"], np.asarray(adata.X[:, j]).ravel(),
+                gene=gene, truth=truth, pcc=pcc, thumbnail=thumb, thumbnail_scale=scale,
+                spot_diameter_px=spot_px, section=name,
+            )
+        )
+    return out

@@ -1,0 +1,247 @@
+"""``train_run``: HAGE under the cross-validation protocol, from files to a run folder.
+
+Settings resolve as defaults < config file (TOML or YAML) < explicit overrides (CLI flags);
+the resolved settings are saved in the run's ``config.json``. Gene embeddings trained on a
+held-out section are refused (or, with ``allow_leak``, used with a warning recorded in the run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hagekit.errors import ConfigError, DataError, ProvenanceError, at
+from hagekit.hage.model import HAGEConfig
+from hagekit.progress import Reporter, reporter_or_null
+
+__all__ = ["RunSettings", "TrainResult", "RUN_KEYS", "load_config_file", "resolve_settings", "train_run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Protocol settings of a run (the HAGE hyper-parameters live in :class:`HAGEConfig`)."""
+
+    split: str = "section"
+    folds: tuple[str, ...] | None = None
+    trials: int = 5
+    seed: int = 0
+    val_fraction: float = 0.2
+    target: str = "log1p_norm"
+    allow_leak: bool = False
+
+
+RUN_KEYS = ("split", "folds", "trials", "seed", "val_fraction", "target", "allow_leak")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_run` returns: the run folder, metric rows, summary and settings."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    config: HAGEConfig
+    settings: RunSettings
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_config_file(path: Path | str) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config into a flat dict.
+
+    Keys may sit at the top level or in ``[hage]`` / ``[run]`` tables.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(at(path, "config file not found"))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        else:
+            raise ConfigError(at(path, "config must be .toml, .yaml or .yml"))
+    except ConfigError:
+        raise
+    except Exception as exc:  # tomllib/yaml parse errors
+        raise ConfigError(at(path, f"cannot parse config ({type(exc).__name__}: {exc})".replace("\n", " "))) from None
+    if not isinstance(data, dict):
+        raise ConfigError(at(path, "config must be a mapping of settings"))
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("hage", "run") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def resolve_settings(
+    config_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[HAGEConfig, RunSettings]:
+    """Defaults < file < overrides (``None`` override values mean 'not given')."""
+    merged: dict[str, Any] = {}
+    source = "config"
+    if config_file is not None:
+        merged.update(load_config_file(config_file))
+        source = str(config_file)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            merged[key] = value
+    valid = set(HAGEConfig.field_names()) | set(RUN_KEYS)
+    unknown = sorted(set(merged) - valid)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (valid: {', '.join(sorted(valid))})")
+    hage = HAGEConfig.from_dict({k: v for k, v in merged.items() if k in HAGEConfig.field_names()}, source=source)
+    run_vals = {k: merged[k] for k in RUN_KEYS if k in merged}
+    folds = run_vals.get("folds")
+    if isinstance(folds, str):
+        folds = [f.strip() for f in folds.split(",") if f.strip()]
+    try:
+        settings = RunSettings(
+            split=str(run_vals.get("split", "section")),
+            folds=tuple(str(f) for f in folds) if folds else None,
+            trials=int(run_vals.get("trials", 5)),
+            seed=int(run_vals.get("seed", 0)),
+            val_fraction=float(run_vals.get("val_fraction", 0.2)),
+            target=str(run_vals.get("target", "log1p_norm")),
+            allow_leak=_as_bool(run_vals.get("allow_leak", False)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid run setting ({exc})") from None
+    if settings.trials < 1:
+        raise ConfigError(f"--trials: must be >= 1, got {settings.trials}")
+    return hage, settings
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_embedding_leak(
+    embeddings_path: Path, test_sections: Sequence[str], *, allow_leak: bool
+) -> list[str]:
+    """Held-out sections the embeddings were trained on; raises unless ``allow_leak``."""
+    from hagekit.genes.embeddings import embedding_training_sections
+
+    trained_on = embedding_training_sections(embeddings_path)
+    leak = sorted(set(trained_on) & set(test_sections))
+    if leak and not allow_leak:
+        raise ProvenanceError(
+            at(
+                embeddings_path,
+                f"gene embeddings were trained on held-out section(s) {', '.join(leak)}; "
+                "train them on other sections (`hagekit genes embed --sections ...`) or pass --allow-leak",
+            )
+        )
+    if leak:
+        log.warning("%s: gene embeddings were trained on held-out section(s) %s (--allow-leak)",
+                    embeddings_path, ", ".join(leak))
+    return leak
+
+
+def train_run(
+    *,
+    data_root: Path | str,
+    dataset: str,
+    features_dir: Path | str,
+    genes_path: Path | str,
+    embeddings_path: Path | str,
+    out: Path | str,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    sections: Sequence[str] | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> TrainResult:
+    """Train and evaluate HAGE on every chosen fold x trial; write the run folder ``out``.
+
+    ``overrides`` holds HAGE settings (``d``, ``k1``, ``epochs``, ``use_ge``...) and run
+    settings (``split``, ``folds``, ``trials``, ``seed``, ``val_fraction``, ``target``,
+    ``allow_leak``); ``None`` values are ignored so that CLI defaults do not mask the file.
+    """
+    from hagekit.genes.embeddings import embedding_training_sections, embeddings_for_panel
+    from hagekit.hage.estimator import HAGERegressor
+    from hagekit.io.genelist import read_gene_list
+    from hagekit.training.dataset import load_dataset
+    from hagekit.training.protocol import FoldContext, run_protocol
+    from hagekit.training.splits import make_folds
+
+    config, settings = resolve_settings(config_file, overrides)
+    genes_path, embeddings_path, out = Path(genes_path), Path(embeddings_path), Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(at(out, "--out exists and is not a folder"))
+    genes = read_gene_list(genes_path)
+    emb = embeddings_for_panel(embeddings_path, genes)
+    data = load_dataset(data_root, dataset, features_dir, genes, sections=sections,
+                        target=settings.target, progress=progress)
+    folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
+    test_sections = sorted({s for f in folds for s in f.test_sections})
+    warnings: list[str] = []
+    leak = check_embedding_leak(embeddings_path, test_sections, allow_leak=settings.allow_leak)
+    if leak:
+        warnings.append(f"gene embeddings were trained on held-out section(s) {', '.join(leak)}")
+    if settings.split == "section" and any(f.same_patient_in_train for f in folds):
+        warnings.append("--split section keeps other sections of the held-out patient in training "
+                        "(the paper's protocol); --split patient is leak-free")
+    run_config = {
+        "hage": config.to_dict(),
+        "genes_path": str(genes_path.resolve()),
+        "gene_embeddings": {
+            "path": str(embeddings_path.resolve()),
+            "sha256": _sha256(embeddings_path),
+            "dim": int(emb.shape[1]),
+            "training_sections": sorted(embedding_training_sections(embeddings_path)),
+            "allow_leak": settings.allow_leak,
+            "leaked_sections": leak,
+        },
+        "data_root": str(Path(data_root).resolve()),
+        "features_dir": str(Path(features_dir).resolve()),
+    }
+    rep = reporter_or_null(progress)
+    rep.message(
+        f"HAGE on {data.dataset}: {len(data.sections)} sections, {len(genes)} genes, "
+        f"{data.feature_dim}-d {data.feature_attrs.get('encoder', '?')} features, "
+        f"{len(folds)} fold(s) x {settings.trials} trial(s), d={config.d}, epochs={config.epochs}"
+    )
+
+    def factory(ctx: FoldContext) -> HAGERegressor:
+        return HAGERegressor(config, emb, seed=ctx.seed, device=device, genes=list(ctx.genes),
+                             label=f"{ctx.fold} trial {ctx.trial}")
+
+    result = run_protocol(
+        data,
+        factory,
+        split=settings.split,
+        folds=settings.folds,
+        trials=settings.trials,
+        seed=settings.seed,
+        val_fraction=settings.val_fraction,
+        out_dir=out,
+        method="hage",
+        config=run_config,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    return TrainResult(out, result.rows, result.summary, config, settings, warnings)

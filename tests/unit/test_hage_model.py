@@ -1,0 +1,142 @@
+"""GE cross-attention, hierarchy, the HAGE model's loss and config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hagekit.errors import ConfigError
+from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
+from hagekit.hage.hierarchy import batch_centroids, build_hierarchy, kmeans
+from hagekit.hage.model import HAGEConfig, HAGEModel
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors run fastest on one thread (and do not fight other tests for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _naive_ge(ge: GeneInformedEncoder, x: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+    """Per-sample GE: W_g G and K/V projected again for every spot, via torch's MHA kernel."""
+    att = ge.attn
+    outs = []
+    for b in range(x.shape[0]):
+        q = ge.w_x(x[b : b + 1])  # (1, d)
+        kv = ge.w_g(genes)  # recomputed per sample
+        o, _ = F.multi_head_attention_forward(
+            q[:, None, :], kv[:, None, :], kv[:, None, :], att.d, att.n_heads,
+            None, torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]), None, None, False, 0.0,
+            att.out_proj.weight, att.out_proj.bias, training=False, need_weights=False,
+            use_separate_proj_weight=True, q_proj_weight=att.q_proj.weight,
+            k_proj_weight=att.k_proj.weight, v_proj_weight=att.v_proj.weight,
+        )
+        outs.append(ge.mlp(o[:, 0, :] + q))
+    return torch.cat(outs)
+
+
+def test_shared_kv_attention_equals_naive_per_sample():
+    torch.manual_seed(0)
+    ge = GeneInformedEncoder(12, 6, 16, n_heads=4).eval()
+    x, genes = torch.randn(7, 12), torch.randn(9, 6)
+    with torch.no_grad():
+        fast = ge(x, genes)
+        naive = _naive_ge(ge, x, genes)
+    assert fast.shape == (7, 16)
+    torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
+    # the attention really depends on the genes (not a residual-only path)
+    with torch.no_grad():
+        assert not torch.allclose(ge(x, genes), ge(x, genes.flip(1)), atol=1e-4)
+
+
+def test_mlp_ablation_ignores_genes():
+    enc = MLPImageEncoder(12, 16)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(enc(x, torch.randn(4, 6)), enc(x))
+
+
+def test_hierarchy_shapes_and_coverage():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 6)) * 8
+    lab = rng.integers(0, 4, 200)
+    expr = centres[lab] + rng.normal(size=(200, 6))
+    feats = rng.normal(size=(200, 5))
+    h = build_hierarchy(expr, feats, k1=4, k2=3, seed=0)
+    assert h.labels.shape == (200,) and h.coarse.shape == (200,)
+    assert h.n_clusters <= 12 and set(np.unique(h.labels)) == set(range(h.n_clusters))
+    assert h.sizes().sum() == 200 and (h.sizes() > 0).all()
+    for sub in range(h.n_clusters):  # every sub-cluster lies inside one expression cluster
+        assert len(np.unique(h.coarse[h.labels == sub])) == 1
+    # the expression level recovers the planted groups
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(lab, h.coarse) > 0.95
+    single = build_hierarchy(expr, feats, k1=4, k2=3, single_level=True, seed=0)
+    assert single.n_clusters == 12 and np.array_equal(single.labels, single.coarse)
+    # tiny clusters: fewer spots than k2 still cover every spot
+    small = build_hierarchy(expr[:5], feats[:5], k1=4, k2=3, seed=0)
+    assert small.labels.shape == (5,) and (small.sizes() > 0).all()
+    # fixed per seed
+    assert np.array_equal(build_hierarchy(expr, feats, k1=4, k2=3, seed=0).labels, h.labels)
+
+
+def test_kmeans_caps_k_at_distinct_points():
+    data = np.repeat(np.eye(3), 4, axis=0)
+    labels = kmeans(data, 10, seed=1)
+    assert len(np.unique(labels)) == 3
+
+
+def test_batch_centroids_are_member_means():
+    z = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    labels = torch.tensor([3, 0, 3, 0, 3, 5])
+    cents, present = batch_centroids(z, labels, 6)
+    assert present.tolist() == [0, 3, 5]
+    torch.testing.assert_close(cents[0], z[[1, 3]].mean(0))
+    torch.testing.assert_close(cents[1], z[[0, 2, 4]].mean(0))
+    torch.testing.assert_close(cents[2], z[5])
+
+
+def test_training_step_lowers_loss():
+    torch.manual_seed(0)
+    cfg = HAGEConfig(d=32, n_heads=4, lr=1e-3)
+    model = HAGEModel(cfg, 10, torch.randn(8, 5))
+    x, y = torch.randn(32, 10), torch.randn(32, 8).abs()
+    labels = torch.randint(0, 4, (32,))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    first = model.losses(x, y, labels, 4)
+    assert set(first) == {"loss", "cyclip", "clip_local", "clip_global", "pcc"}
+    expected = 10 * first["cyclip"] + first["clip_local"] + first["clip_global"] + 10 * first["pcc"]
+    torch.testing.assert_close(first["loss"], expected)
+    for _ in range(10):
+        opt.zero_grad()
+        model.losses(x, y, labels, 4)["loss"].backward()
+        opt.step()
+    assert model.losses(x, y, labels, 4)["loss"].item() < 0.8 * first["loss"].item()
+
+
+def test_ablation_switches():
+    genes = torch.randn(8, 5)
+    assert isinstance(HAGEModel(HAGEConfig(d=16, use_ge=False), 10, genes).image_encoder, MLPImageEncoder)
+    m = HAGEModel(HAGEConfig(d=16, use_hierarchy=False), 10, genes)
+    terms = m.losses(torch.randn(6, 10), torch.randn(6, 8), torch.randint(0, 3, (6,)), 3)
+    assert terms["clip_global"].item() == 0.0
+
+
+def test_config_defaults_and_validation():
+    c = HAGEConfig()
+    assert (c.d, c.k1, c.k2, c.temperature, c.lr, c.weight_decay, c.epochs, c.patience) == (
+        1024, 30, 2, 0.07, 1e-4, 1e-5, 15, 5)
+    assert (c.lambda_cyclip, c.lambda_clip_local, c.lambda_clip_global, c.lambda_pcc) == (10, 1, 1, 10)
+    assert (c.step_size, c.gamma) == (10, 0.5)
+    assert HAGEConfig.from_dict({"d": "64", "use_ge": "false"}) == HAGEConfig(d=64, use_ge=False)
+    with pytest.raises(ConfigError, match="unknown HAGE setting"):
+        HAGEConfig.from_dict({"dim": 3})
+    with pytest.raises(ConfigError, match="divisible"):
+        HAGEConfig(d=30, n_heads=8)
+    with pytest.raises(ConfigError, match="not a valid int"):
+        HAGEConfig.from_dict({"k1": "many"})

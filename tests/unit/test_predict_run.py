@@ -1,0 +1,161 @@
+"""``hagekit predict``/``report``/``export-encoder`` and the ``ge:`` encoder on a tiny trained run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hagekit.cli.main import app
+from hagekit.errors import ConfigError, EncoderError, ProvenanceError
+from hagekit.predict import predict_section
+
+_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-fold run on features that claim to come from the ``builtin`` encoder."""
+    from hagekit.encoders import create_encoder
+    from hagekit.training.run import train_run
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("hage_run")
+    base = create_encoder("builtin")
+    root, feats, panel, emb = toy.make_toy(tmp, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
+    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+              out=tmp / "run", overrides={**toy.FAST, "folds": "A1,B1"})
+    yield tmp, root, feats
+    torch.set_num_threads(n)
+
+
+def test_predict_writes_aligned_anndata_and_figure(trained):
+    tmp, root, feats = trained
+    out = tmp / "pred" / "A1.h5ad"
+    res = runner.invoke(app, ["predict", "--run", str(tmp / "run"), "--features", str(feats / "A1.h5"),
+                              "--section", str(root / "toy" / "A1.h5ad"), "--out", str(out),
+                              "--fold", "A1", "--trial", "0", "--plot", "G1,G2"])
+    assert res.exit_code == 0, res.output
+    assert "PCC(all)" in res.output
+    pred = ad.read_h5ad(out)
+    sec = ad.read_h5ad(root / "toy" / "A1.h5ad")
+    assert list(pred.obs_names) == list(sec.obs_names) and list(pred.var_names) == toy.GENES
+    np.testing.assert_array_equal(pred.obsm["spatial"], sec.obsm["spatial"])
+    assert set(pred.uns["spatial"]["A1"]) == set(sec.uns["spatial"]["A1"])
+    assert pred.layers["truth"].shape == pred.X.shape and np.isfinite(pred.X).all()
+    assert pred.uns["hagekit_prediction"]["models"] == ["A1/trial0"]
+    from PIL import Image
+
+    for gene in ("G1", "G2"):
+        with Image.open(tmp / "pred" / f"A1_{gene}.png") as img:
+            assert img.info["dpi"][0] >= 199 and img.size[0] > 1000
+
+
+def test_ensemble_is_the_mean_of_all_models(trained):
+    tmp, root, feats = trained
+    kw = dict(section=root / "toy" / "A2.h5ad")
+    parts = [predict_section(tmp / "run", feats / "A2.h5", fold=f, **kw).adata.X for f in ("A1", "B1")]
+    ens = predict_section(tmp / "run", feats / "A2.h5", ensemble=True, **kw)
+    np.testing.assert_allclose(ens.adata.X, (parts[0] + parts[1]) / 2, rtol=1e-6, atol=1e-6)
+    assert len(ens.models) == 2
+    with pytest.raises(ConfigError, match="--fold F"):
+        predict_section(tmp / "run", feats / "A2.h5", **kw)  # A2 was not held out: ambiguous
+    # a held-out section defaults to its own fold's models
+    assert [p.parent.name for p in predict_section(tmp / "run", feats / "B1.h5").models] == ["B1"]
+    with pytest.raises(ConfigError, match="no model"):
+        predict_section(tmp / "run", feats / "A2.h5", fold="Z9", **kw)
+
+
+def test_features_of_another_encoder_are_refused(trained):
+    from hagekit.io.h5 import read_features, write_features
+
+    tmp, root, feats = trained
+    ff = read_features(feats / "A1.h5")
+    other = tmp / "other" / "A1.h5"
+    write_features(other, ff.features, ff.coords, barcodes=ff.barcodes,
+                   attrs={**ff.attrs, "encoder": "uni", "encoder_weights_sha256": "f" * 64})
+    out = tmp / "refused.h5ad"
+    res = runner.invoke(app, ["predict", "--run", str(tmp / "run"), "--features", str(other),
+                              "--out", str(out), "--fold", "A1"])
+    assert res.exit_code == 2 and "encoder" in res.output and "run" in res.output
+    assert not out.exists()
+
+
+def test_section_with_another_panel_is_refused(trained):
+    from hagekit.data.section import make_section, read_section, write_section
+
+    tmp, root, feats = trained
+    sec = read_section(root / "toy" / "A1.h5ad")
+    keep = [g for g in sec.var_names if g != "G3"]
+    other = make_section(sec[:, keep].X, list(sec.obs_names), keep, sec.obsm["spatial"], dataset="toy",
+                         section="A1", patient="A")
+    write_section(other, tmp / "panel2" / "A1.h5ad")
+    out = tmp / "refused2.h5ad"
+    with pytest.raises(ProvenanceError, match="panel genes"):
+        predict_section(tmp / "run", feats / "A1.h5", section=tmp / "panel2" / "A1.h5ad", out=out, fold="A1")
+    assert not out.exists()
+    res = runner.invoke(app, ["predict", "--run", str(tmp / "run"), "--features", str(feats / "A1.h5"),
+                              "--out", str(out), "--fold", "A1", "--plot", "NOPE"])
+    assert res.exit_code == 2 and "NOPE" in res.output and not out.exists()
+
+
+def test_report_writes_table_csv_histogram(trained):
+    tmp, _, _ = trained
+    res = runner.invoke(app, ["report", str(tmp / "run"), "--out", str(tmp / "rep"), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "mean ± std" in res.output
+    lines = (tmp / "rep" / "per_gene_pcc.csv").read_text().splitlines()
+    assert lines[0].startswith("gene,pcc_mean,pcc_std,n,A1/trial0/A1,B1/trial0/B1") and len(lines) == 13
+    assert (tmp / "rep" / "pcc_histogram.png").stat().st_size > 1000
+    res = runner.invoke(app, ["report", str(tmp / "nothing")])
+    assert res.exit_code == 2 and "summary.json" in res.output
+
+
+def test_export_encoder_and_ge_registry_entry(trained):
+    from hagekit.encoders import create_encoder
+    from hagekit.hage.estimator import HAGERegressor
+
+    tmp, _, feats = trained
+    out = tmp / "ge.safetensors"
+    res = runner.invoke(app, ["export-encoder", "--run", str(tmp / "run"), "--out", str(out),
+                              "--fold", "B1", "--trial", "0"])
+    assert res.exit_code == 0, res.output
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as fh:
+        meta = fh.metadata()
+        assert meta["base_encoder"] == "builtin" and json.loads(meta["genes"]) == toy.GENES
+        assert fh.get_tensor("gene_embeddings").shape == (12, 8)
+    # the run folder can go: the exported file is self-contained
+    moved = tmp / "moved_run"
+    shutil.copytree(tmp / "run", moved)
+    from_file = create_encoder(f"ge:{out}")
+    from_run = create_encoder(f"ge:{moved}:B1:0")
+    assert from_file.dim == from_run.dim == toy.FAST["d"]
+    base = create_encoder("builtin")
+    images = torch.rand(3, 3, base.input_size, base.input_size)
+    with torch.inference_mode():
+        z_file, z_run = from_file.model(images), from_run.model(images)
+        feats_img = base.model(images).numpy()
+    torch.testing.assert_close(z_file, z_run)
+    est = HAGERegressor.load(tmp / "run" / "B1" / "trial0")
+    np.testing.assert_allclose(z_file.numpy(), est.embed(feats_img), rtol=1e-5, atol=1e-5)
+    assert from_file.weights_sha256 == from_run.weights_sha256 != base.weights_sha256
+    with pytest.raises(EncoderError, match="no such run"):
+        create_encoder(f"ge:{tmp / 'missing'}")
+    with pytest.raises(EncoderError, match="no model for fold"):
+        create_encoder(f"ge:{moved}:Z1:0")
+    res = runner.invoke(app, ["export-encoder", "--run", str(tmp / "run"), "--out", str(tmp / "ge.bin")])
+    assert res.exit_code == 2 and ".safetensors" in res.output and not (tmp / "ge.bin").exists()
