@@ -1,0 +1,163 @@
+"""``hagekit extract``: frozen patch features for ST spots (``--dataset``) or whole slides
+(``--slides``), batched and resumable, into CLAM/TRIDENT-compatible h5 files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hagekit.cli._common import (
+    OverwriteOpt,
+    WorkspaceOpt,
+    console,
+    fail,
+    handle_errors,
+    reporting,
+    split_csv,
+)
+
+_SPOT = "Spots (--dataset)"
+_SLIDE = "Whole slides (--slides)"
+_ENC = "Encoder and speed"
+
+
+@handle_errors
+def extract_cmd(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Dataset of prepared sections (e.g. her2).", rich_help_panel=_SPOT)
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", help="Folder holding <dataset>/<section>.h5ad (default <workspace>/data).", rich_help_panel=_SPOT),
+    ] = None,
+    sections: Annotated[
+        str | None, typer.Option("--sections", help="Comma-separated sections (default: all with an image).", rich_help_panel=_SPOT)
+    ] = None,
+    patch_um: Annotated[
+        float, typer.Option("--patch-um", help="Spot patch side in µm (112 = 224 px at 0.5 µm/px, as HEST).", rich_help_panel=_SPOT)
+    ] = 112.0,
+    dump_patches: Annotated[
+        bool, typer.Option("--dump-patches", help="Also write the patches (HEST layout) to <out>/patches/.", rich_help_panel=_SPOT)
+    ] = False,
+    slides: Annotated[
+        list[Path] | None,
+        typer.Option("--slides", help="Slide files or a folder of slides (repeatable).", rich_help_panel=_SLIDE),
+    ] = None,
+    mpp: Annotated[
+        float | None, typer.Option("--mpp", help="Level-0 µm/px of the slides (overrides/supplies missing metadata).", rich_help_panel=_SLIDE)
+    ] = None,
+    target_mpp: Annotated[
+        float | None, typer.Option("--target-mpp", help="Tile resolution in µm/px (default: 0.5, i.e. 20x).", rich_help_panel=_SLIDE)
+    ] = None,
+    magnification: Annotated[
+        float | None, typer.Option("--magnification", help="Tile magnification (20 = 0.5 µm/px); excludes --target-mpp.", rich_help_panel=_SLIDE)
+    ] = None,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile side in px at the target resolution.", rich_help_panel=_SLIDE)] = 256,
+    overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px at the target resolution.", rich_help_panel=_SLIDE)] = 0,
+    min_tissue: Annotated[
+        float, typer.Option("--min-tissue", help="Keep tiles with at least this tissue fraction.", rich_help_panel=_SLIDE)
+    ] = 0.25,
+    coords: Annotated[
+        Path | None, typer.Option("--coords", help="Folder of CLAM/TRIDENT coords h5 to use instead of tiling.", rich_help_panel=_SLIDE)
+    ] = None,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Write <out>/previews/<slide>.png with mask and tiles.", rich_help_panel=_SLIDE)
+    ] = False,
+    encoder: Annotated[
+        str, typer.Option("--encoder", "-e", help="Encoder (see `hagekit encoders list`).", rich_help_panel=_ENC)
+    ] = "builtin",
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Encoder weights (.bin/.pth/.safetensors).", rich_help_panel=_ENC)
+    ] = None,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="Random encoder weights (speed tests only; recorded).", rich_help_panel=_ENC)
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=_ENC)] = "auto",
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, bf16 or fp16 autocast on CUDA (default: bf16 on CUDA).", rich_help_panel=_ENC)
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.", rich_help_panel=_ENC)] = 64,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", help="DataLoader reader workers (default: auto).", rich_help_panel=_ENC)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides)."),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Extract patch features for ST spots (--dataset) or whole slides (--slides)."""
+    if (dataset is None) == (not slides):
+        raise fail("give either --dataset (ST spots) or --slides (whole slides)")
+    if target_mpp is not None and magnification is not None:
+        raise fail("--target-mpp and --magnification exclude each other")
+    if dataset is not None:
+        slide_only = {
+            "--mpp": mpp is not None, "--target-mpp": target_mpp is not None, "--magnification": magnification is not None,
+            "--coords": coords is not None, "--preview": preview, "--tile-size": tile_size != 256,
+            "--overlap": overlap != 0, "--min-tissue": not math.isclose(min_tissue, 0.25),
+        }
+        bad = [k for k, v in slide_only.items() if v]
+        if bad:
+            raise fail(f"{', '.join(bad)}: only apply with --slides")
+    else:
+        spot_only = {"--sections": sections is not None, "--data-root": data_root is not None,
+                     "--dump-patches": dump_patches, "--patch-um": not math.isclose(patch_um, 112.0)}
+        bad = [k for k, v in spot_only.items() if v]
+        if bad:
+            raise fail(f"{', '.join(bad)}: only apply with --dataset")
+
+    from hagekit.extract import extract_sections, extract_slides
+    from hagekit.workspace import Workspace, encoder_slug
+
+    with reporting() as progress:
+        if dataset is not None:
+            summary = extract_sections(
+                data_root, dataset, encoder=encoder, out_dir=out, sections=split_csv(sections),
+                patch_um=patch_um, weights=weights, random_weights=random_weights, device=device,
+                precision=precision, batch_size=batch_size, num_workers=num_workers,
+                overwrite=overwrite, dump_patches=dump_patches, progress=progress, workspace=workspace,
+            )
+        else:
+            out_dir = out if out is not None else Workspace.resolve(workspace).root / "features" / "slides" / encoder_slug(encoder)
+            summary = extract_slides(
+                list(slides or []), encoder=encoder, out_dir=out_dir, mpp=mpp, target_mpp=target_mpp,
+                magnification=magnification, tile_size=tile_size, overlap=overlap, min_tissue=min_tissue,
+                coords_dir=coords, preview=preview, weights=weights, random_weights=random_weights,
+                device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
+                overwrite=overwrite, progress=progress,
+            )
+    _print_summary(summary)
+    if not summary.ok:
+        raise typer.Exit(code=1)
+
+
+def _print_summary(summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"extract · {summary.encoder} -> {summary.out_dir}", header_style="bold")
+    for col, justify in (("item", "left"), ("status", "left"), ("patches", "right"), ("s", "right"), ("patches/s", "right"), ("note", "left")):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    style = {"done": "green", "skipped": "yellow", "failed": "red"}
+    for item in summary.items:
+        rate = f"{item.patches_per_s:,.1f}" if item.status == "done" and item.seconds > 0 else "-"
+        table.add_row(
+            item.name, f"[{style[item.status]}]{item.status}[/]", str(item.n_patches) if item.status == "done" else "-",
+            f"{item.seconds:.1f}" if item.status == "done" else "-", rate, item.reason,
+        )
+    console.print(table)
+    rate = summary.patches_per_s
+    console.print(
+        f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed · "
+        f"{summary.n_patches} patches" + (f" at {rate:,.1f} patches/s" if rate == rate else "")
+        + f" · {summary.device} {summary.precision} · {summary.seconds:.1f}s",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract", no_args_is_help=True)(extract_cmd)

@@ -1,0 +1,31 @@
+"""Batched, resumable feature extraction: ST spot patches and whole-slide tiles into h5.
+
+``extract_sections`` (spots of prepared sections), ``extract_slides`` (tissue tiles of WSIs),
+``encode_images`` (an in-memory batch of RGB patches, e.g. PCAM for the linear probe).
+"""
+
+from __future__ import annotations
+
+from hagekit.extract.engine import (
+    RunStats,
+    encode_images,
+    resolve_device,
+    resolve_precision,
+    run_encoder,
+)
+from hagekit.extract.sections import DEFAULT_PATCH_UM, extract_sections
+from hagekit.extract.slides import extract_slides
+from hagekit.extract.summary import ExtractSummary, ItemResult
+
+__all__ = [
+    "DEFAULT_PATCH_UM",
+    "ExtractSummary",
+    "ItemResult",
+    "RunStats",
+    "encode_images",
+    "extract_sections",
+    "extract_slides",
+    "resolve_device",
+    "resolve_precision",
+    "run_encoder",
+]

@@ -1,0 +1,95 @@
+"""Shared pieces of spot and slide extraction: encoder set-up, skip checks, provenance."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hagekit.errors import DataError, HagekitError
+
+if TYPE_CHECKING:
+    import torch
+
+    from hagekit.encoders import EncoderBundle
+
+log = logging.getLogger(__name__)
+
+#: Per-item errors that fail one section/slide but let the run continue.
+ITEM_ERRORS: tuple[type[BaseException], ...] = (HagekitError, OSError, ValueError, RuntimeError, MemoryError)
+
+
+@dataclass
+class EncoderSetup:
+    """An encoder built once per run, on the resolved device, with its precision."""
+
+    spec: str
+    bundle: EncoderBundle
+    device: torch.device
+    precision: str
+
+
+def setup_encoder(
+    spec: str,
+    *,
+    weights: Path | None,
+    random_weights: bool,
+    device: str,
+    precision: str | None,
+) -> EncoderSetup:
+    """Build the encoder ``spec`` on ``device`` (auto/cpu/cuda) with its autocast precision."""
+    from hagekit.encoders import create_encoder
+    from hagekit.extract.engine import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    bundle = create_encoder(spec, weights=weights, random_weights=random_weights, device=str(dev))
+    if dev.type == "cuda" and precision is None:
+        prec = resolve_precision(None, dev, bundle.precision)
+    return EncoderSetup(spec.strip(), bundle, dev, prec)
+
+
+def existing_output(path: Path, *, spec: str, settings: dict[str, Any]) -> str | None:
+    """Why an existing output may be skipped (``None`` if it can), or raise on a mismatch.
+
+    A finished file made with another encoder or patch settings is not silently reused.
+    """
+    from hagekit.io.h5 import read_feature_attrs
+
+    attrs = read_feature_attrs(path)
+    if str(attrs.get("encoder", "")) != spec:
+        raise DataError(
+            f"{path}: exists with encoder {attrs.get('encoder')!r}, not {spec!r}; use --overwrite or another --out"
+        )
+    for key, want in settings.items():
+        have = attrs.get(key)
+        if have is None:
+            continue
+        try:
+            same = abs(float(have) - float(want)) <= 1e-6 * max(1.0, abs(float(want)))
+        except (TypeError, ValueError):
+            same = str(have) == str(want)
+        if not same:
+            raise DataError(f"{path}: exists with {key}={have}, not {want}; use --overwrite or another --out")
+    return None
+
+
+def provenance(setup: EncoderSetup, **extra: Any) -> dict[str, Any]:
+    """Root attributes every feature file carries (see ARCHITECTURE.md)."""
+    import json
+
+    from hagekit import __version__
+
+    b = setup.bundle
+    return {
+        "encoder": setup.spec,
+        "encoder_weights_sha256": b.weights_sha256,
+        "feature_dim": int(b.dim),
+        "input_size": int(b.input_size),
+        "random_weights": bool(b.random_weights),
+        "precision": setup.precision,
+        "hagekit_version": __version__,
+        "encoder_config": json.dumps(b.config, sort_keys=True, default=str),
+        **extra,
+    }

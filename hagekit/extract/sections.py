@@ -1,0 +1,259 @@
+"""Spot features for ST sections: a patch of ``patch_um`` µm centred on every spot.
+
+One ``<out>/<section>.h5`` per section (``features``, ``coords`` = spot centres in level-0
+px, ``barcodes`` = the section's obs_names in order) with provenance attributes; finished
+sections are skipped unless ``overwrite``; a failing section is reported and the rest run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.extract.common import (
+    ITEM_ERRORS,
+    EncoderSetup,
+    existing_output,
+    provenance,
+    setup_encoder,
+)
+from hagekit.extract.engine import PRECISIONS, default_num_workers, run_encoder
+from hagekit.extract.summary import ExtractSummary, ItemResult
+from hagekit.progress import Reporter, reporter_or_null
+
+__all__ = ["extract_sections", "SpotDataset", "DEFAULT_PATCH_UM"]
+
+log = logging.getLogger(__name__)
+
+#: HEST's spot patch: 224 px at 0.5 µm/px.
+DEFAULT_PATCH_UM = 112.0
+
+
+class SpotDataset:
+    """Transformed spot patches of one section (and the raw uint8 patch when dumping)."""
+
+    def __init__(self, patcher: Any, transform: Any, *, with_patches: bool = False) -> None:
+        self.patcher = patcher
+        self.transform = transform
+        self.with_patches = with_patches
+
+    def __len__(self) -> int:
+        return len(self.patcher)
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        patch = self.patcher.patch(i)
+        x = self.transform(patch)
+        if self.with_patches:
+            return x, torch.from_numpy(np.array(patch, dtype=np.uint8, order="C"))
+        return x
+
+
+def _read_spots(path: Path) -> dict[str, Any]:
+    """A section's spots and image metadata without loading its counts."""
+    from hagekit.data.section import read_section
+
+    adata = read_section(path, backed=True)
+    try:
+        meta = dict(adata.uns["hagekit"])
+        return {
+            "section": str(meta.get("section", path.stem)),
+            "dataset": str(meta.get("dataset", "")),
+            "has_image": bool(meta.get("has_image", False)),
+            "image_path": str(meta.get("image_path", "")),
+            "mpp": float(meta.get("mpp", float("nan"))),
+            "barcodes": np.asarray(adata.obs_names.astype(str)),
+            "centres": np.asarray(adata.obsm["spatial"], dtype=np.float64),
+        }
+    finally:
+        if getattr(adata, "file", None) is not None:
+            adata.file.close()
+
+
+def _write_patch_dump(path: Path, patches: np.ndarray, coords: np.ndarray, barcodes: np.ndarray) -> None:
+    """HEST's patch layout: ``img`` (N, H, W, 3) uint8, ``coords`` (N, 2), ``barcode`` (N, 1)."""
+    import h5py
+
+    from hagekit.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("img", data=patches, chunks=(1, *patches.shape[1:]) if len(patches) else None)
+        h5.create_dataset("coords", data=coords)
+        h5.create_dataset("barcode", data=np.asarray([[str(b).encode()] for b in barcodes], dtype="S"))
+
+
+def _extract_one(
+    path: Path,
+    spots: dict[str, Any],
+    setup: EncoderSetup,
+    *,
+    out_path: Path,
+    dataset: str,
+    patch_um: float,
+    batch_size: int,
+    num_workers: int,
+    dump_dir: Path | None,
+    reporter: Reporter,
+) -> int:
+    from hagekit.io.h5 import write_features
+    from hagekit.slides.patches import SpotPatcher
+
+    section = spots["section"]
+    if not spots["has_image"] or not spots["image_path"]:
+        raise DataError(at(path, "section has no image"))
+    mpp = spots["mpp"]
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise DataError(at(path, f"section has no valid microns per pixel (mpp={mpp})"))
+    image = Path(spots["image_path"])
+    if not image.is_file():
+        raise DataError(at(image, f"image of section {section} not found"))
+    bundle = setup.bundle
+    patcher = SpotPatcher(
+        image, spots["centres"], mpp=mpp, patch_um=patch_um, out_size=bundle.input_size, barcodes=spots["barcodes"]
+    )
+    dumps: list[np.ndarray] = []
+    ds = SpotDataset(patcher, bundle.transform, with_patches=dump_dir is not None)
+    task = reporter.task(f"{section}", total=len(ds))
+    try:
+        feats, stats = run_encoder(
+            bundle,
+            ds,
+            batch_size=batch_size,
+            device=setup.device,
+            precision=setup.precision,
+            num_workers=num_workers,
+            task=task,
+            on_batch=(lambda rest: dumps.append(rest[0].numpy())) if dump_dir is not None else None,
+        )
+    finally:
+        task.close()
+        patcher.close()
+    if not np.all(np.isfinite(feats)):
+        raise DataError(at(path, "encoder produced NaN/Inf features"))
+    attrs = provenance(
+        setup,
+        patch_size_px=float(patcher.size_px),
+        patch_size_um=float(patch_um),
+        mpp=float(mpp),
+        dataset=dataset,
+        section=section,
+        image_path=str(image),
+    )
+    coords_attrs = {
+        "patch_size": int(bundle.input_size),
+        "patch_size_level0": int(round(patcher.size_px)),
+        "patch_level": 0,
+        "anchor": "centre",
+        "name": section,
+    }
+    if dump_dir is not None:
+        patches = np.concatenate(dumps) if dumps else np.zeros((0, bundle.input_size, bundle.input_size, 3), np.uint8)
+        _write_patch_dump(dump_dir / f"{section}.h5", patches, spots["centres"], spots["barcodes"])
+    write_features(out_path, feats, spots["centres"], barcodes=spots["barcodes"], attrs=attrs, coords_attrs=coords_attrs)
+    log.info("%s: %d spots in %.1fs (%.0f patches/s)", section, stats.n, stats.seconds, stats.patches_per_s)
+    return stats.n
+
+
+def extract_sections(
+    data_root: Path | str | None,
+    dataset: str,
+    *,
+    encoder: str = "builtin",
+    out_dir: Path | None = None,
+    sections: Sequence[str] | None = None,
+    patch_um: float = DEFAULT_PATCH_UM,
+    weights: Path | None = None,
+    random_weights: bool = False,
+    device: str = "auto",
+    precision: str | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    dump_patches: bool = False,
+    progress: Reporter | None = None,
+    workspace: Path | str | None = None,
+) -> ExtractSummary:
+    """Spot features of every imaged section of ``dataset`` (or of ``sections``).
+
+    ``data_root``/``out_dir`` default to the workspace (``<ws>/data``,
+    ``<ws>/features/<dataset>/<encoder>``). Returns the per-section summary; only bad
+    options or an unusable encoder raise.
+    """
+    from hagekit.data.section import dataset_sections
+    from hagekit.workspace import Workspace, canonical_dataset
+
+    t_run = time.perf_counter()
+    ws = Workspace.resolve(workspace)
+    root = Path(data_root) if data_root is not None else ws.data_root
+    ds_name = canonical_dataset(dataset)
+    if not (patch_um > 0 and math.isfinite(patch_um)):
+        raise ConfigError(f"--patch-um: must be a positive size in µm, got {patch_um}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
+    if num_workers is not None and num_workers < 0:
+        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
+    files = dataset_sections(root, ds_name)
+    if sections:
+        by_name = {f.stem: f for f in files}
+        unknown = [s for s in sections if s not in by_name]
+        if unknown:
+            raise ConfigError(f"--sections: unknown {', '.join(unknown)} (valid: {', '.join(sorted(by_name))})")
+        files = [by_name[s] for s in sections]
+    out = Path(out_dir) if out_dir is not None else ws.features_dir(ds_name, encoder)
+    reporter = reporter_or_null(progress)
+    summary = ExtractSummary(encoder=encoder.strip(), out_dir=out)
+    settings = {"patch_size_um": patch_um}
+
+    todo: list[Path] = []
+    for f in files:
+        target = out / f"{f.stem}.h5"
+        if target.exists() and not overwrite:
+            try:
+                existing_output(target, spec=encoder.strip(), settings=settings)
+            except ITEM_ERRORS as exc:
+                summary.items.append(ItemResult(f.stem, "failed", reason=str(exc), path=target))
+                continue
+            reporter.message(f"skip {f.stem}: {target} exists (use --overwrite to recompute)")
+            summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target))
+            continue
+        todo.append(f)
+    setup: EncoderSetup | None = None
+    if todo:
+        setup = setup_encoder(encoder, weights=weights, random_weights=random_weights, device=device, precision=precision)
+        summary.device, summary.precision = str(setup.device), setup.precision
+    workers = default_num_workers(setup.device) if setup is not None and num_workers is None else (num_workers or 0)
+    for f in todo:
+        assert setup is not None
+        t0 = time.perf_counter()
+        target = out / f"{f.stem}.h5"
+        try:
+            spots = _read_spots(f)
+            if not spots["has_image"]:
+                summary.items.append(ItemResult(f.stem, "skipped", reason="no image"))
+                reporter.message(f"skip {f.stem}: section has no image")
+                continue
+            n = _extract_one(
+                f, spots, setup, out_path=target, dataset=ds_name, patch_um=patch_um,
+                batch_size=batch_size, num_workers=workers,
+                dump_dir=out / "patches" if dump_patches else None, reporter=reporter,
+            )
+        except ITEM_ERRORS as exc:
+            log.debug("section %s failed", f.stem, exc_info=True)
+            reporter.message(f"failed {f.stem}: {exc}")
+            summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))
+            continue
+        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0, path=target))
+    order = [f.stem for f in files]
+    summary.items.sort(key=lambda i: order.index(i.name))
+    summary.seconds = time.perf_counter() - t_run
+    return summary

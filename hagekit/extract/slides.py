@@ -1,0 +1,261 @@
+"""Whole-slide features: tissue mask, tile grid (or CLAM/TRIDENT coords), batched encoding.
+
+One ``<out>/<slide_stem>.h5`` per slide in the TRIDENT/CLAM layout (``features``, ``coords``
+top-left level-0 px with ``patch_size``, ``patch_size_level0``, ``patch_level``,
+``level0_magnification``, ``target_magnification``, ``overlap``, ``name``). Tiles are read by
+DataLoader workers (one OpenSlide handle each), so no whole level-0 slide is ever in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.extract.common import (
+    ITEM_ERRORS,
+    EncoderSetup,
+    existing_output,
+    provenance,
+    setup_encoder,
+)
+from hagekit.extract.engine import PRECISIONS, default_num_workers, run_encoder
+from hagekit.extract.summary import ExtractSummary, ItemResult
+from hagekit.progress import Reporter, reporter_or_null
+
+__all__ = ["extract_slides", "TileDataset", "collect_slides"]
+
+log = logging.getLogger(__name__)
+
+_THUMB_SIDE = 2048
+
+
+class TileDataset:
+    """Transformed tiles of one slide; OpenSlide handles are reopened once per worker process."""
+
+    def __init__(self, path: Path, grid: Any, transform: Any, *, mpp: float | None, reader: Any = None) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.transform = transform
+        self.mpp = mpp
+        self._reader = reader
+        self._pid = os.getpid() if reader is not None else None
+
+    def __len__(self) -> int:
+        return len(self.grid)
+
+    def __getstate__(self) -> dict:
+        from hagekit.slides.reader import OpenSlideReader
+
+        state = dict(self.__dict__)
+        if isinstance(self._reader, OpenSlideReader):
+            state["_reader"], state["_pid"] = None, None
+        return state
+
+    def _slide(self) -> Any:
+        from hagekit.slides.reader import OpenSlideReader, open_slide
+
+        if self._reader is None or (isinstance(self._reader, OpenSlideReader) and self._pid != os.getpid()):
+            self._reader = open_slide(self.path, mpp=self.mpp)
+            self._pid = os.getpid()
+        return self._reader
+
+    def __getitem__(self, i: int) -> Any:
+        x, y = self.grid.coords[i]
+        g = self.grid
+        region = self._slide().read_region(int(x), int(y), g.read_level, g.read_size, g.read_size)
+        return self.transform(region)
+
+
+def collect_slides(slides: Sequence[Path | str] | Path | str) -> list[Path]:
+    """Slide files from a folder (sorted; slide and image suffixes) or an explicit list."""
+    from hagekit.slides.reader import IMAGE_SUFFIXES, SLIDE_SUFFIXES
+
+    items = [slides] if isinstance(slides, (str, Path)) else list(slides)
+    if not items:
+        raise ConfigError("--slides: no slide given")
+    files: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES | IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(at(p, f"no slide files ({', '.join(sorted(SLIDE_SUFFIXES))})"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(at(p, "slide file or folder not found"))
+    stems = [f.stem for f in files]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise ConfigError(f"--slides: several slides share the name {', '.join(dup)} (outputs would collide)")
+    return files
+
+
+def _extract_slide(
+    path: Path,
+    setup: EncoderSetup,
+    *,
+    out_path: Path,
+    mpp: float | None,
+    target_mpp: float,
+    tile_size: int,
+    overlap: int,
+    min_tissue: float,
+    coords_dir: Path | None,
+    preview_dir: Path | None,
+    batch_size: int,
+    num_workers: int,
+    reporter: Reporter,
+) -> int:
+    from hagekit.io.h5 import write_features
+    from hagekit.slides.reader import open_slide
+    from hagekit.slides.tiling import find_coords_file, plan_grid, read_coords
+    from hagekit.slides.tissue import tissue_mask
+
+    reader = open_slide(path, mpp=mpp)
+    try:
+        mask = thumb = None
+        scale = 1.0
+        if coords_dir is not None:  # without mpp, read_coords takes the coords' level0_magnification
+            grid = read_coords(find_coords_file(coords_dir, path.stem), reader, tile_size=tile_size)
+        else:
+            if reader.mpp is None:
+                raise DataError(at(path, "no microns-per-pixel metadata; pass --mpp (e.g. --mpp 0.25 for a 40x scan)"))
+            thumb, scale = reader.thumbnail(_THUMB_SIDE)
+            mask = tissue_mask(thumb)
+            grid = plan_grid(
+                reader, target_mpp=target_mpp, tile_size=tile_size, overlap=overlap,
+                mask=mask, mask_scale=scale, min_tissue=min_tissue,
+            )
+        if preview_dir is not None:
+            from hagekit.slides.preview import write_preview
+
+            if thumb is None:
+                thumb, scale = reader.thumbnail(1024)
+            write_preview(preview_dir / f"{path.stem}.png", thumb, mask, grid, scale)
+        coords_attrs = grid.coords_attrs(path.stem, reader)
+        from hagekit.slides.reader import OpenSlideReader
+
+        shared = None if isinstance(reader, OpenSlideReader) else reader  # plain images: decoded once
+        ds = TileDataset(path, grid, setup.bundle.transform, mpp=reader.mpp, reader=shared)
+        task = reporter.task(path.stem, total=len(ds))
+        try:
+            feats, stats = run_encoder(
+                setup.bundle, ds, batch_size=batch_size, device=setup.device,
+                precision=setup.precision, num_workers=num_workers, task=task,
+            )
+        finally:
+            task.close()
+        attrs = provenance(
+            setup,
+            patch_size_px=int(grid.patch_size),
+            patch_size_um=float(grid.patch_size * grid.target_mpp),
+            mpp=float(grid.level0_mpp),
+            target_mpp=float(grid.target_mpp),
+            slide=path.name,
+            section=path.stem,
+        )
+        write_features(out_path, feats, grid.coords, attrs=attrs, coords_attrs=coords_attrs)
+        log.info("%s: %d tiles in %.1fs", path.stem, stats.n, stats.seconds)
+        return stats.n
+    finally:
+        reader.close()
+
+
+def extract_slides(
+    slides: Sequence[Path | str] | Path | str,
+    *,
+    encoder: str = "builtin",
+    out_dir: Path | str,
+    mpp: float | None = None,
+    target_mpp: float | None = 0.5,
+    magnification: float | None = None,
+    tile_size: int = 256,
+    overlap: int = 0,
+    min_tissue: float = 0.25,
+    coords_dir: Path | str | None = None,
+    preview: bool = False,
+    weights: Path | None = None,
+    random_weights: bool = False,
+    device: str = "auto",
+    precision: str | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> ExtractSummary:
+    """Tile features of whole slides into ``<out_dir>/<slide_stem>.h5`` (TRIDENT/CLAM layout).
+
+    Tiles: ``tile_size`` px at ``target_mpp`` (or ``magnification``: 20x = 0.5 µm/px) over the
+    tissue, or the tiles of a CLAM/TRIDENT coords file in ``coords_dir``. A slide without mpp
+    metadata fails unless ``mpp`` is given; one failing slide never stops the others.
+    """
+    from hagekit.slides.tiling import target_mpp_from
+
+    t_run = time.perf_counter()
+    files = collect_slides(slides)
+    tmpp = target_mpp_from(target_mpp, magnification)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
+    if tile_size < 8:
+        raise ConfigError(f"--tile-size: must be at least 8 px, got {tile_size}")
+    if num_workers is not None and num_workers < 0:
+        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
+    if not 0.0 <= min_tissue <= 1.0:
+        raise ConfigError(f"--min-tissue: must be a fraction in [0, 1], got {min_tissue}")
+    if mpp is not None and not mpp > 0:
+        raise ConfigError(f"--mpp: must be positive µm per pixel, got {mpp}")
+    if coords_dir is not None and not Path(coords_dir).is_dir():
+        raise DataError(at(coords_dir, "--coords folder not found"))
+    out = Path(out_dir)
+    reporter = reporter_or_null(progress)
+    summary = ExtractSummary(encoder=encoder.strip(), out_dir=out)
+    settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": tile_size}
+
+    todo: list[Path] = []
+    for f in files:
+        target = out / f"{f.stem}.h5"
+        if target.exists() and not overwrite:
+            try:
+                existing_output(target, spec=encoder.strip(), settings=settings)
+            except ITEM_ERRORS as exc:
+                summary.items.append(ItemResult(f.stem, "failed", reason=str(exc), path=target))
+                continue
+            reporter.message(f"skip {f.stem}: {target} exists (use --overwrite to recompute)")
+            summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target))
+            continue
+        todo.append(f)
+    setup: EncoderSetup | None = None
+    if todo:
+        setup = setup_encoder(encoder, weights=weights, random_weights=random_weights, device=device, precision=precision)
+        summary.device, summary.precision = str(setup.device), setup.precision
+    workers = default_num_workers(setup.device) if setup is not None and num_workers is None else (num_workers or 0)
+    for f in todo:
+        assert setup is not None
+        t0 = time.perf_counter()
+        target = out / f"{f.stem}.h5"
+        try:
+            n = _extract_slide(
+                f, setup, out_path=target, mpp=mpp, target_mpp=tmpp, tile_size=tile_size, overlap=overlap,
+                min_tissue=min_tissue, coords_dir=Path(coords_dir) if coords_dir is not None else None,
+                preview_dir=out / "previews" if preview else None,
+                batch_size=batch_size, num_workers=workers, reporter=reporter,
+            )
+        except ITEM_ERRORS as exc:
+            log.debug("slide %s failed", f.name, exc_info=True)
+            reporter.message(f"failed {f.name}: {exc}")
+            summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))
+            continue
+        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0, path=target))
+    order = [f.stem for f in files]
+    summary.items.sort(key=lambda i: order.index(i.name))
+    summary.seconds = time.perf_counter() - t_run
+    return summary
