@@ -79,6 +79,6 @@ def her2_builtin_features(her2_root: Path, tmp_path_factory) -> Path:
     from hagekit.extract import extract_sections
 
     out = tmp_path_factory.mktemp("her2_feats") / "builtin"
-    summary = extract_sections(her2_root, "her2", encoder="builtin", out_dir=out, device="cpu")
+    summary = extract_sections(her2_root, "her2", encoder="builtin", out_dir=out, device="cpu", num_workers=0)
     assert not getattr(summary, "failed", None), summary
     return out

@@ -25,18 +25,17 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_hage_leave_one_section_out_on_her2st(her2st_raw: Path, shared_data: Path, tmp_path: Path, one_thread):
+def test_hage_leave_one_section_out_on_her2st(
+    her2_root: Path, her2_builtin_features: Path, shared_data: Path, tmp_path: Path, one_thread
+):
     import anndata as ad
 
-    from hagekit.data.her2st import prepare_her2st
-    from hagekit.extract import extract_sections
     from hagekit.genes.coexpression import train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.io.genelist import read_gene_list, write_gene_list
     from hagekit.training.run import train_run
 
-    data = tmp_path / "data"
-    prepare_her2st(her2st_raw, data, sections=IMAGED + EMBED)
+    data = her2_root
     common: set[str] | None = None
     for s in IMAGED + EMBED:
         a = ad.read_h5ad(data / "her2" / f"{s}.h5ad", backed="r")
@@ -48,8 +47,7 @@ def test_hage_leave_one_section_out_on_her2st(her2st_raw: Path, shared_data: Pat
     emb_path = write_gene2vec_text(tmp_path / "emb.txt", emb.symbols, emb.vectors, provenance=emb.provenance)
     panel_path = write_gene_list(tmp_path / "panel.txt", emb.symbols)
     torch.set_num_threads(1)  # scanpy/numba may reset it while genes are processed
-    feats = tmp_path / "feats"
-    extract_sections(data, "her2", encoder="builtin", out_dir=feats, sections=IMAGED, device="cpu", num_workers=0)
+    feats = her2_builtin_features
     res = train_run(
         data_root=data, dataset="her2", features_dir=feats, genes_path=panel_path, embeddings_path=emb_path,
         out=tmp_path / "run",
