@@ -79,6 +79,8 @@ class _Source:
     genes: list[str]
     label: str
     meta: dict[str, Any]
+    #: The run's features came from a seeded ``--random-weights`` base encoder.
+    base_random_weights: bool = False
 
 
 def _head_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,6 +139,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         genes=list(info.genes),
         label=f"{run}:{fold}:{trial}",
         meta={"run": str(run.resolve()), "fold": fold, "trial": trial},
+        base_random_weights=str(info.feature_attrs.get("random_weights", "")).lower() in ("true", "1"),
     )
 
 
@@ -159,6 +162,7 @@ def _from_file(path: Path) -> _Source:
             base_spec=meta["base_encoder"],
             base_weights=meta.get("base_weights", ""),
             base_sha256=meta.get("base_weights_sha256", ""),
+            base_random_weights=meta.get("base_random_weights", "false") == "true",
             genes=json.loads(meta.get("genes", "[]")),
             label=str(path),
             meta={k: meta[k] for k in ("run", "fold", "trial") if k in meta},
@@ -200,7 +204,8 @@ def build_ge_encoder(target: str, *, device: str = "cpu"):
 
     head, src = load_ge_head(target)
     weights = Path(src.base_weights) if src.base_weights and Path(src.base_weights).is_file() else None
-    base = create_encoder(src.base_spec, weights=weights, device=device)
+    random = src.base_random_weights and weights is None
+    base = create_encoder(src.base_spec, weights=weights, random_weights=random, device=device)
     if src.base_sha256 and base.weights_sha256 and base.weights_sha256 != src.base_sha256:
         raise EncoderError(
             f"ge:{target}: base encoder {src.base_spec} has weights sha256 {base.weights_sha256[:12]}..., "
@@ -256,6 +261,7 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         "base_encoder": src.base_spec,
         "base_weights": src.base_weights,
         "base_weights_sha256": src.base_sha256,
+        "base_random_weights": "true" if src.base_random_weights else "false",
         "genes": json.dumps(src.genes),
         **{k: str(v) for k, v in src.meta.items()},
     }

@@ -17,7 +17,8 @@ SECTIONS = (("A1", "A"), ("A2", "A"), ("B1", "B"))
 
 
 def make_toy(tmp: Path, *, n: int = 64, dim: int = 16, encoder: str = "toy", sha: str = "0" * 64,
-             emb_sections: tuple[str, ...] = ("X9",)) -> tuple[Path, Path, Path, Path]:
+             emb_sections: tuple[str, ...] = ("X9",), random_weights: bool = False,
+             ) -> tuple[Path, Path, Path, Path]:
     """Write 3 sections (2 patients) whose expression is a noisy function of the features.
 
     Returns ``(data_root, features_dir, panel, embeddings)``; the embeddings' sidecar says
@@ -40,7 +41,7 @@ def make_toy(tmp: Path, *, n: int = 64, dim: int = 16, encoder: str = "toy", sha
         f = np.concatenate([latent, rng.normal(scale=0.3, size=(n, dim - 3))], axis=1)
         write_features(feats / f"{name}.h5", f, xy, barcodes=barcodes,
                        attrs={"encoder": encoder, "encoder_weights_sha256": sha, "section": name,
-                              "patch_size_um": 20.0})
+                              "patch_size_um": 20.0, "random_weights": random_weights})
     panel = write_gene_list(tmp / "panel.txt", GENES)
     vec = np.random.default_rng(5).normal(size=(len(GENES), 8)).astype(np.float32)
     emb = write_gene2vec_text(tmp / "emb.txt", GENES, vec,

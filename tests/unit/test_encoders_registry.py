@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -82,21 +81,6 @@ def test_uni_without_weights_or_token_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     with pytest.raises(EncoderError, match=r"--weights PATH.*HF_TOKEN"):
         create_encoder("uni")
-
-
-def test_ge_seam_calls_the_run_builder(monkeypatch):
-    calls = {}
-
-    def build_ge_encoder(target, *, device="cpu"):
-        calls["args"] = (target, device)
-        return create_encoder("builtin")
-
-    fake = types.ModuleType("hagekit.hage.ge_encoder")
-    fake.build_ge_encoder = build_ge_encoder
-    monkeypatch.setitem(sys.modules, "hagekit.hage.ge_encoder", fake)
-    bundle = create_encoder("ge:runs/her2/r1:0:1")
-    assert calls["args"] == ("runs/her2/r1:0:1", "cpu")
-    assert bundle.config["spec"] == "ge:runs/her2/r1:0:1"
 
 
 def test_ge_seam_without_module_is_an_encoder_error(monkeypatch):

@@ -159,3 +159,21 @@ def test_export_encoder_and_ge_registry_entry(trained):
         create_encoder(f"ge:{moved}:Z1:0")
     res = runner.invoke(app, ["export-encoder", "--run", str(tmp / "run"), "--out", str(tmp / "ge.bin")])
     assert res.exit_code == 2 and ".safetensors" in res.output and not (tmp / "ge.bin").exists()
+
+
+def test_ge_encoder_rebuilds_a_random_weight_base(tmp_path: Path):
+    """A run trained on seeded --random-weights features rebuilds the same base encoder."""
+    from hagekit.encoders import create_encoder
+    from hagekit.hage.ge_encoder import build_ge_encoder
+    from hagekit.training.run import train_run
+
+    spec = "timm:vit_tiny_patch16_224"
+    base = create_encoder(spec, random_weights=True)
+    root, feats, panel, emb = toy.make_toy(tmp_path, dim=base.dim, encoder=spec, sha=base.weights_sha256,
+                                           random_weights=True)
+    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+              out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1"})
+    bundle = build_ge_encoder(str(tmp_path / "run"))
+    assert bundle.random_weights and bundle.config["base_weights_sha256"] == base.weights_sha256
+    z = bundle.model(torch.zeros(2, 3, base.input_size, base.input_size))
+    assert z.shape == (2, toy.FAST["d"])
