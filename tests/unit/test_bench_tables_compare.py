@@ -198,3 +198,11 @@ def test_cli_ablation_grid_bad_options(toy_files, tmp_path, cmd, extra, message)
                               str(feats), "--genes", str(panel), "--gene-embeddings", str(emb),
                               "--out", str(out), *extra])
     assert res.exit_code == 2 and message in " ".join(res.output.split()) and not out.exists()
+
+
+def test_paired_differences_below_tolerance_are_ties():
+    per_section = [{"method": "a", "section": s, "pcc_all": 0.2} for s in ("S1", "S2", "S3")]
+    per_section += [{"method": "b", "section": s, "pcc_all": 0.2 + d}
+                    for s, d in (("S1", 2e-5), ("S2", -3e-5), ("S3", -0.05))]
+    (p,) = paired_comparison(per_section, "a", ["a", "b"])
+    assert (p["wins"], p["losses"], p["ties"]) == (1, 0, 2)

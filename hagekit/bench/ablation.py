@@ -1,0 +1,147 @@
+"""The paper's Table 2 (component ablation) and Table 3 (k1 x k2 grid) for HAGE.
+
+Both run HAGE variants through the same protocol, features, folds and metrics as
+``bench baselines``, from one loaded feature cache, with (variant, fold) tasks in parallel
+worker processes where the machine has cores to spare (one torch thread per worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hagekit.bench.compare import (
+    BenchResult,
+    MethodSpec,
+    _check_out,
+    assemble,
+    features_header,
+    load_bench_inputs,
+    run_methods,
+    write_outputs,
+)
+from hagekit.errors import ConfigError
+from hagekit.progress import Reporter
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "DEFAULT_K1",
+    "DEFAULT_K2",
+    "ablation_specs",
+    "grid_specs",
+    "bench_ablation",
+    "bench_grid",
+    "default_jobs",
+]
+
+log = logging.getLogger(__name__)
+
+#: Table 2: variant name -> HAGEConfig overrides. ``single_level`` clusters expression into
+#: k1*k2 groups in one level (HAGEConfig.single_level).
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_ge": {"use_ge": False},
+    "no_hierarchy": {"use_hierarchy": False},
+    "no_ge_no_hierarchy": {"use_ge": False, "use_hierarchy": False},
+    "single_level": {"single_level": True},
+}
+DEFAULT_K1 = (10, 20, 30, 40)
+DEFAULT_K2 = (2, 3)
+
+
+def default_jobs(n_tasks: int) -> int:
+    """Worker processes for ``n_tasks`` independent (variant, fold) runs: one per core."""
+    from hagekit.baselines._common import n_cpus
+
+    return max(1, min(n_cpus(), n_tasks))
+
+
+def ablation_specs(variants: Sequence[str] | None = None) -> list[MethodSpec]:
+    """Specs for the chosen Table-2 variants (all by default, ``full`` first)."""
+    names = list(variants) if variants else list(ABLATION_VARIANTS)
+    unknown = [v for v in names if v not in ABLATION_VARIANTS]
+    if unknown:
+        raise ConfigError(f"--variants: unknown variant(s) {', '.join(unknown)} "
+                          f"(choose from {', '.join(ABLATION_VARIANTS)})")
+    names = list(dict.fromkeys(names))
+    return [MethodSpec(v, "hage", ABLATION_VARIANTS[v]) for v in names]
+
+
+def grid_specs(k1: Sequence[int] | None = None, k2: Sequence[int] | None = None) -> list[MethodSpec]:
+    """One spec per (k1, k2) pair, named ``k1=..,k2=..`` (Table 3)."""
+    k1s = list(dict.fromkeys(int(v) for v in (k1 or DEFAULT_K1)))
+    k2s = list(dict.fromkeys(int(v) for v in (k2 or DEFAULT_K2)))
+    bad = [v for v in k1s + k2s if v < 1]
+    if bad:
+        raise ConfigError(f"--k1/--k2: cluster counts must be >= 1, got {', '.join(map(str, bad))}")
+    return [MethodSpec(f"k1={a},k2={b}", "hage", {"k1": a, "k2": b}) for a in k1s for b in k2s]
+
+
+def _run_variants(
+    specs: list[MethodSpec],
+    *,
+    kind: str,
+    reference: str | None,
+    data_root: Path | str,
+    dataset: str,
+    features_dir: Path | str,
+    genes_path: Path | str,
+    embeddings_path: Path | str | None,
+    out: Path | str,
+    config_file: Path | str | None,
+    overrides: Mapping[str, Any] | None,
+    device: str,
+    n_jobs: int | None,
+    overwrite: bool,
+    progress: Reporter | None,
+) -> tuple[BenchResult, list[str]]:
+    from hagekit.training.splits import make_folds
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
+                               genes_path=genes_path, embeddings_path=embeddings_path, need_hage=True,
+                               config_file=config_file, overrides=overrides, progress=progress)
+    for spec in specs:  # validate every variant's settings before anything runs
+        inputs.hage_config.replace(**dict(spec.params))
+    s = inputs.settings
+    n_folds = len(make_folds(inputs.data.patients(), split=s.split, folds=s.folds))
+    jobs = default_jobs(len(specs) * n_folds) if n_jobs is None else int(n_jobs)
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    names = [sp.name for sp in specs]
+    rows = run_methods(inputs.data, specs, split=s.split, folds=s.folds, trials=s.trials, seed=s.seed,
+                       val_fraction=s.val_fraction, hage_config=inputs.hage_config,
+                       gene_embeddings=inputs.gene_embeddings, device=device, n_jobs=jobs,
+                       runs_dir=out / "runs", overwrite=overwrite,
+                       config={"hage": inputs.hage_config.to_dict(), **inputs.record}, progress=progress)
+    result = assemble(rows, names, reference=reference if reference in names else names[0],
+                      header=features_header(inputs.data, s, len(names)), floor=None)
+    settings = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
+                "variants": {sp.name: dict(sp.params) for sp in specs}, "n_jobs": jobs, "device": device,
+                "hage": inputs.hage_config.to_dict(), **inputs.record}
+    title = {"ablation": "HAGE ablation (Table 2)", "grid": "HAGE k1 x k2 grid (Table 3)"}[kind]
+    write_outputs(result, out, title=f"{title} on {inputs.data.dataset} ({s.split} split)", settings=settings)
+    return result, inputs.warnings
+
+
+def bench_ablation(*, variants: Sequence[str] | None = None, **kwargs: Any) -> tuple[BenchResult, list[str]]:
+    """``hagekit bench ablation``: full HAGE vs no GE, no hierarchy, neither, single-level.
+
+    Keywords as :func:`hagekit.bench.compare.bench_baselines` (data_root, dataset, features_dir,
+    genes_path, embeddings_path, out, config_file, overrides, device, n_jobs, overwrite, progress).
+    """
+    specs = ablation_specs(variants)
+    return _run_variants(specs, kind="ablation", reference="full", **kwargs)
+
+
+def bench_grid(*, k1: Sequence[int] | None = None, k2: Sequence[int] | None = None,
+               **kwargs: Any) -> tuple[BenchResult, list[str]]:
+    """``hagekit bench grid``: HAGE for every k1 x k2 pair (default {10,20,30,40} x {2,3}).
+
+    The paired comparison is against the paper's setting ``k1=30,k2=2`` when it is in the grid.
+    """
+    specs = grid_specs(k1, k2)
+    return _run_variants(specs, kind="grid", reference="k1=30,k2=2", **kwargs)

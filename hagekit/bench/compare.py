@@ -1,0 +1,609 @@
+"""Run several methods through the shared protocol and build the paper-style comparison.
+
+Every method sees the same frozen features, folds, train/validation splits, targets and
+metrics (``hagekit.training.protocol``). Outputs: a Table-1-like table (mean ± std over
+section x trial rows, MSE relative to the per-gene ``mean`` floor, seconds to fit and to
+predict), per-section CSV, a paired comparison of a reference method (HAGE) against each
+other method (wins per section and a Wilcoxon signed-rank p-value), and a figure of
+per-section PCC(all) per method. Markdown and CSV, so the tables paste into a paper.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.metrics import METRIC_NAMES
+from hagekit.progress import Reporter, reporter_or_null
+
+__all__ = [
+    "MethodSpec",
+    "BenchResult",
+    "run_methods",
+    "build_tables",
+    "paired_comparison",
+    "bench_baselines",
+    "load_bench_inputs",
+    "parse_methods",
+    "write_outputs",
+    "ALL_METHODS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Methods ``hagekit bench baselines`` knows (baselines + HAGE), in table order.
+ALL_METHODS = ("mean", "ridge", "xgboost", "mlp", "bleep", "mclstexp", "hage")
+#: Baselines whose ``epochs`` follows ``--epochs``.
+EPOCH_METHODS = ("mlp", "bleep", "mclstexp")
+DEVICE_METHODS = ("xgboost", "mlp", "bleep", "mclstexp")
+TORCH_METHODS = ("mlp", "bleep", "mclstexp", "hage")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the comparison: a display ``name``, its ``kind`` (a baseline or ``hage``)
+    and its parameters (estimator keywords, or :class:`HAGEConfig` overrides for ``hage``)."""
+
+    name: str
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    """Rows of every method, the tables built from them, and the files written."""
+
+    rows: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    per_section: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    reference: str | None
+    header: str
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class _Factory:
+    """Builds one estimator per fold x trial (picklable, so folds can run in worker processes)."""
+
+    def __init__(self, spec: MethodSpec, *, hage_config: Any = None, gene_embeddings: np.ndarray | None = None,
+                 device: str = "cpu") -> None:
+        self.spec = spec
+        self.hage_config = hage_config
+        self.gene_embeddings = gene_embeddings
+        self.device = device
+
+    def __call__(self, ctx: Any) -> Any:
+        if self.spec.kind == "hage":
+            from hagekit.hage.estimator import HAGERegressor
+
+            cfg = self.hage_config.replace(**dict(self.spec.params)) if self.spec.params else self.hage_config
+            return HAGERegressor(cfg, self.gene_embeddings, seed=ctx.seed, device=self.device,
+                                 genes=list(ctx.genes), label=f"{self.spec.name} {ctx.fold}/{ctx.trial}")
+        from hagekit.baselines import make_baseline
+
+        return make_baseline(self.spec.kind, **{**dict(self.spec.params), "random_state": ctx.seed})
+
+
+def _check_hage_available() -> None:
+    try:
+        import hagekit.hage.estimator  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - only in partial installs
+        raise ConfigError(f"--methods: 'hage' is not available in this install ({exc})") from None
+
+
+def _run_one(data: Any, factory: _Factory, fold: str, kw: dict[str, Any], threads: int | None) -> list[dict]:
+    """Run one method on one fold (all trials); in worker processes, torch uses ``threads``."""
+    from hagekit.training.protocol import run_protocol
+
+    if threads is not None and factory.spec.kind in TORCH_METHODS:
+        import torch
+
+        torch.set_num_threads(threads)
+    return run_protocol(data, factory, folds=[fold], method=factory.spec.name, **kw).rows
+
+
+def run_methods(
+    data: Any,
+    specs: Sequence[MethodSpec],
+    *,
+    split: str = "section",
+    folds: Sequence[str] | None = None,
+    trials: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    hage_config: Any = None,
+    gene_embeddings: np.ndarray | None = None,
+    device: str = "cpu",
+    n_jobs: int = 1,
+    runs_dir: Path | None = None,
+    overwrite: bool = False,
+    save_models: bool = False,
+    config: Mapping[str, Any] | None = None,
+    progress: Reporter | None = None,
+) -> list[dict[str, Any]]:
+    """Every spec x fold x trial through :func:`run_protocol`; returns all metric rows.
+
+    ``n_jobs > 1`` runs (method, fold) tasks in worker processes with one torch thread each
+    (timings then include contention); ``runs_dir`` keeps one resumable run folder per
+    method and fold.
+    """
+    from hagekit.training.splits import make_folds
+
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--methods: duplicate method names in {', '.join(names)}")
+    fold_list = make_folds(data.patients(), split=split, folds=folds)
+    if any(s.kind == "hage" for s in specs):
+        _check_hage_available()
+        if gene_embeddings is None or hage_config is None:
+            raise ConfigError("--gene-embeddings: HAGE needs the panel's gene embeddings")
+    factories = [_Factory(s, hage_config=hage_config, gene_embeddings=gene_embeddings, device=device) for s in specs]
+    tasks = [(f, fold.name) for f in factories for fold in fold_list]
+
+    def kwargs_for(f: _Factory, fold: str, with_progress: bool) -> dict[str, Any]:
+        out = runs_dir / f.spec.name / fold if runs_dir is not None else None
+        cfg = {"method": f.spec.name, "kind": f.spec.kind, "params": dict(f.spec.params), **dict(config or {})}
+        return dict(split=split, trials=trials, seed=seed, val_fraction=val_fraction, out_dir=out,
+                    config=cfg, save_models=save_models, overwrite=overwrite,
+                    progress=progress if with_progress else None)
+
+    rep = reporter_or_null(progress)
+    rows: list[dict[str, Any]] = []
+    n_jobs = max(1, min(int(n_jobs), len(tasks)))
+    if n_jobs == 1:
+        task = rep.task("methods x folds", total=len(tasks))
+        for f, fold in tasks:
+            task.update(status=f"{f.spec.name} {fold}")
+            rows.extend(_run_one(data, f, fold, kwargs_for(f, fold, True), None))
+            task.advance(1)
+        task.close()
+    else:
+        from joblib import Parallel, delayed
+
+        task = rep.task(f"methods x folds ({n_jobs} workers)", total=len(tasks))
+        results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")(
+            delayed(_run_one)(data, f, fold, kwargs_for(f, fold, False), 1) for f, fold in tasks
+        )
+        for (f, fold), res in zip(tasks, results, strict=True):
+            rows.extend(res)
+            task.advance(1, status=f"{f.spec.name} {fold}")
+        task.close()
+    return rows
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)
+    return arr[np.isfinite(arr)]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = _finite(values)
+    if not len(arr):
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std())
+
+
+def build_tables(rows: Sequence[Mapping[str, Any]], methods: Sequence[str],
+                 floor: str | None = "mean") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Table-1-like summary (one row per method) and per-section means over trials.
+
+    Mean ± std are over section x trial rows; ``mse_vs_floor`` is each method's mean MSE
+    divided by the ``floor`` method's (per-gene training mean); seconds are per fit and per
+    predicted section.
+    """
+    by_method: dict[str, list[Mapping[str, Any]]] = {m: [] for m in methods}
+    for r in rows:
+        by_method.setdefault(str(r["method"]), []).append(r)
+    floor_mse = None
+    if floor and by_method.get(floor):
+        floor_mse = _mean_std([r["mse"] for r in by_method[floor]])[0]
+    table = []
+    for m in methods:
+        rs = by_method.get(m, [])
+        entry: dict[str, Any] = {"method": m, "n_rows": len(rs)}
+        for metric in METRIC_NAMES:
+            mu, sd = _mean_std([r[metric] for r in rs])
+            entry[f"{metric}_mean"], entry[f"{metric}_std"] = mu, sd
+        entry["mse_vs_floor"] = (entry["mse_mean"] / floor_mse) if floor_mse else float("nan")
+        fits = {(r["fold"], r["trial"]): float(r["fit_seconds"]) for r in rs}
+        entry["fit_seconds"] = float(np.mean(list(fits.values()))) if fits else float("nan")
+        entry["predict_seconds"] = _mean_std([r["predict_seconds"] for r in rs])[0]
+        entry["n_constant_genes_max"] = max((int(r.get("n_constant_genes", 0)) for r in rs), default=0)
+        table.append(entry)
+    per_section = []
+    sections = list(dict.fromkeys(str(r["section"]) for r in rows))
+    for m in methods:
+        for s in sections:
+            rs = [r for r in by_method.get(m, []) if str(r["section"]) == s]
+            if not rs:
+                continue
+            entry = {"method": m, "section": s, "n_trials": len(rs)}
+            for metric in METRIC_NAMES:
+                mu, sd = _mean_std([r[metric] for r in rs])
+                entry[metric], entry[f"{metric}_std"] = mu, sd
+            per_section.append(entry)
+    return table, per_section
+
+
+def paired_comparison(per_section: Sequence[Mapping[str, Any]], reference: str,
+                      methods: Sequence[str], metric: str = "pcc_all",
+                      tie_tol: float = 1e-4) -> list[dict[str, Any]]:
+    """``reference`` vs each method on per-section means: wins/losses/ties and Wilcoxon p.
+
+    Differences within ``tie_tol`` are ties (and dropped by the test, Wilcoxon's zero rule),
+    so numerical noise is not counted as a win. The two-sided Wilcoxon signed-rank test pairs
+    sections; with n sections its smallest p is 2 / 2**n (0.0625 for five sections).
+    """
+    from scipy.stats import wilcoxon
+
+    def values(m: str) -> dict[str, float]:
+        return {str(e["section"]): float(e[metric]) for e in per_section if e["method"] == m}
+
+    ref = values(reference)
+    higher_is_better = metric.startswith("pcc")
+    out = []
+    for m in methods:
+        if m == reference:
+            continue
+        other = values(m)
+        common = [s for s in ref if s in other and math.isfinite(ref[s]) and math.isfinite(other[s])]
+        diff = np.array([ref[s] - other[s] for s in common])
+        if not higher_is_better:
+            diff = -diff
+        diff = np.where(np.abs(diff) <= tie_tol, 0.0, diff)
+        wins = int((diff > 0).sum())
+        losses = int((diff < 0).sum())
+        if len(diff) == 0:
+            p = float("nan")
+        elif np.all(diff == 0):
+            p = 1.0
+        else:
+            p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+        out.append({
+            "reference": reference, "method": m, "metric": metric, "n_sections": len(common),
+            "wins": wins, "losses": losses, "ties": len(common) - wins - losses,
+            "mean_diff": float(np.mean([ref[s] - other[s] for s in common])) if common else float("nan"),
+            "wilcoxon_p": p,
+        })
+    return out
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pm(e: Mapping[str, Any], metric: str, digits: int = 3) -> str:
+    mu, sd = e[f"{metric}_mean"], e[f"{metric}_std"]
+    if not math.isfinite(mu):
+        return "n/a"
+    return f"{mu:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown_report(result: BenchResult, title: str) -> str:
+    """The tables as Markdown (ready to paste)."""
+    lines = [f"# {title}", "", result.header, ""]
+    lines += ["| Method | PCC(all) | PCC(HEG) | MSE | MAE | MSE / mean | fit s | predict s | n |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for e in result.table:
+        lines.append(
+            f"| {e['method']} | {_pm(e, 'pcc_all')} | {_pm(e, 'pcc_heg')} | {_pm(e, 'mse')} | {_pm(e, 'mae')} "
+            f"| {_fmt(e['mse_vs_floor'])} | {_fmt(e['fit_seconds'], 2)} | {_fmt(e['predict_seconds'], 3)} "
+            f"| {e['n_rows']} |"
+        )
+    sections = list(dict.fromkeys(e["section"] for e in result.per_section))
+    methods = [e["method"] for e in result.table]
+    for metric, label in (("pcc_all", "PCC(all)"), ("pcc_heg", "PCC(HEG)")):
+        lines += ["", f"## {label} per section (mean over trials)", "",
+                  "| Section | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        for s in sections:
+            vals = {e["method"]: e[metric] for e in result.per_section if e["section"] == s}
+            lines.append(f"| {s} | " + " | ".join(_fmt(vals.get(m)) for m in methods) + " |")
+    if result.paired:
+        lines += ["", f"## Paired comparison: {result.reference} vs each method (per-section means)", "",
+                  "| Method | metric | wins | losses | ties | mean diff | Wilcoxon p |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in result.paired:
+            lines.append(f"| {p['method']} | {p['metric']} | {p['wins']} | {p['losses']} | {p['ties']} "
+                         f"| {_fmt(p['mean_diff'], 4)} | {_fmt(p['wilcoxon_p'], 4)} |")
+        n = max((p["n_sections"] for p in result.paired), default=0)
+        if n:
+            lines += ["", f"With {n} sections the smallest possible two-sided Wilcoxon p is {2 / 2**n:.4f}."]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    buf = io.StringIO()
+    cols = list(columns or (list(rows[0]) if rows else []))
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k) for k in cols})
+    return buf.getvalue()
+
+
+def plot_per_section(per_section: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
+                     title: str) -> Path:
+    """Grouped bars of per-section PCC(all) (mean over trials, whiskers = std) per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hagekit.io.atomic import atomic_path
+
+    sections = list(dict.fromkeys(str(e["section"]) for e in per_section))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(sections) * max(1, len(methods)) * 0.35 + 2), 4.0))
+    x = np.arange(len(sections))
+    cmap = plt.get_cmap("tab10")
+    for i, m in enumerate(methods):
+        vals = {str(e["section"]): e for e in per_section if e["method"] == m}
+        ys = [vals[s]["pcc_all"] if s in vals else np.nan for s in sections]
+        es = [vals[s]["pcc_all_std"] if s in vals else 0.0 for s in sections]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, ys, width, yerr=es, label=m, color=cmap(i % 10),
+               capsize=2, error_kw={"linewidth": 0.8})
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(sections)
+    ax.set_ylabel("PCC(all)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=min(len(methods), 7), frameon=False, loc="upper center",
+              bbox_to_anchor=(0.5, -0.1))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=200, format="png")
+    plt.close(fig)
+    return path
+
+
+def assemble(rows: list[dict[str, Any]], methods: Sequence[str], *, reference: str | None,
+             header: str, floor: str | None = "mean") -> BenchResult:
+    """Tables and paired comparisons from metric rows."""
+    table, per_section = build_tables(rows, methods, floor=floor)
+    paired: list[dict[str, Any]] = []
+    if reference is not None and reference in methods and len(methods) > 1:
+        paired = paired_comparison(per_section, reference, methods, "pcc_all")
+        paired += paired_comparison(per_section, reference, methods, "pcc_heg")
+    return BenchResult(rows, table, per_section, paired, reference, header)
+
+
+def write_outputs(result: BenchResult, out_dir: Path, *, title: str, settings: Mapping[str, Any]) -> dict[str, Path]:
+    """Write results.csv, per_section.csv, table.csv, table.md, paired.csv, summary.json and
+    pcc_per_section.png into ``out_dir`` (each file atomically)."""
+    from hagekit.io.atomic import write_json, write_text
+    from hagekit.training.protocol import ROW_KEYS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [e["method"] for e in result.table]
+    files = {
+        "results": write_text(out_dir / "results.csv", _csv(result.rows, ROW_KEYS)),
+        "per_section": write_text(out_dir / "per_section.csv", _csv(result.per_section)),
+        "table": write_text(out_dir / "table.csv", _csv(result.table)),
+        "markdown": write_text(out_dir / "table.md", markdown_report(result, title)),
+        "paired": write_text(out_dir / "paired.csv", _csv(result.paired, [
+            "reference", "method", "metric", "n_sections", "wins", "losses", "ties", "mean_diff", "wilcoxon_p"])),
+        "summary": write_json(out_dir / "summary.json", {
+            "title": title, "header": result.header, "settings": dict(settings), "reference": result.reference,
+            "table": result.table, "paired": result.paired}),
+    }
+    if result.per_section:
+        files["figure"] = plot_per_section(result.per_section, methods, out_dir / "pcc_per_section.png", title)
+    result.out_dir = out_dir
+    result.files = files
+    return files
+
+
+# -- from files: what the CLI calls -------------------------------------------------------------
+
+
+@dataclass
+class BenchInputs:
+    """Resolved inputs shared by baselines, ablation and grid."""
+
+    data: Any
+    hage_config: Any
+    settings: Any
+    gene_embeddings: np.ndarray | None
+    method_params: dict[str, dict[str, Any]]
+    warnings: list[str]
+    record: dict[str, Any]
+
+
+def _split_config(config_file: Path | str | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Read the config file: HAGE/run settings, and ``[baselines.<method>]`` parameter tables."""
+    if config_file is None:
+        return {}, {}
+    from hagekit.training.run import load_config_file
+
+    flat = load_config_file(config_file)
+    tables = flat.pop("baselines", {}) or {}
+    if not isinstance(tables, dict) or any(not isinstance(v, dict) for v in tables.values()):
+        raise ConfigError(at(config_file, "[baselines] must hold one table per method, e.g. [baselines.ridge]"))
+    unknown = sorted(set(tables) - set(ALL_METHODS))
+    if unknown:
+        raise ConfigError(at(config_file, f"[baselines]: unknown method(s) {', '.join(unknown)} "
+                                          f"(choose from {', '.join(ALL_METHODS[:-1])})"))
+    return flat, {k: dict(v) for k, v in tables.items()}
+
+
+def parse_methods(methods: Sequence[str] | None) -> list[str]:
+    """Validate ``--methods``; ``None`` means every method; ``mean`` is always included first."""
+    chosen = [m.strip().lower() for m in (methods or ALL_METHODS) if m.strip()]
+    unknown = [m for m in chosen if m not in ALL_METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)} (choose from {', '.join(ALL_METHODS)})")
+    chosen = list(dict.fromkeys(chosen))
+    if "mean" not in chosen:
+        chosen.insert(0, "mean")
+    return chosen
+
+
+def load_bench_inputs(
+    *,
+    data_root: Path | str,
+    dataset: str,
+    features_dir: Path | str,
+    genes_path: Path | str,
+    embeddings_path: Path | str | None,
+    need_hage: bool,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    sections: Sequence[str] | None = None,
+    progress: Reporter | None = None,
+) -> BenchInputs:
+    """Resolve settings (defaults < file < flags), load the dataset and the gene embeddings."""
+    from hagekit.io.genelist import read_gene_list
+    from hagekit.training.dataset import load_dataset
+    from hagekit.training.run import check_embedding_leak, resolve_settings
+    from hagekit.training.splits import make_folds
+
+    file_settings, method_params = _split_config(config_file)
+    merged = {**file_settings, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    try:
+        hage_config, settings = resolve_settings(None, merged)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config:", f"{config_file}:", 1) if config_file else str(exc)) from None
+    genes_path = Path(genes_path)
+    if not genes_path.is_file():
+        raise DataError(at(genes_path, "gene panel not found (--genes)"))
+    genes = read_gene_list(genes_path)
+    emb = None
+    warnings: list[str] = []
+    if need_hage:
+        _check_hage_available()
+        if embeddings_path is None or not Path(embeddings_path).is_file():
+            raise DataError(at(embeddings_path or "--gene-embeddings",
+                               "gene embeddings not found; HAGE needs them (or drop hage from --methods)"))
+        from hagekit.genes.embeddings import embeddings_for_panel
+
+        emb = embeddings_for_panel(embeddings_path, genes)
+    data = load_dataset(data_root, dataset, features_dir, genes, sections=sections, target=settings.target,
+                        progress=progress)
+    folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
+    if need_hage:
+        test_sections = sorted({s for f in folds for s in f.test_sections})
+        leak = check_embedding_leak(Path(embeddings_path), test_sections, allow_leak=settings.allow_leak)
+        if leak:
+            warnings.append(f"gene embeddings were trained on held-out section(s) {', '.join(leak)}")
+    if settings.split == "section" and any(f.same_patient_in_train for f in folds):
+        warnings.append("--split section keeps other sections of the held-out patient in training "
+                        "(the paper's protocol); --split patient is leak-free")
+    record = {
+        "data_root": str(Path(data_root).resolve()),
+        "features_dir": str(Path(features_dir).resolve()),
+        "genes_path": str(genes_path.resolve()),
+        "gene_embeddings": str(Path(embeddings_path).resolve()) if emb is not None else None,
+        "config_file": str(config_file) if config_file else None,
+    }
+    return BenchInputs(data, hage_config, settings, emb, method_params, warnings, record)
+
+
+def features_header(data: Any, settings: Any, n_methods: int) -> str:
+    """The sentence that says every method saw the same inputs."""
+    enc = data.feature_attrs.get("encoder", "?")
+    n_spots = sum(s.n_spots for s in data.sections.values())
+    folds = settings.folds or "all"
+    return (
+        f"All {n_methods} methods use the same frozen `{enc}` features ({data.feature_dim}-d), the same "
+        f"{settings.split} split (folds: {folds if isinstance(folds, str) else ', '.join(folds)}; "
+        f"{settings.trials} trial(s) of 4:1 train/validation, seed {settings.seed}), the same targets "
+        f"(`{data.target}`, {len(data.genes)} genes, {len(data.sections)} sections, {n_spots} spots) and the "
+        f"same metrics (`hagekit.metrics`: PCC over genes per section; HEG = top-50 by mean). "
+        f"Mean ± std over section x trial rows."
+    )
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(at(out, "--out exists and is not a folder"))
+
+
+def baseline_specs(methods: Sequence[str], *, epochs: int | None, device: str,
+                   method_params: Mapping[str, Mapping[str, Any]]) -> list[MethodSpec]:
+    """One :class:`MethodSpec` per method; ``--epochs`` and ``--device`` reach those that train."""
+    specs = []
+    for m in methods:
+        params: dict[str, Any] = {}
+        if m == "hage":
+            specs.append(MethodSpec("hage", "hage", {}))
+            continue
+        if epochs is not None and m in EPOCH_METHODS:
+            params["epochs"] = int(epochs)
+        if m in DEVICE_METHODS:
+            params["device"] = device
+        params.update(method_params.get(m, {}))
+        from hagekit.baselines import make_baseline
+
+        make_baseline(m, **params)  # validate parameters before anything runs
+        specs.append(MethodSpec(m, m, params))
+    return specs
+
+
+def bench_baselines(
+    *,
+    data_root: Path | str,
+    dataset: str,
+    features_dir: Path | str,
+    genes_path: Path | str,
+    embeddings_path: Path | str | None,
+    out: Path | str,
+    methods: Sequence[str] | None = None,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    reference: str | None = None,
+    device: str = "cpu",
+    n_jobs: int = 1,
+    overwrite: bool = False,
+    save_models: bool = False,
+    progress: Reporter | None = None,
+) -> tuple[BenchResult, list[str]]:
+    """``hagekit bench baselines``: every method on identical inputs; tables into ``out``.
+
+    ``overrides``: run settings (split, folds, trials, seed, val_fraction, target) and HAGE
+    settings (epochs, ...); ``epochs`` also reaches mlp/bleep/mclstexp. ``reference``
+    defaults to ``hage`` when run, else the first method after ``mean``.
+    """
+    chosen = parse_methods(methods)
+    out = Path(out)
+    _check_out(out, overwrite)
+    inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
+                               genes_path=genes_path, embeddings_path=embeddings_path,
+                               need_hage="hage" in chosen, config_file=config_file,
+                               overrides=overrides, progress=progress)
+    epochs = (overrides or {}).get("epochs")
+    specs = baseline_specs(chosen, epochs=epochs, device=device, method_params=inputs.method_params)
+    if reference is None:
+        reference = "hage" if "hage" in chosen else next((m for m in chosen if m != "mean"), None)
+    elif reference not in chosen:
+        raise ConfigError(f"--reference: {reference!r} is not among --methods ({', '.join(chosen)})")
+    s = inputs.settings
+    rows = run_methods(inputs.data, specs, split=s.split, folds=s.folds, trials=s.trials, seed=s.seed,
+                       val_fraction=s.val_fraction, hage_config=inputs.hage_config,
+                       gene_embeddings=inputs.gene_embeddings, device=device, n_jobs=n_jobs,
+                       runs_dir=out / "runs", overwrite=overwrite, save_models=save_models,
+                       config={"hage": inputs.hage_config.to_dict() if "hage" in chosen else None,
+                               **inputs.record},
+                       progress=progress)
+    result = assemble(rows, chosen, reference=reference, header=features_header(inputs.data, s, len(chosen)))
+    settings = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
+                "methods": {sp.name: dict(sp.params) for sp in specs}, "n_jobs": n_jobs, "device": device,
+                **inputs.record, "hage": inputs.hage_config.to_dict() if "hage" in chosen else None}
+    write_outputs(result, out, title=f"Baselines on {inputs.data.dataset} ({s.split} split)", settings=settings)
+    return result, inputs.warnings

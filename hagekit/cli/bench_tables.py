@@ -1,0 +1,233 @@
+"""``hagekit bench baselines|ablation|grid``: the paper's Tables 1-3 on the user's own data.
+
+Options mirror ``hagekit train``; every method runs on the same features, folds, targets and
+metrics. Heavy imports live inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hagekit.cli._common import (
+    OverwriteOpt,
+    WorkspaceOpt,
+    console,
+    err_console,
+    handle_errors,
+    reporting,
+    split_csv,
+)
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (her2, cscc, synth, ...).")]
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="Folder with <dataset>/<section>.h5ad (default: workspace data/).")]
+FeaturesOpt = Annotated[Path | None, typer.Option("--features", help="Feature folder with <section>.h5 (default: workspace features/<dataset>/<encoder>).")]
+EncoderOpt = Annotated[str, typer.Option("--encoder", help="Encoder whose workspace features to use when --features is not given.")]
+GenesOpt = Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: workspace genes/<dataset>/panel.txt).")]
+EmbOpt = Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings for HAGE (default: workspace genes/<dataset>/embeddings.txt).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-<command>).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings: run + HAGE keys, and per-method tables baselines.<method>; flags override it.")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")]
+FoldsOpt = Annotated[str | None, typer.Option("--folds", help="Held-out sections/patients to run, comma-separated (default: all).")]
+TrialsOpt = Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/validation trials per fold (default 5).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs for every trained method (HAGE, mlp, bleep, mclstexp).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (xgboost and torch methods).")]
+JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (default: one per core).")]
+
+
+def add_commands(bench_app: typer.Typer) -> None:
+    """Add ``baselines``, ``ablation`` and ``grid`` to the ``bench`` group."""
+    bench_app.command("baselines", no_args_is_help=False)(baselines)
+    bench_app.command("ablation", no_args_is_help=False)(ablation)
+    bench_app.command("grid", no_args_is_help=False)(grid)
+
+
+def _common_kwargs(ws_root: Path | None, dataset: str, data_root: Path | None, features: Path | None,
+                   encoder: str, genes: Path | None, gene_embeddings: Path | None, out: Path | None,
+                   default_name: str) -> dict[str, Any]:
+    from hagekit.workspace import Workspace
+
+    ws = Workspace.resolve(ws_root)
+    return {
+        "data_root": data_root or ws.data_root,
+        "dataset": dataset,
+        "features_dir": features or ws.features_dir(dataset, encoder),
+        "genes_path": genes or ws.panel_path(dataset),
+        "embeddings_path": gene_embeddings or ws.embeddings_path(dataset),
+        "out": out or ws.run_dir(dataset, default_name),
+    }
+
+
+def _overrides(split: str | None, folds: str | None, trials: int | None, seed: int | None,
+               epochs: int | None) -> dict[str, Any]:
+    return {"split": split, "folds": split_csv(folds), "trials": trials, "seed": seed, "epochs": epochs}
+
+
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    from hagekit.errors import ConfigError
+
+    items = split_csv(value)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated integers, got {value!r}") from None
+
+
+def _device(name: str) -> str:
+    from hagekit.errors import ConfigError
+
+    key = name.strip().lower()
+    if key not in ("cpu", "cuda", "auto") and not key.startswith("cuda:"):
+        raise ConfigError(f"--device: unknown device {name!r} (choose from cpu, cuda, auto)")
+    return key
+
+
+def _print_result(result: Any, warnings: list[str], title: str) -> None:
+    import math
+
+    from rich.table import Table
+
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    table = Table(title=title, title_justify="left")
+    for col in ("method", "PCC(all)", "PCC(HEG)", "MSE", "MAE", "MSE/mean", "fit s", "pred s"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+
+    def pm(e: dict, m: str) -> str:
+        mu, sd = e[f"{m}_mean"], e[f"{m}_std"]
+        return "n/a" if not math.isfinite(mu) else f"{mu:.3f} ± {sd:.3f}"
+
+    def num(v: float, d: int = 3) -> str:
+        return "n/a" if not math.isfinite(v) else f"{v:.{d}f}"
+
+    for e in result.table:
+        table.add_row(e["method"], pm(e, "pcc_all"), pm(e, "pcc_heg"), pm(e, "mse"), pm(e, "mae"),
+                      num(e["mse_vs_floor"]), num(e["fit_seconds"], 2), num(e["predict_seconds"], 3))
+    console.print(table)
+    console.print(result.header, highlight=False)
+    if result.paired:
+        paired = Table(title=f"{result.reference} vs each method, per section", title_justify="left")
+        for col in ("method", "metric", "wins", "losses", "ties", "mean diff", "Wilcoxon p"):
+            paired.add_column(col, justify="left" if col in ("method", "metric") else "right")
+        for p in result.paired:
+            paired.add_row(p["method"], p["metric"], str(p["wins"]), str(p["losses"]), str(p["ties"]),
+                           num(p["mean_diff"], 4), num(p["wilcoxon_p"], 4))
+        console.print(paired)
+    console.print(f"outputs: {result.out_dir} (table.md, table.csv, per_section.csv, paired.csv, "
+                  "results.csv, pcc_per_section.png)")
+
+
+@handle_errors
+def baselines(
+    dataset: DatasetOpt = "her2",
+    data_root: DataRootOpt = None,
+    features: FeaturesOpt = None,
+    encoder: EncoderOpt = "builtin",
+    genes: GenesOpt = None,
+    gene_embeddings: EmbOpt = None,
+    methods: Annotated[str, typer.Option("--methods", "-m", help="Comma-separated: mean,ridge,xgboost,mlp,bleep,mclstexp,hage (mean is always added).")] = "ridge,xgboost,mlp,bleep,mclstexp,hage",
+    reference: Annotated[str | None, typer.Option("--reference", help="Method compared against each other one (default: hage if run).")] = None,
+    split: SplitOpt = None,
+    folds: FoldsOpt = None,
+    trials: TrialsOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    device: DeviceOpt = "cpu",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (1 keeps timings clean).")] = 1,
+    save_models: Annotated[bool, typer.Option("--save-models", help="Also save every fitted model in the run folders.")] = False,
+    workspace: WorkspaceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Table 1: every baseline and HAGE on identical features, folds, targets and metrics."""
+    from hagekit.bench.compare import bench_baselines
+
+    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                        "bench-baselines")
+    chosen = split_csv(methods)
+    if "hage" not in (chosen or []) and gene_embeddings is None:
+        kw["embeddings_path"] = None
+    with reporting() as progress:
+        result, warnings = bench_baselines(
+            **kw, methods=chosen, config_file=config, overrides=_overrides(split, folds, trials, seed, epochs),
+            reference=reference, device=_device(device), n_jobs=jobs, overwrite=overwrite,
+            save_models=save_models, progress=progress,
+        )
+    _print_result(result, warnings, f"Baselines: {kw['out']}")
+
+
+@handle_errors
+def ablation(
+    dataset: DatasetOpt = "her2",
+    data_root: DataRootOpt = None,
+    features: FeaturesOpt = None,
+    encoder: EncoderOpt = "builtin",
+    genes: GenesOpt = None,
+    gene_embeddings: EmbOpt = None,
+    variants: Annotated[str | None, typer.Option("--variants", "--methods", help="Comma-separated: full,no_ge,no_hierarchy,no_ge_no_hierarchy,single_level (default: all).")] = None,
+    split: SplitOpt = None,
+    folds: FoldsOpt = None,
+    trials: TrialsOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    device: DeviceOpt = "cpu",
+    jobs: JobsOpt = None,
+    workspace: WorkspaceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Table 2: HAGE without GE, without hierarchical alignment, without both, single-level."""
+    from hagekit.bench.ablation import bench_ablation
+
+    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                        "bench-ablation")
+    with reporting() as progress:
+        result, warnings = bench_ablation(
+            variants=split_csv(variants), **kw, config_file=config,
+            overrides=_overrides(split, folds, trials, seed, epochs), device=_device(device), n_jobs=jobs,
+            overwrite=overwrite, progress=progress,
+        )
+    _print_result(result, warnings, f"Ablation: {kw['out']}")
+
+
+@handle_errors
+def grid(
+    dataset: DatasetOpt = "her2",
+    data_root: DataRootOpt = None,
+    features: FeaturesOpt = None,
+    encoder: EncoderOpt = "builtin",
+    genes: GenesOpt = None,
+    gene_embeddings: EmbOpt = None,
+    k1: Annotated[str | None, typer.Option("--k1", help="Expression cluster counts, comma-separated (default 10,20,30,40).")] = None,
+    k2: Annotated[str | None, typer.Option("--k2", help="Image sub-cluster counts, comma-separated (default 2,3).")] = None,
+    split: SplitOpt = None,
+    folds: FoldsOpt = None,
+    trials: TrialsOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    device: DeviceOpt = "cpu",
+    jobs: JobsOpt = None,
+    workspace: WorkspaceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Table 3: HAGE for every k1 x k2 pair."""
+    from hagekit.bench.ablation import bench_grid
+
+    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                        "bench-grid")
+    with reporting() as progress:
+        result, warnings = bench_grid(
+            k1=_int_list(k1, "--k1"), k2=_int_list(k2, "--k2"), **kw, config_file=config,
+            overrides=_overrides(split, folds, trials, seed, epochs), device=_device(device), n_jobs=jobs,
+            overwrite=overwrite, progress=progress,
+        )
+    _print_result(result, warnings, f"Grid: {kw['out']}")
