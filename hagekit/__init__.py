@@ -70,6 +70,14 @@ _API: dict[str, str] = {
     "predict_section": "hagekit.predict",
     "report_run": "hagekit.report",
     "run_demo": "hagekit.demo",
+    # baselines and tables
+    "bench_baselines": "hagekit.bench.compare",
+    "run_methods": "hagekit.bench.compare",
+    "paired_comparison": "hagekit.bench.compare",
+    "bench_ablation": "hagekit.bench.ablation",
+    "bench_grid": "hagekit.bench.ablation",
+    "make_baseline": "hagekit.baselines",
+    "list_baselines": "hagekit.baselines",
     # downstream benchmarks
     "run_linear_probe": "hagekit.bench.linear_probe",
     "ProbeConfig": "hagekit.bench.linear_probe",

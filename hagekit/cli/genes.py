@@ -278,6 +278,11 @@ def check(
     eval_threshold: EvalThresholdOpt = None,
     seed: SeedOpt = 0,
     workspace: WorkspaceOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the matched panel (panel genes that have an embedding, "
+                     "in panel order), e.g. the 785-gene HER2+ panel -> Gene2Vec's 771.", show_default=False),
+    ] = None,
 ) -> None:
     """Validate an embeddings file, match it to a panel, and measure its co-expression AUC."""
     from rich.table import Table
@@ -301,6 +306,14 @@ def check(
         if emb.unmatched:
             shown = ", ".join(emb.unmatched[:12]) + (" ..." if len(emb.unmatched) > 12 else "")
             table.add_row("unmatched", f"{len(emb.unmatched)}: {shown}")
+    if out is not None:
+        from hagekit.errors import ConfigError
+        from hagekit.io.genelist import write_gene_list
+
+        if panel_path is None:
+            raise ConfigError("--out: needs a panel (--genes, or --dataset with a workspace panel)")
+        write_gene_list(out, emb.symbols)
+        table.add_row("matched panel", f"{out} ({len(emb.symbols)} genes)")
     console.print(table)
     if dataset is None:
         return

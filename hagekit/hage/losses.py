@@ -8,23 +8,45 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cyclip_loss", "clip_loss", "pcc_loss"]
+__all__ = ["CYCLIP_REDUCTIONS", "cyclip_loss", "clip_loss", "pcc_loss", "mean_pairwise_cosine"]
+
+CYCLIP_REDUCTIONS = ("paper", "mean")
+"""How :func:`cyclip_loss` divides its sums over the N x N pairs: "paper" by N (eq. 1 as written,
+as in CyCLIP's code), "mean" by N^2 (a mean over pairs, independent of the batch size)."""
 
 
-def cyclip_loss(z_img: torch.Tensor, z_exp: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
-    """CyCLIP (eq. 1): cross-modal plus in-modal cyclic consistency, both summed over j, k / N.
+def cyclip_loss(
+    z_img: torch.Tensor, z_exp: torch.Tensor, *, normalize: bool = True, reduction: str = "paper"
+) -> torch.Tensor:
+    """CyCLIP (eq. 1): cross-modal plus in-modal cyclic consistency, both summed over j, k.
 
-    As in the CyCLIP paper and code (Goel et al. 2022), embeddings are L2-normalised first
-    (``normalize=True``), so the inner products are cosine similarities.
+    ``reduction="paper"`` divides each sum by N (eq. 1); ``"mean"`` by N^2, so the term no
+    longer grows with the batch size. As in the CyCLIP paper and code (Goel et al. 2022),
+    embeddings are L2-normalised first (``normalize=True``): inner products are cosines.
     """
+    if reduction not in CYCLIP_REDUCTIONS:
+        raise ValueError(f"reduction: {reduction!r} (valid: {', '.join(CYCLIP_REDUCTIONS)})")
     if normalize:
         z_img = F.normalize(z_img, dim=-1)
         z_exp = F.normalize(z_exp, dim=-1)
     n = z_img.shape[0]
+    denom = n if reduction == "paper" else n * n
     cross = z_img @ z_exp.T  # <z_j^i, z_k^e>
-    cross_term = ((cross - cross.T) ** 2).sum() / n
-    in_modal_term = ((z_img @ z_img.T - z_exp @ z_exp.T) ** 2).sum() / n
+    cross_term = ((cross - cross.T) ** 2).sum() / denom
+    in_modal_term = ((z_img @ z_img.T - z_exp @ z_exp.T) ** 2).sum() / denom
     return cross_term + in_modal_term
+
+
+def mean_pairwise_cosine(z: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over the N(N-1) off-diagonal pairs of rows of ``z`` (a collapse
+    diagnostic: near 1 when all embeddings point the same way); no gradient."""
+    with torch.no_grad():
+        n = z.shape[0]
+        if n < 2:
+            return z.new_zeros(())
+        zn = F.normalize(z.detach().float(), dim=-1)
+        s = zn.sum(0)
+        return ((s @ s) - n) / (n * (n - 1))
 
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, *, temperature: float = 0.07) -> torch.Tensor:

@@ -18,7 +18,7 @@ from hagekit.errors import ConfigError
 from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.hierarchy import batch_centroids
-from hagekit.hage.losses import clip_loss, cyclip_loss, pcc_loss
+from hagekit.hage.losses import CYCLIP_REDUCTIONS, clip_loss, cyclip_loss, mean_pairwise_cosine, pcc_loss
 
 __all__ = ["HAGEConfig", "HAGEModel", "LOSS_NAMES"]
 
@@ -38,6 +38,9 @@ class HAGEConfig:
     k2: int = 2
     """Image sub-clusters per expression cluster (second level)."""
     lambda_cyclip: float = 10.0
+    cyclip_reduction: str = "paper"
+    """Not in the paper: "paper" divides eq. 1's sums over the N x N pairs by N (as written, and
+    as CyCLIP's code); "mean" divides by N^2, so the term does not grow with the batch size."""
     lambda_clip_local: float = 1.0
     lambda_clip_global: float = 1.0
     lambda_pcc: float = 10.0
@@ -81,6 +84,10 @@ class HAGEConfig:
             raise ConfigError("temperature and lr must be > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.cyclip_reduction not in CYCLIP_REDUCTIONS:
+            raise ConfigError(
+                f"cyclip_reduction: {self.cyclip_reduction!r} is not valid (valid: {', '.join(CYCLIP_REDUCTIONS)})"
+            )
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be >= 2 (contrastive losses), got {self.batch_size}")
 
@@ -184,13 +191,17 @@ class HAGEModel(nn.Module):
     def losses(
         self, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None, n_clusters: int = 0
     ) -> dict[str, torch.Tensor]:
-        """The weighted loss of eq. 3 and its terms for one batch; ``labels`` are sub-cluster ids."""
+        """The weighted loss of eq. 3 and its terms for one batch; ``labels`` are sub-cluster ids.
+
+        Also returns the no-gradient diagnostics ``zi_cos``/``ze_cos``: the mean pairwise cosine
+        of the batch's z^i and z^e (near 1 = collapsed embeddings, alignment terms inert).
+        """
         c = self.config
         z_i = self.encode_image(x)
         z_e = self.expression_encoder(y)
         y_hat = self.predictor(z_i)
         terms = {
-            "cyclip": cyclip_loss(z_i, z_e),
+            "cyclip": cyclip_loss(z_i, z_e, reduction=c.cyclip_reduction),
             "clip_local": clip_loss(z_i, z_e, temperature=c.temperature),
             "pcc": pcc_loss(y_hat, y),
         }
@@ -208,4 +219,4 @@ class HAGEModel(nn.Module):
             + c.lambda_clip_global * terms["clip_global"]
             + c.lambda_pcc * terms["pcc"]
         )
-        return {"loss": total, **terms}
+        return {"loss": total, **terms, "zi_cos": mean_pairwise_cosine(z_i), "ze_cos": mean_pairwise_cosine(z_e)}

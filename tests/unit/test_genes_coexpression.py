@@ -122,6 +122,13 @@ def test_cli_embed_and_check(module_root, tmp_path):
                               "--data-root", str(module_root)])
     assert res.exit_code == 0, res.output
     assert "30 of 31 matched" in res.output and "ABSENT" in res.output and "held-out AUC" in res.output
+    matched = tmp_path / "matched.txt"
+    res = runner.invoke(app, ["genes", "check", str(out), "--genes", str(small), "--out", str(matched)])
+    assert res.exit_code == 0, res.output
+    assert matched.read_text().split() == GENES[1:30] + ["m0g0"]  # panel spelling, panel order
+    res = runner.invoke(app, ["genes", "check", str(out), "--out", str(tmp_path / "none.txt")])
+    assert res.exit_code == 2 and "--out: needs a panel" in res.stderr
+    assert not (tmp_path / "none.txt").exists()
 
 
 def test_cli_embed_bad_panel_leaves_nothing(module_root, tmp_path):
