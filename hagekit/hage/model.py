@@ -18,7 +18,13 @@ from hagekit.errors import ConfigError
 from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.hierarchy import batch_centroids
-from hagekit.hage.losses import CYCLIP_REDUCTIONS, clip_loss, cyclip_loss, mean_pairwise_cosine, pcc_loss
+from hagekit.hage.losses import (
+    CYCLIP_REDUCTIONS,
+    clip_loss,
+    cyclip_loss,
+    mean_pairwise_cosine,
+    pcc_loss,
+)
 
 __all__ = ["HAGEConfig", "HAGEModel", "LOSS_NAMES"]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hagekit.hage.losses import clip_loss, cyclip_loss, pcc_loss
+from hagekit.hage.losses import clip_loss, cyclip_loss, mean_pairwise_cosine, pcc_loss
 
 R = 1 / math.sqrt(2)
 
@@ -26,6 +26,33 @@ def test_cyclip_both_terms_by_hand():
     assert cyclip_loss(2 * zi, ze, normalize=False).item() == pytest.approx(2 + 9.5, abs=1e-5)
     # identical modalities are perfectly consistent
     assert cyclip_loss(ze, ze).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_cyclip_mean_reduction_by_hand():
+    zi = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ze = torch.tensor([[1.0, 0.0], [R, R]])
+    # same sums as above (cross 1, in-modal 1), divided by N^2 = 4 instead of N = 2
+    assert cyclip_loss(zi, ze, reduction="mean").item() == pytest.approx(0.5, abs=1e-6)
+    assert cyclip_loss(zi, ze, reduction="paper").item() == pytest.approx(1.0, abs=1e-6)
+    # N = 3: zi = e1, e2, e1; ze = e1, e1, e1 -> cross C = [[1,1,1],[0,0,0],[1,1,1]],
+    # (C - C^T)^2 has four off-diagonal 1s -> 4; in-modal Gi = [[1,0,1],[0,1,0],[1,0,1]] vs all-ones
+    # -> four 0-vs-1 entries -> 4; sum 8: paper 8 / 3, mean 8 / 9
+    zi3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    ze3 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert cyclip_loss(zi3, ze3).item() == pytest.approx(8 / 3, abs=1e-6)
+    assert cyclip_loss(zi3, ze3, reduction="mean").item() == pytest.approx(8 / 9, abs=1e-6)
+    # collapsed embeddings (all rows identical in each modality) are a zero of CyCLIP
+    assert cyclip_loss(ze3, 2 * ze3).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="reduction"):
+        cyclip_loss(zi, ze, reduction="sum")
+
+
+def test_mean_pairwise_cosine_by_hand():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    # pairs: (0,1) 0, (0,2) 1, (1,2) 0 -> mean 1/3
+    assert mean_pairwise_cosine(z).item() == pytest.approx(1 / 3, abs=1e-6)
+    assert mean_pairwise_cosine(torch.ones(4, 3)).item() == pytest.approx(1.0, abs=1e-6)
+    assert mean_pairwise_cosine(torch.ones(1, 3)).item() == 0.0
 
 
 def test_clip_symmetric_infonce_by_hand():

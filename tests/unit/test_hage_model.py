@@ -109,7 +109,8 @@ def test_training_step_lowers_loss():
     labels = torch.randint(0, 4, (32,))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     first = model.losses(x, y, labels, 4)
-    assert set(first) == {"loss", "cyclip", "clip_local", "clip_global", "pcc"}
+    assert set(first) == {"loss", "cyclip", "clip_local", "clip_global", "pcc", "zi_cos", "ze_cos"}
+    assert not first["zi_cos"].requires_grad and -1.0 <= first["zi_cos"].item() <= 1.0
     expected = 10 * first["cyclip"] + first["clip_local"] + first["clip_global"] + 10 * first["pcc"]
     torch.testing.assert_close(first["loss"], expected)
     for _ in range(10):
@@ -140,3 +141,17 @@ def test_config_defaults_and_validation():
         HAGEConfig(d=30, n_heads=8)
     with pytest.raises(ConfigError, match="not a valid int"):
         HAGEConfig.from_dict({"k1": "many"})
+
+
+def test_cyclip_reduction_option():
+    assert HAGEConfig().cyclip_reduction == "paper"  # eq. 1 as written stays the default
+    assert HAGEConfig.from_dict({"cyclip_reduction": "mean"}).cyclip_reduction == "mean"
+    with pytest.raises(ConfigError, match="cyclip_reduction.*valid: paper, mean"):
+        HAGEConfig.from_dict({"cyclip_reduction": "sum"})
+    genes, x, y = torch.randn(8, 5), torch.randn(6, 10), torch.randn(6, 8)
+    torch.manual_seed(0)
+    paper = HAGEModel(HAGEConfig(d=16, n_heads=4), 10, genes)
+    mean = HAGEModel(HAGEConfig(d=16, n_heads=4, cyclip_reduction="mean"), 10, genes)
+    mean.load_state_dict(paper.state_dict())
+    # same weights: the "mean" term is the paper's divided by the batch size N = 6
+    torch.testing.assert_close(mean.losses(x, y)["cyclip"], paper.losses(x, y)["cyclip"] / 6)
