@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING, Any
 from hagekit.errors import DataError, HagekitError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
     from hagekit.encoders import EncoderBundle
+    from hagekit.extract.summary import ExtractSummary
+    from hagekit.progress import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +97,54 @@ def provenance(setup: EncoderSetup, **extra: Any) -> dict[str, Any]:
         "encoder_config": json.dumps(b.config, sort_keys=True, default=str),
         **extra,
     }
+
+
+def pending_inputs(
+    files: Sequence[Path],
+    out: Path,
+    *,
+    spec: str,
+    settings: dict[str, Any],
+    overwrite: bool,
+    summary: ExtractSummary,
+    reporter: Reporter,
+) -> list[Path]:
+    """Inputs still to extract; finished outputs are recorded as skipped (or failed on a mismatch)."""
+    from hagekit.extract.summary import ItemResult
+
+    todo: list[Path] = []
+    for f in files:
+        target = out / f"{f.stem}.h5"
+        if target.exists() and not overwrite:
+            try:
+                existing_output(target, spec=spec, settings=settings)
+            except ITEM_ERRORS as exc:
+                summary.items.append(ItemResult(f.stem, "failed", reason=str(exc), path=target))
+                continue
+            reporter.message(f"skip {f.stem}: {target} exists (use --overwrite to recompute)")
+            summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target))
+            continue
+        todo.append(f)
+    return todo
+
+
+def setup_for(
+    todo: Sequence[Path],
+    spec: str,
+    *,
+    weights: Path | None,
+    random_weights: bool,
+    device: str,
+    precision: str | None,
+    num_workers: int | None,
+    summary: ExtractSummary,
+) -> tuple[EncoderSetup | None, int]:
+    """Build the encoder only if something is left to do; also resolve the reader workers."""
+    from hagekit.extract.engine import default_num_workers
+
+    if not todo:
+        return None, num_workers or 0
+    setup = setup_encoder(spec, weights=weights, random_weights=random_weights, device=device, precision=precision)
+    summary.device, summary.precision = str(setup.device), setup.precision
+    workers = default_num_workers(setup.device) if num_workers is None else num_workers
+    return setup, workers

@@ -19,11 +19,11 @@ from hagekit.errors import ConfigError, DataError, at
 from hagekit.extract.common import (
     ITEM_ERRORS,
     EncoderSetup,
-    existing_output,
+    pending_inputs,
     provenance,
-    setup_encoder,
+    setup_for,
 )
-from hagekit.extract.engine import PRECISIONS, default_num_workers, run_encoder
+from hagekit.extract.engine import PRECISIONS, run_encoder
 from hagekit.extract.summary import ExtractSummary, ItemResult
 from hagekit.progress import Reporter, reporter_or_null
 
@@ -220,24 +220,10 @@ def extract_slides(
     summary = ExtractSummary(encoder=encoder.strip(), out_dir=out)
     settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": tile_size}
 
-    todo: list[Path] = []
-    for f in files:
-        target = out / f"{f.stem}.h5"
-        if target.exists() and not overwrite:
-            try:
-                existing_output(target, spec=encoder.strip(), settings=settings)
-            except ITEM_ERRORS as exc:
-                summary.items.append(ItemResult(f.stem, "failed", reason=str(exc), path=target))
-                continue
-            reporter.message(f"skip {f.stem}: {target} exists (use --overwrite to recompute)")
-            summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target))
-            continue
-        todo.append(f)
-    setup: EncoderSetup | None = None
-    if todo:
-        setup = setup_encoder(encoder, weights=weights, random_weights=random_weights, device=device, precision=precision)
-        summary.device, summary.precision = str(setup.device), setup.precision
-    workers = default_num_workers(setup.device) if setup is not None and num_workers is None else (num_workers or 0)
+    todo = pending_inputs(files, out, spec=encoder.strip(), settings=settings, overwrite=overwrite,
+                          summary=summary, reporter=reporter)
+    setup, workers = setup_for(todo, encoder, weights=weights, random_weights=random_weights, device=device,
+                               precision=precision, num_workers=num_workers, summary=summary)
     for f in todo:
         assert setup is not None
         t0 = time.perf_counter()
