@@ -181,6 +181,7 @@ def train_run(
     settings (``split``, ``folds``, ``trials``, ``seed``, ``val_fraction``, ``target``,
     ``allow_leak``); ``None`` values are ignored so that CLI defaults do not mask the file.
     """
+    from hagekit.data.section import dataset_sections
     from hagekit.genes.embeddings import embedding_training_sections, embeddings_for_panel
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.io.genelist import read_gene_list
@@ -192,6 +193,7 @@ def train_run(
     genes_path, embeddings_path, out = Path(genes_path), Path(embeddings_path), Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(at(out, "--out exists and is not a folder"))
+    dataset_sections(data_root, dataset)  # an unknown dataset is named before its missing panel
     genes = read_gene_list(genes_path)
     emb = embeddings_for_panel(embeddings_path, genes)
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections,

@@ -100,6 +100,12 @@ def test_cli_train_patient_split_and_bad_input(tmp_path: Path):
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "bad_run"), "--config", str(bad)])
     assert res.exit_code == 2 and "unknown setting" in res.output
     assert not (tmp_path / "bad_run").exists()
+    other = ["train", "--dataset", "nope", "--data-root", str(root), "--features", str(feats),
+             "--genes", str(tmp_path / "missing_panel.txt"), "--gene-embeddings", str(emb),
+             "--out", str(tmp_path / "nope_run")]
+    res = runner.invoke(app, other)
+    assert res.exit_code == 2 and "no prepared dataset 'nope'" in res.output
+    assert not (tmp_path / "nope_run").exists()
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "run"), "--split", "patient", "--folds", "B",
                               "--trials", "1", "--d", "16", "--k1", "3", "--epochs", "2", "--batch-size", "32",
                               "--no-ge", "--single-level"])
