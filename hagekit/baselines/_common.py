@@ -88,14 +88,10 @@ class Standardizer:
 
 
 def resolve_device(device: str | None) -> str:
-    """``"auto"``/``None`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    import torch
+    """The device name through :func:`hagekit.device.resolve_device` (``auto`` -> cuda when present)."""
+    from hagekit.device import resolve_device as _resolve
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: {device!r} requested but no CUDA device is available (use cpu or auto)")
-    return str(device)
+    return str(_resolve(device))
 
 
 def seed_everything(seed: int) -> Any:

@@ -87,14 +87,9 @@ class XGBoostRegressor:
         self.random_state = random_state
 
     def _device(self) -> str:
-        if self.device not in (None, "", "auto"):
-            return str(self.device)
-        try:
-            import torch
+        from hagekit.device import resolve_device
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:  # pragma: no cover
-            return "cpu"
+        return resolve_device(self.device).type
 
     def fit(
         self,

@@ -39,17 +39,9 @@ def add_commands(bench_app: typer.Typer) -> None:
 
 
 def _device(name: str) -> str:
-    from hagekit.errors import ConfigError
+    from hagekit.device import resolve_device
 
-    key = name.strip().lower()
-    if key == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if key not in ("cpu", "cuda") and not key.startswith("cuda:"):
-        raise ConfigError(f"--device: unknown device {name!r} (choose from cpu, cuda, auto)")
-    return key
-
+    return str(resolve_device(name))
 
 def _weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path]:
     from hagekit.errors import ConfigError

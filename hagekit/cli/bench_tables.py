@@ -79,13 +79,9 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 
 
 def _device(name: str) -> str:
-    from hagekit.errors import ConfigError
+    from hagekit.device import resolve_device
 
-    key = name.strip().lower()
-    if key not in ("cpu", "cuda", "auto") and not key.startswith("cuda:"):
-        raise ConfigError(f"--device: unknown device {name!r} (choose from cpu, cuda, auto)")
-    return key
-
+    return str(resolve_device(name))
 
 def _print_result(result: Any, warnings: list[str], title: str) -> None:
     import math

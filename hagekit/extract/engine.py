@@ -8,7 +8,6 @@ Batches go to the device through pinned memory (``non_blocking``), the forward r
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hagekit.device import (
+    PRECISIONS,
+    default_num_workers,
+    resolve_device,
+    resolve_precision,
+    usable_cpus,
+)
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, Task, reporter_or_null
 
@@ -36,8 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
 
 @dataclass
 class RunStats:
@@ -50,55 +54,6 @@ class RunStats:
     @property
     def patches_per_s(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else float("nan")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: no CUDA device is available (valid here: auto, cpu)")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"--device: unknown device {device!r} (valid: auto, cpu, cuda, cuda:N)")
-
-
-def resolve_precision(precision: str | None, device: torch.device, default: str = "bf16") -> str:
-    """The autocast precision: ``precision`` if given, else ``default`` on CUDA and fp32 on CPU.
-
-    Autocast runs on CUDA only; asking for bf16/fp16 on CPU logs a warning and uses fp32.
-    """
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
-    if device.type != "cuda":
-        if precision not in (None, "fp32"):
-            log.warning("--precision %s: autocast runs on CUDA only; using fp32 on %s", precision, device)
-        return "fp32"
-    return precision or (default if default in PRECISIONS else "fp32")
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_num_workers(device: torch.device) -> int:
-    """Reader workers: up to 8 on CUDA; on CPU none below 8 cores.
-
-    On a small CPU box a reader process preempts the model's own threads and costs more than
-    it hides (measured on 2 cores: end-to-end/bare 0.76 with one worker, 0.95 without).
-    """
-    cpus = _usable_cpus()
-    if device.type == "cuda":
-        return max(1, min(8, cpus - 1))
-    return 0 if cpus < 8 else min(4, cpus // 8)
 
 
 def _worker_init(_: int) -> None:
@@ -163,7 +118,7 @@ def run_encoder(
     loader = _loader(dataset, batch_size=batch_size, num_workers=workers, pin=pin)
     threads = torch.get_num_threads()
     if device.type == "cpu" and workers > 0:  # leave the readers their cores
-        torch.set_num_threads(max(1, min(threads, _usable_cpus() - workers)))
+        torch.set_num_threads(max(1, min(threads, usable_cpus() - workers)))
     try:
         forward = _encode_loop(
             bundle, loader, out, device=device, precision=precision, task=task, on_batch=on_batch

@@ -296,13 +296,6 @@ def _check_xy(X: Any, Y: Any, n_genes: int, what: str) -> tuple[np.ndarray, np.n
 
 
 def _resolve_device(device: str):
-    import torch
+    from hagekit.device import resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: {device!r} requested but CUDA is not available (choose cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device: unknown device {device!r} (choose cpu, cuda, auto)") from None
+    return resolve_device(device)
