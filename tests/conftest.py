@@ -9,6 +9,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One wide, fixed console for every CLI test, whatever the terminal or CI sets: rich reads
+# COLUMNS when hagekit.cli creates its consoles (after this file) and truncates table cells on a
+# narrow one. Plain lines may still wrap around long temporary paths, so tests compare CLI text
+# only through clitext.flat (whitespace-normalised), never verbatim.
+os.environ["COLUMNS"] = "200"
+
 
 def shared_data_dir() -> Path:
     """``$HAGEKIT_SHARED_DATA`` or ``<repo>/../shared/data``."""

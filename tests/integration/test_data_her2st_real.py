@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -65,6 +66,6 @@ def test_values_pixels_and_labels_match_the_sources(her2_root: Path, her2st_raw:
 def test_list_shows_counts_only_sections(her2_root: Path) -> None:
     result = CliRunner().invoke(app, ["data", "list", str(her2_root)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "36 section(s)" in result.output
-    assert result.output.count("no (counts only)") == 31
-    assert "her2: 36 sections, 5 with image" in result.output
+    assert "36 section(s)" in flat(result.output)
+    assert flat(result.output).count("no (counts only)") == 31
+    assert "her2: 36 sections, 5 with image" in flat(result.output)

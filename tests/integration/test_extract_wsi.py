@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from clitext import flat
 from typer.testing import CliRunner
 
 
@@ -43,6 +44,6 @@ def test_cli_reports_failures_with_exit_code(wsi_dir, tmp_path):
     from hagekit.cli.main import app
 
     r = CliRunner().invoke(app, ["extract", "--slides", str(wsi_dir), "--out", str(tmp_path / "f")])
-    text = r.output.replace("\n", " ")
+    text = flat(r.output)
     assert r.exit_code == 1
     assert "1 done" in text and "2 failed" in text and "--mpp" in text

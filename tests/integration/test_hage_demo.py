@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -17,8 +18,8 @@ def test_demo_end_to_end(tmp_path: Path):
     res = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(tmp_path / "demo"), "--seed", "0"])
     elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
-    assert "PCC(all) on held-out synthetic sections" in res.output
-    value = float(res.output.split("PCC(all) on held-out synthetic sections:")[1].split()[0])
+    assert "PCC(all) on held-out synthetic sections" in flat(res.output)
+    value = float(flat(res.output).split("PCC(all) on held-out synthetic sections:")[1].split()[0])
     assert value >= 0.3
     report = tmp_path / "demo" / "report"
     for name in ("summary.md", "per_gene_pcc.csv", "pcc_histogram.png", "A2_prediction.h5ad"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.bench.compare import build_tables, paired_comparison, parse_methods
@@ -139,7 +140,7 @@ def test_cli_baselines_bad_options_fail_cleanly(toy_files, tmp_path, extra, mess
     out = tmp_path / "bench"
     res = runner.invoke(app, [*_base_args(toy_files, out), *extra])
     assert res.exit_code == 2
-    assert message in " ".join(res.output.split())
+    assert message in flat(res.output)
     assert not out.exists()
 
 
@@ -197,7 +198,7 @@ def test_cli_ablation_grid_bad_options(toy_files, tmp_path, cmd, extra, message)
     res = runner.invoke(app, ["bench", cmd, "--dataset", "toy", "--data-root", str(root), "--features",
                               str(feats), "--genes", str(panel), "--gene-embeddings", str(emb),
                               "--out", str(out), *extra])
-    assert res.exit_code == 2 and message in " ".join(res.output.split()) and not out.exists()
+    assert res.exit_code == 2 and message in flat(res.output) and not out.exists()
 
 
 def test_paired_differences_below_tolerance_are_ties():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clitext import flat
 from test_data_fixtures import make_cscc, make_her2st, make_hest, make_visium
 from typer.testing import CliRunner
 
@@ -25,10 +26,10 @@ def test_prepare_her2st_then_list_with_workspace_default(tmp_path: Path) -> None
     result = _invoke("data", "prepare", "her2st", "--raw", str(raw), "-w", str(ws))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (ws / "data" / "her2").glob("*.h5ad")) == ["A1.h5ad", "B1.h5ad", "B2.h5ad"]
-    assert "no (counts only)" in result.output and "3 written" in result.output
+    assert "no (counts only)" in flat(result.output) and "3 written" in flat(result.output)
     listed = _invoke("data", "list", env={"HAGEKIT_HOME": str(ws)})
     assert listed.exit_code == 0, listed.output
-    assert "3 section(s)" in listed.output and "her2: 3 sections, 2 with image" in listed.output
+    assert "3 section(s)" in flat(listed.output) and "her2: 3 sections, 2 with image" in flat(listed.output)
     again = _invoke("data", "prepare", "her2", "--raw", str(raw), "--out", str(ws / "data"), "--sections", "B1")
     assert again.exit_code == 0 and "kept" in again.output
 
@@ -69,7 +70,7 @@ def test_prepare_cscc_visium_hest(tmp_path: Path) -> None:
     r = _invoke("data", "prepare", "hest", "--raw", str(make_hest(tmp_path / "hest")), "--ids", "TENX1", "--out", str(out))
     assert r.exit_code == 0, r.output
     listed = _invoke("data", "list", str(out))
-    assert "cscc: 3 sections" in listed.output and "visium: 1 sections" in listed.output and "hest: 1 sections" in listed.output
+    assert "cscc: 3 sections" in flat(listed.output) and "visium: 1 sections" in flat(listed.output) and "hest: 1 sections" in flat(listed.output)
 
 
 def test_synth_cli_is_deterministic(tmp_path: Path) -> None:

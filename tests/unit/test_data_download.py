@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -223,11 +224,11 @@ def test_cli_download(server: _Server, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["-q", "data", "download", "--manifest", str(good), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "a.bin" in result.output and "downloaded" in result.output
+    assert "a.bin" in flat(result.output) and "downloaded" in result.output
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     bad = _manifest(bad_dir, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": "1" * 64}])
     result = runner.invoke(app, ["-q", "data", "download", "--manifest", str(bad), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 2
-    assert "checksum mismatch" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "checksum mismatch" in flat(result.stderr) and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out2" / "a.bin").exists()

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from clitext import flat
 
 from hagekit.encoders import (
     EncoderBundle,
@@ -207,4 +208,4 @@ def test_cli_encoders_list():
     r = CliRunner().invoke(app, ["encoders", "list"])
     assert r.exit_code == 0, r.output
     for name in ("builtin", "uni2-h", "resnet50-trunc", "timm:<name>", "1024", "203"):
-        assert name in r.output
+        assert name in flat(r.output)

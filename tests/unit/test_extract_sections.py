@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from clitext import flat
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -153,7 +154,7 @@ def test_cli_extract_spots(toy, tmp_path):
     out = tmp_path / "f"
     r = runner.invoke(app, ["extract", "--data-root", str(toy), "--dataset", "toy", "--out", str(out), "--num-workers", "0"])
     assert r.exit_code == 0, r.output
-    assert "2 done, 1 skipped, 0 failed" in r.output
+    assert "2 done, 1 skipped, 0 failed" in flat(r.output)
     r = runner.invoke(app, ["extract", "--data-root", str(toy), "--dataset", "toy", "--out", str(out)])
     assert r.exit_code == 0 and "0 done, 3 skipped" in r.output
 
@@ -181,7 +182,7 @@ def test_cli_bad_input_exit_2(toy, tmp_path):
     for args, msg in cases:
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
-        assert msg in r.output.replace("\n", " ")
+        assert msg in flat(r.output)
     assert not out.exists()
 
 
@@ -193,7 +194,7 @@ def test_cli_failed_section_exit_1(toy, tmp_path):
         app, ["extract", "--data-root", str(toy), "--dataset", "toy", "--sections", "A1,C1", "--out", str(tmp_path / "f"), "--num-workers", "0"]
     )
     assert r.exit_code == 1
-    assert "failed" in r.output and "1 of 2 spots" in r.output.replace("\n", " ")
+    assert "failed" in r.output and "1 of 2 spots" in flat(r.output)
 
 
 def test_interrupted_run_resumes(toy, tmp_path):

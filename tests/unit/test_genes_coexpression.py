@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -108,7 +109,7 @@ def test_cli_embed_and_check(module_root, tmp_path):
             "--genes", str(panel), "--dim", "16", "--epochs", "40", "--out", str(out)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "held-out AUC" in res.output and "B2" in res.output
+    assert "held-out AUC" in flat(res.output) and "B2" in res.output
     assert embedding_training_sections(out) == set(TRAIN)
     side = json.loads((tmp_path / "emb.txt.json").read_text())
     assert side["quality"]["sections"] == ["B2"] and side["quality"]["auc"] > 0.85
@@ -121,7 +122,7 @@ def test_cli_embed_and_check(module_root, tmp_path):
     res = runner.invoke(app, ["genes", "check", str(out), "--genes", str(small), "--dataset", "toy",
                               "--data-root", str(module_root)])
     assert res.exit_code == 0, res.output
-    assert "30 of 31 matched" in res.output and "ABSENT" in res.output and "held-out AUC" in res.output
+    assert "30 of 31 matched" in flat(res.output) and "ABSENT" in res.output and "held-out AUC" in flat(res.output)
     matched = tmp_path / "matched.txt"
     res = runner.invoke(app, ["genes", "check", str(out), "--genes", str(small), "--out", str(matched)])
     assert res.exit_code == 0, res.output
@@ -138,7 +139,7 @@ def test_cli_embed_bad_panel_leaves_nothing(module_root, tmp_path):
     res = runner.invoke(app, ["genes", "embed", "--data-root", str(module_root), "--dataset", "toy",
                               "--sections", "A1", "--genes", str(panel), "--out", str(out)])
     assert res.exit_code == 2
-    assert "1 of 2 panel genes are absent from the data (NOTAGENE)" in res.stderr
+    assert "1 of 2 panel genes are absent from the data (NOTAGENE)" in flat(res.stderr)
     assert not out.exists() and list(tmp_path.iterdir()) == [panel]
     bad = tmp_path / "bad.txt"
     bad.write_text("A 1 2\nB 1\n")
@@ -166,7 +167,7 @@ def test_workspace_chain_on_the_synthetic_dataset(tmp_path):
     assert emb.provenance["epochs_auto"] and emb.provenance["epochs"] == auto_epochs(emb.provenance["n_pairs"])
     res = runner.invoke(app, ["genes", "check", str(emb_path), "-w", str(ws), "--dataset", "synth"])
     assert res.exit_code == 0, res.output
-    assert "B1, B2" in res.output and "held-out AUC" in res.output
+    assert "B1, B2" in flat(res.output) and "held-out AUC" in flat(res.output)
     # existing outputs are kept unless --overwrite
     res = runner.invoke(app, ["genes", "embed", "-w", str(ws), "--dataset", "synth"])
     assert res.exit_code == 0 and "exists, kept" in res.stderr

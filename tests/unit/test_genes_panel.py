@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -163,7 +164,7 @@ def test_cli_select_writes_panel_and_compares(toy_root, tmp_path):
     res = runner.invoke(app, ["genes", "select", "--data-root", str(toy_root), "--dataset", "toy", "--sections", "A1,A2",
                               "--top", "10", "--flavor", "cell_ranger", "--out", str(out), "--compare", str(ref)])
     assert res.exit_code == 0, res.output
-    assert "genes surviving each step" in res.output and "Jaccard 0.333" in res.output
+    assert "genes surviving each step" in flat(res.output) and "Jaccard 0.333" in flat(res.output)
     assert len(out.read_text().split()) == 5 and (tmp_path / "p.txt.json").is_file()
 
 

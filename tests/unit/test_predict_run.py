@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -48,7 +49,7 @@ def test_predict_writes_aligned_anndata_and_figure(trained):
                               "--section", str(root / "toy" / "A1.h5ad"), "--out", str(out),
                               "--fold", "A1", "--trial", "0", "--plot", "G1,G2"])
     assert res.exit_code == 0, res.output
-    assert "PCC(all)" in res.output
+    assert "PCC(all)" in flat(res.output)
     pred = ad.read_h5ad(out)
     sec = ad.read_h5ad(root / "toy" / "A1.h5ad")
     assert list(pred.obs_names) == list(sec.obs_names) and list(pred.var_names) == toy.GENES
@@ -115,7 +116,7 @@ def test_report_writes_table_csv_histogram(trained):
     tmp, _, _ = trained
     res = runner.invoke(app, ["report", str(tmp / "run"), "--out", str(tmp / "rep"), "--top", "3"])
     assert res.exit_code == 0, res.output
-    assert "mean ± std" in res.output
+    assert "mean ± std" in flat(res.output)
     lines = (tmp / "rep" / "per_gene_pcc.csv").read_text().splitlines()
     assert lines[0].startswith("gene,pcc_mean,pcc_std,n,A1/trial0/A1,B1/trial0/B1") and len(lines) == 13
     assert (tmp / "rep" / "pcc_histogram.png").stat().st_size > 1000

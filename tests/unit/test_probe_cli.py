@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitext import flat
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -98,7 +99,7 @@ def test_linear_probe_cli_bad_inputs(tmp_path, folder_dataset, extra, message):
         *enc, *extra, "--out", str(out), "--cache-dir", str(tmp_path / "c"),
     ])
     assert res.exit_code == 2, res.output
-    assert message in " ".join(res.output.split())
+    assert message in flat(res.output)
     assert not out.exists()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -110,7 +111,7 @@ def test_cli_train_patient_split_and_bad_input(tmp_path: Path):
                               "--trials", "1", "--d", "16", "--k1", "3", "--epochs", "2", "--batch-size", "32",
                               "--no-ge", "--single-level"])
     assert res.exit_code == 0, res.output
-    assert "mean ± std" in res.output and "B1" in res.output
+    assert "mean ± std" in flat(res.output) and "B1" in res.output
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["protocol"]["split"] == "patient"
     assert cfg["config"]["hage"]["use_ge"] is False and cfg["config"]["hage"]["single_level"] is True
