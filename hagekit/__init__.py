@@ -6,8 +6,7 @@ Importing ``hagekit`` is cheap: the public API below is loaded on first use, so 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hagekit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -103,14 +102,4 @@ _API: dict[str, str] = {
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hagekit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

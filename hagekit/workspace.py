@@ -1,6 +1,6 @@
 """The default workspace: one root folder through which commands chain without paths.
 
-Layout (``ARCHITECTURE.md``)::
+Layout::
 
     <root>/data/<dataset>/<section>.h5ad
     <root>/genes/<dataset>/{panel.txt, embeddings.txt}

@@ -3,8 +3,7 @@ grid (Table 3). Heavy modules load on first use."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hagekit._lazy import lazy_exports
 
 _API = {
     "MethodSpec": "hagekit.bench.compare",
@@ -21,8 +20,4 @@ _API = {
 __all__ = list(_API)
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hagekit.bench' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

@@ -265,10 +265,8 @@ def _open_cache(path: Path, n: int, dim: int | None, attrs: Mapping[str, Any]): 
 
 
 def _encode_images_fn() -> Any:
-    try:
-        from hagekit.extract import encode_images
-    except ImportError:  # the package's __init__ may not re-export it
-        from hagekit.extract.engine import encode_images
+    from hagekit.extract.engine import encode_images
+
     return encode_images
 
 

@@ -16,13 +16,7 @@ bench_app = typer.Typer(
 )
 
 for _name in ("hagekit.cli.bench_tables", "hagekit.cli.bench_downstream"):
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while being built
-        if _exc.name != _name:
-            raise
-        continue
-    _module.add_commands(bench_app)
+    importlib.import_module(_name).add_commands(bench_app)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,6 @@ __all__ = [
     "read_table",
     "match_barcodes",
     "select_sections",
-    "validate_counts_frame",
     "require_dir",
     "require_file",
 ]
@@ -337,21 +336,6 @@ def _check_counts(values: np.ndarray, barcodes: Sequence[str], genes: Sequence[s
         raise DataError(
             at(path, f"{what} {values[i, j].item()!r} at spot {barcodes[i]!r}, gene {genes[j]!r} ({len(bad)} such values; raw integer counts expected)")
         )
-
-
-def validate_counts_frame(df: pd.DataFrame, path: Path | str) -> np.ndarray:
-    """Check a pandas spots x genes frame holds raw counts; return them as float64 (N, G)."""
-    import pandas as pd
-
-    non_num = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if non_num:
-        col = non_num[0]
-        bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
-        shown = repr(bad.iloc[0]) if len(bad) else "?"
-        raise DataError(at(path, f"non-numeric count {shown} in gene column {col!r} (raw integer counts expected)"))
-    values = df.to_numpy(dtype=np.float64)
-    _check_counts(values, [str(i) for i in df.index], [str(c) for c in df.columns], path)
-    return values
 
 
 def match_barcodes(

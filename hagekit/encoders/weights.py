@@ -162,11 +162,9 @@ def hub_download(repo_id: str, filenames: Iterable[str], *, what: str, gated: bo
     Gated repos (UNI) need a token (``HF_TOKEN`` or ``huggingface-cli login``): without one we
     fail at once instead of probing the network.
     """
-    try:
-        import huggingface_hub
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - a dependency
-        raise EncoderError(f"{what}: huggingface_hub is not installed; pass --weights PATH") from None
+    import huggingface_hub
+    from huggingface_hub import hf_hub_download
+
     hint = f"pass --weights PATH (a local pytorch_model.bin or .safetensors from {repo_id})"
     if gated and not (os.environ.get("HF_TOKEN") or huggingface_hub.get_token()):
         raise EncoderError(f"{what}: no weights: {hint}, or set HF_TOKEN for the gated hf-hub:{repo_id}")

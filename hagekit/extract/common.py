@@ -80,7 +80,7 @@ def existing_output(path: Path, *, spec: str, settings: dict[str, Any]) -> str |
 
 
 def provenance(setup: EncoderSetup, **extra: Any) -> dict[str, Any]:
-    """Root attributes every feature file carries (see ARCHITECTURE.md)."""
+    """Root attributes every feature file carries (provenance checked when features are paired)."""
     import json
 
     from hagekit import __version__

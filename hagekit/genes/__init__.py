@@ -5,8 +5,7 @@ Submodules load lazily so that importing :mod:`hagekit.genes` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hagekit._lazy import lazy_exports
 
 _API: dict[str, str] = {
     "GeneEmbeddings": "hagekit.genes.embeddings",
@@ -32,14 +31,4 @@ _API: dict[str, str] = {
 __all__ = list(_API)
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hagekit.genes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

@@ -3,8 +3,7 @@ hierarchical alignment, the model and its sklearn-like estimator. Loaded lazily 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hagekit._lazy import lazy_exports
 
 _API = {
     "HAGEConfig": "hagekit.hage.model",
@@ -25,14 +24,4 @@ _API = {
 __all__ = list(_API)
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hagekit.hage' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

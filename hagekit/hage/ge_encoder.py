@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -269,10 +268,3 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         save_file(tensors, str(tmp), metadata=metadata)
     log.info("exported GE of %s (%d genes, d=%d) to %s", src.label, len(src.genes), src.config.d, out)
     return out
-
-
-def embed_features(target: str | Path, features: np.ndarray) -> np.ndarray:
-    """z^i (N, d) for precomputed base-encoder features (N, d_in), without building the base model."""
-    head, _ = load_ge_head(target)
-    with torch.inference_mode():
-        return head(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()

@@ -4,7 +4,8 @@ train/validation splits, targets and metrics, so that comparisons are honest.
 For each fold (a held-out section or patient) and trial, the training sections' spots are
 split 4:1 into train/validation (seeded by seed, fold, trial), a fresh estimator is fitted,
 and every test section is evaluated with :mod:`hagekit.metrics`. With ``out_dir`` the run
-folder is written as ``ARCHITECTURE.md`` describes and finished trials are skipped on rerun.
+folder is written (``config.json``, ``splits.json``, one folder per fold and trial,
+``metrics.csv``) and finished trials are skipped on rerun.
 """
 
 from __future__ import annotations
