@@ -9,7 +9,6 @@ encoder or patch size than the run's, or a section lacking the run's panel, are 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -19,61 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hagekit.errors import ConfigError, DataError, ProvenanceError, at
+from hagekit.errors import ConfigError, ProvenanceError, at
+from hagekit.hage.run_io import RunInfo, load_run
 from hagekit.progress import Reporter, reporter_or_null
 
 if TYPE_CHECKING:
     import anndata
 
-__all__ = ["RunInfo", "load_run", "select_models", "predict_section", "PredictResult", "PROVENANCE_KEYS"]
+__all__ = ["select_models", "predict_section", "PredictResult", "PROVENANCE_KEYS"]
 
 log = logging.getLogger(__name__)
 
 #: Feature attributes that must match between a run and the features it predicts from.
 PROVENANCE_KEYS = ("encoder", "encoder_weights_sha256", "feature_dim", "patch_size_um")
-
-
-@dataclass
-class RunInfo:
-    """A run folder as prediction sees it: settings, panel, feature provenance, models."""
-
-    path: Path
-    config: dict[str, Any]
-    genes: list[str]
-    feature_attrs: dict[str, Any]
-    target: str
-    models: dict[tuple[str, int], Path] = field(default_factory=dict)
-
-    @property
-    def folds(self) -> list[str]:
-        return list(dict.fromkeys(f for f, _ in self.models))
-
-
-def load_run(run: Path | str) -> RunInfo:
-    """Read a HAGE run folder (``config.json``, ``genes.txt``, ``<fold>/trial<k>/model.safetensors``)."""
-    from hagekit.io.genelist import read_gene_list
-
-    run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise DataError(at(run, "not a run folder (no config.json); train one with `hagekit train`"))
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(at(cfg_path, f"not valid JSON ({exc.msg})")) from None
-    protocol = config.get("protocol", {})
-    if protocol.get("method", "hage") != "hage":
-        raise DataError(at(run, f"run of method {protocol.get('method')!r}, not a HAGE run"))
-    genes = read_gene_list(run / "genes.txt")
-    models: dict[tuple[str, int], Path] = {}
-    for weights in sorted(run.glob("*/trial*/model.safetensors")):
-        m = re.fullmatch(r"trial(\d+)", weights.parent.name)
-        if m:
-            models[(weights.parent.parent.name, int(m.group(1)))] = weights.parent
-    if not models:
-        raise DataError(at(run, "no trained models (<fold>/trial<k>/model.safetensors); is training finished?"))
-    return RunInfo(run, config, genes, dict(protocol.get("features", {})),
-                   str(protocol.get("target", "log1p_norm")), models)
 
 
 def select_models(

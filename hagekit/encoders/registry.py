@@ -1,8 +1,11 @@
 """The encoder registry: a spec string -> model, preprocessing, output dimension.
 
 Specs are registry names (``builtin``, ``uni``, ``uni2-h``, ``resnet50-trunc``) or a
-``prefix:argument`` form (``timm:<model>``, ``ge:<run>[:fold:trial]``). Builders register
-with :func:`register_encoder`; duplicate names raise and unknown names list the valid ones.
+``prefix:argument`` form (``timm:<model>``). Builders register with :func:`register_encoder`;
+duplicate names raise and unknown names list the valid ones. Encoders outside this package
+(``ge:<run>``, HAGE's gene-informed encoder, and third-party plugins) live in modules named by
+the ``hagekit.encoders`` entry-point group: the registry imports them on first use and their
+decorators register them, so this module names no plugin.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +82,8 @@ _BUILTIN_MODULES = (
     "hagekit.encoders.timm_models",
     "hagekit.encoders.resnet_trunc",
 )
+#: Entry-point group whose modules register encoders on import (pyproject ``[project.entry-points]``).
+ENTRY_POINT_GROUP = "hagekit.encoders"
 _loaded = False
 
 
@@ -88,11 +94,13 @@ def register_encoder(
     input_size: int | None = None,
     weights: str = "--weights PATH",
     description: str = "",
+    usage: str | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name`` (``"prefix:"`` registers a prefix).
 
-    Raises :class:`EncoderError` when the name is taken, so that a plugin never silently
-    replaces a built-in encoder.
+    ``usage`` is how listings show a prefix (default ``prefix:<name>``). Raises
+    :class:`EncoderError` when the name is taken, so that a plugin never silently replaces
+    a built-in encoder.
     """
     key = name.strip().lower()
     if not key or any(c.isspace() for c in key) or (":" in key and not key.endswith(":")):
@@ -103,7 +111,7 @@ def register_encoder(
             raise EncoderError(f"encoder {name!r} is already registered")
         _BUILDERS[key] = builder
         _INFOS[key] = EncoderInfo(
-            name=key,
+            name=usage or (f"{key}<name>" if key.endswith(":") else key),
             dim=dim,
             input_size=input_size,
             weights=weights,
@@ -129,37 +137,23 @@ def _ensure_loaded() -> None:
     _loaded = True
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
-    if "ge:" not in _BUILDERS:
-        register_encoder(
-            "ge:",
-            dim=None,
-            input_size=None,
-            weights="a trained HAGE run",
-            description="gene-informed encoder of a trained HAGE run (ge:<run-or-file>[:fold:trial])",
-        )(_build_ge)
-
-
-def _display_name(key: str) -> str:
-    if key == "timm:":
-        return "timm:<name>"
-    if key == "ge:":
-        return "ge:<run>"
-    return key
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken plugin must not hide the other encoders
+            log.warning("encoder plugin %s (%s) failed to load: %s: %s", entry.name, entry.value, type(exc).__name__, exc)
 
 
 def list_encoders() -> list[str]:
-    """Registered encoder names, prefixes shown as ``timm:<name>`` / ``ge:<run>``."""
+    """Registered encoder names, prefixes shown by their usage (``timm:<name>``, ``ge:<run>``)."""
     _ensure_loaded()
-    return sorted(_display_name(k) for k in _BUILDERS)
+    return sorted(i.name for i in _INFOS.values())
 
 
 def encoder_infos() -> list[EncoderInfo]:
     """Registry entries with their dimension, input size and weights source."""
     _ensure_loaded()
-    return [
-        EncoderInfo(_display_name(k), i.dim, i.input_size, i.weights, i.description, i.prefix)
-        for k, i in sorted(_INFOS.items())
-    ]
+    return [_INFOS[k] for k in sorted(_INFOS)]
 
 
 def _resolve(spec: str) -> tuple[str, Builder, str | None]:
@@ -206,22 +200,3 @@ def create_encoder(
     bundle.config.setdefault("random_weights", bool(random_weights))
     log.debug("encoder %s: dim %d, input %d px, weights %s", bundle.name, bundle.dim, bundle.input_size, bundle.weights_sha256[:12])
     return bundle
-
-
-def _build_ge(arg: str | None, *, weights: Path | None, random_weights: bool, device: str) -> EncoderBundle:
-    """Gene-informed encoder of a trained HAGE run, built by ``hagekit.hage.ge_encoder``."""
-    if weights is not None or random_weights:
-        raise EncoderError("--encoder ge:<run>: weights come from the run; drop --weights/--random-weights")
-    try:
-        module = importlib.import_module("hagekit.hage.ge_encoder")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("hagekit.hage.ge_encoder", "hagekit.hage"):
-            raise
-        raise EncoderError(
-            "--encoder ge:...: the gene-informed encoder is not available in this install "
-            "(hagekit.hage.ge_encoder missing)"
-        ) from None
-    build = getattr(module, "build_ge_encoder", None)
-    if build is None:
-        raise EncoderError("--encoder ge:...: hagekit.hage.ge_encoder has no build_ge_encoder()")
-    return build(str(arg), device=device)

@@ -1,5 +1,8 @@
 """The gene-informed encoder of a trained HAGE run as an image encoder (``ge:`` in the registry).
 
+Registered with :func:`~hagekit.encoders.registry.register_encoder` like every encoder; the
+registry imports this module through the ``hagekit.encoders`` entry point (pyproject.toml).
+
 ``ge:<run>[:fold:trial]`` or ``ge:<file.safetensors>`` (from :func:`export_encoder`): the run's
 base encoder (the one its features came from), then the trained GE module (feature
 standardisation, W_x, cross-attention over the panel's gene embeddings, MLP) -> z^i (d).
@@ -19,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hagekit.encoders.registry import EncoderBundle, create_encoder, register_encoder
 from hagekit.errors import EncoderError, HagekitError
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.model import HAGEConfig
@@ -114,7 +118,7 @@ def _pick_model(info, fold: str | None, trial: int | None) -> tuple[str, int, Pa
 
 def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     from hagekit.hage.estimator import ESTIMATOR_FILE, MODEL_FILE
-    from hagekit.predict import load_run
+    from hagekit.hage.run_io import load_run
 
     try:
         info = load_run(run)
@@ -197,10 +201,21 @@ def load_ge_head(target: str | Path) -> tuple[GEHead, _Source]:
     return head.eval(), src
 
 
-def build_ge_encoder(target: str, *, device: str = "cpu"):
-    """Registry builder for ``ge:<target>``: base encoder of the run, then its trained GE -> z^i."""
-    from hagekit.encoders.registry import EncoderBundle, create_encoder
+@register_encoder(
+    "ge:",
+    weights="a trained HAGE run",
+    description="gene-informed encoder of a trained HAGE run (ge:<run-or-file>[:fold:trial])",
+    usage="ge:<run>",
+)
+def _registry_builder(arg: str | None, *, weights: Path | None, random_weights: bool, device: str) -> EncoderBundle:
+    """``ge:<run>`` as the registry calls it: the weights always come from the run."""
+    if weights is not None or random_weights:
+        raise EncoderError("--encoder ge:<run>: weights come from the run; drop --weights/--random-weights")
+    return build_ge_encoder(str(arg), device=device)
 
+
+def build_ge_encoder(target: str, *, device: str = "cpu") -> EncoderBundle:
+    """The encoder ``ge:<target>``: base encoder of the run, then its trained GE -> z^i."""
     head, src = load_ge_head(target)
     weights = Path(src.base_weights) if src.base_weights and Path(src.base_weights).is_file() else None
     random = src.base_random_weights and weights is None

@@ -84,10 +84,38 @@ def test_uni_without_weights_or_token_is_a_clear_error(monkeypatch):
         create_encoder("uni")
 
 
-def test_ge_seam_without_module_is_an_encoder_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "hagekit.hage.ge_encoder", None)
-    with pytest.raises(EncoderError, match="gene-informed encoder is not available"):
-        create_encoder("ge:some-run")
+def test_plugins_register_through_the_entry_point_group(tmp_path, monkeypatch):
+    """A module named by the ``hagekit.encoders`` entry-point group registers on first use; a
+    broken plugin is logged and the other encoders stay available."""
+    from hagekit.encoders import registry
+
+    dist = tmp_path / "hagekit_test_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hagekit-test-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[hagekit.encoders]\nmean = hagekit_test_plugin\nbroken = hagekit_test_missing_module\n"
+    )
+    (tmp_path / "hagekit_test_plugin.py").write_text(
+        "from hagekit.encoders import register_encoder\n"
+        "@register_encoder('test-plugin:', dim=3, usage='test-plugin:<x>')\n"
+        "def build(arg, *, weights, random_weights, device):\n"
+        "    raise RuntimeError(arg)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        names = list_encoders()
+        assert "test-plugin:<x>" in names and "builtin" in names and "ge:<run>" in names
+        with pytest.raises(RuntimeError, match="abc"):
+            create_encoder("test-plugin:abc")
+    finally:
+        unregister_encoder("test-plugin:")
+        sys.modules.pop("hagekit_test_plugin", None)
+
+
+def test_ge_refuses_weights_flags(tmp_path):
+    with pytest.raises(EncoderError, match="weights come from the run"):
+        create_encoder(f"ge:{tmp_path}", random_weights=True)
 
 
 def test_uni_and_uni2h_configs_on_meta():
