@@ -6,6 +6,9 @@ that section. MSE, MAE: over all spots and genes. Genes whose truth is constant 
 section have no PCC: they are excluded and counted (``n_constant_genes``). A gene whose
 *prediction* is constant has no information about the truth: it scores 0 (counted in
 ``n_constant_pred``), so a model cannot raise its mean by predicting constants.
+
+These numpy functions score final predictions; :mod:`hagekit.metrics.device` holds the same
+definitions in torchmetrics for training and evaluation loops on the device.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ __all__ = [
     "evaluate_section",
     "summarize",
     "METRIC_NAMES",
+    "CONSTANT_EPS",
 ]
 
 METRIC_NAMES = ("pcc_all", "pcc_heg", "mse", "mae")
-_EPS = 1e-12
+#: A column is constant when its root sum of squared deviations is below this x max(|value|, 1) x sqrt(N).
+CONSTANT_EPS = 1e-12
 
 
 def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,8 +48,8 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray
     pn = np.sqrt((pc**2).sum(axis=0))
     scale_t = np.maximum(np.abs(t).max(axis=0), 1.0)
     scale_p = np.maximum(np.abs(p).max(axis=0), 1.0)
-    true_const = tn <= _EPS * scale_t * np.sqrt(len(t))
-    pred_const = pn <= _EPS * scale_p * np.sqrt(len(p))
+    true_const = tn <= CONSTANT_EPS * scale_t * np.sqrt(len(t))
+    pred_const = pn <= CONSTANT_EPS * scale_p * np.sqrt(len(p))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (tc * pc).sum(axis=0) / (tn * pn)
     r = np.where(pred_const, 0.0, r)
