@@ -88,3 +88,15 @@ def her2_builtin_features(her2_root: Path, tmp_path_factory) -> Path:
     summary = extract_sections(her2_root, "her2", encoder="builtin", out_dir=out, device="cpu", num_workers=0)
     assert not getattr(summary, "failed", None), summary
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (tiny models are fastest so, and results do not depend
+    on the thread count); restores the previous setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

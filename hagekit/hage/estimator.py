@@ -127,7 +127,7 @@ class HAGERegressor:
         self.n_clusters_ = int(n_clusters)
         self.history_ = result.history
         self.best_epoch_ = int(result.best_epoch)
-        self.best_val_pcc_ = float(result.best_val_pcc)
+        self.best_val_pcc_ = float(result.best_score)
         self.stopped_early_ = bool(result.stopped_early)
         return self
 

@@ -9,31 +9,19 @@ device as tensors. A last batch of one spot is merged into the previous batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hagekit.progress import Reporter
-from hagekit.training.loop import LoopConfig, predict_in_batches, train_loop
+from hagekit.training.loop import LoopConfig, LoopResult, predict_in_batches, train_loop
 
 if TYPE_CHECKING:
     import torch
 
     from hagekit.hage.model import HAGEConfig, HAGEModel
 
-__all__ = ["FitResult", "fit_model", "predict_batches", "loop_config"]
-
-
-@dataclass
-class FitResult:
-    """Outcome of :func:`fit_model`: when the best weights were reached, per-epoch history."""
-
-    best_epoch: int
-    best_val_pcc: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped_early: bool = False
-    steps: int = 0
+__all__ = ["fit_model", "predict_batches", "loop_config"]
 
 
 def predict_batches(model: HAGEModel, x: torch.Tensor, *, batch_size: int = 4096) -> np.ndarray:
@@ -78,7 +66,7 @@ def fit_model(
     progress: Reporter | None = None,
     description: str = "train",
     precision: str | None = "fp32",
-) -> FitResult:
+) -> LoopResult:
     """Train ``model`` in place on (x, y) tensors already on its device; the best weights are loaded.
 
     ``labels`` (N,) are the fixed hierarchy sub-cluster ids; ``y_val`` (tensor or array) is
@@ -102,9 +90,7 @@ def fit_model(
         def validate() -> dict[str, float]:
             return {"val_pcc": mean_gene_pcc(predict_in_batches(model, x_val), yv)}
 
-    result = train_loop(
+    return train_loop(
         model, opt, step, n=int(x.shape[0]), validate=validate, scheduler=sched, progress=progress,
         config=loop_config(config, seed=seed, description=description, precision=precision),
     )
-    best = result.best_score if validate is not None else float("nan")
-    return FitResult(result.best_epoch, best, result.history, result.stopped_early, result.steps)

@@ -201,14 +201,7 @@ PINNED: dict[str, list[float]] = {
 EXACT = ("ridge", "xgboost")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", ["ridge", "xgboost", "hage", "mlp", "bleep", "mclstexp"])

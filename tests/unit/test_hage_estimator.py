@@ -14,14 +14,7 @@ from hagekit.hage.estimator import HAGERegressor, calibration
 from hagekit.hage.model import HAGEConfig
 from hagekit.metrics import evaluate_section, pearson_per_gene
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other tests for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(seed: int = 0, n: int = 300, d: int = 12, g: int = 10):

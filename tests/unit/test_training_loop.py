@@ -18,13 +18,7 @@ from hagekit.training.loop import (
     warmup_schedule,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _problem(n=64, d=5, seed=0):
