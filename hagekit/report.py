@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hagekit.errors import DataError, at
-from hagekit.io.atomic import write_text
+from hagekit.io.atomic import visible_files, write_text
 
 __all__ = ["RunReport", "report_run", "per_gene_table", "summary_markdown"]
 
@@ -41,7 +41,7 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
     run = Path(run)
     genes = read_gene_list(run / "genes.txt")
     rows, labels = [], []
-    for path in sorted(run.glob("*/trial*/metrics.json")):
+    for path in visible_files(run, "*/trial*/metrics.json"):
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

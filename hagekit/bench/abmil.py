@@ -31,7 +31,7 @@ from hagekit.bench.downstream_report import (
     write_downstream_report,
 )
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
-from hagekit.io.atomic import atomic_path, write_text
+from hagekit.io.atomic import atomic_path, visible_files, write_text
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.splits import trial_seed
 from hagekit.workspace import encoder_slug
@@ -570,7 +570,7 @@ def find_slide_files(slides_dir: Path | str, slide_ids: Sequence[str], *, allow_
     by_stem: dict[str, Path] = {}
     wanted = set(slide_ids)
     # top level first, then subfolders (gdc-client writes <file uuid>/<slide>.svs)
-    for p in [*sorted(root.iterdir()), *sorted(root.glob("*/*"))]:
+    for p in [*visible_files(root, "*"), *visible_files(root, "*/*")]:
         if p.stem in wanted and p.suffix.lower() in SLIDE_SUFFIXES and p.is_file():
             by_stem.setdefault(p.stem, p)
     found = {s: by_stem[s] for s in slide_ids if s in by_stem}

@@ -1,7 +1,11 @@
 """What every command shares: consoles, error handling, progress bars, common options.
 
 Only ``hagekit.cli`` prints. User errors (:class:`~hagekit.errors.HagekitError`) become one
-red line on stderr and exit code 2; ``--verbose`` shows the traceback instead.
+red line on stderr and exit code 2; ``--verbose`` shows the traceback instead. This is also
+the one place where OS errors (permission denied, no space left, is a directory, not a
+directory, read-only file system; h5py's and safetensors' included) become one line naming
+the path (exit 2), and where every command's numbers are checked: a float option must be
+finite (``--lr inf`` is refused) and ``--seed`` must be >= 0, the same rule everywhere.
 """
 
 from __future__ import annotations
@@ -53,19 +57,52 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hagekit.errors import HagekitError
+        from hagekit.errors import HagekitError, os_error_message
 
         try:
+            check_numbers(kwargs)
             return fn(*args, **kwargs)
         except HagekitError as exc:
             if state.verbose:
                 raise
             raise fail(_escape(str(exc))) from None
+        except Exception as exc:  # OS errors only (h5py/safetensors wrap them); others propagate
+            message = os_error_message(exc)
+            if message is None or state.verbose:
+                raise
+            raise fail(_escape(message)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted: finished outputs are kept; rerun to resume[/]")
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_numbers(values: dict[str, Any]) -> None:
+    """Refuse non-finite float options and a negative ``--seed`` (named as the user typed them)."""
+    import math
+
+    from hagekit.errors import ConfigError
+
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{option_name(name)}: must be a finite number, got {item}")
+        if name == "seed" and isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"--seed: must be >= 0, got {value}")
+
+
+def option_name(param: str) -> str:
+    """The command-line spelling of a parameter (``eval_threshold`` -> ``--eval-threshold``)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        for p in ctx.command.params:
+            if p.name == param and p.opts:
+                return max(p.opts, key=len)
+    return "--" + param.replace("_", "-")
 
 
 def _escape(text: str) -> str:

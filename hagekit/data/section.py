@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hagekit.errors import DataError, at
+from hagekit.io.atomic import visible_files
 
 if TYPE_CHECKING:
     import anndata
@@ -223,7 +224,7 @@ def dataset_sections(data_root: Path | str, dataset: str) -> list[Path]:
     folder = Path(data_root) / canonical_dataset(dataset)
     if not folder.is_dir():
         raise DataError(at(folder, f"no prepared dataset '{dataset}' here; run `hagekit data prepare`"))
-    files = sorted(folder.glob("*.h5ad"))
+    files = visible_files(folder, "*.h5ad")
     if not files:
         raise DataError(at(folder, "no .h5ad section files"))
     return files
@@ -237,5 +238,5 @@ def list_sections(data_root: Path | str, dataset: str | None = None) -> list[Sec
     if dataset is not None:
         files = dataset_sections(root, dataset)
     else:
-        files = sorted(root.glob("*/*.h5ad"))
+        files = visible_files(root, "*/*.h5ad")
     return [section_info(f) for f in files]

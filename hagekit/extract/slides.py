@@ -73,6 +73,7 @@ class TileDataset:
 
 def collect_slides(slides: Sequence[Path | str] | Path | str) -> list[Path]:
     """Slide files from a folder (sorted; slide and image suffixes) or an explicit list."""
+    from hagekit.io.atomic import visible_files
     from hagekit.slides.reader import IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
     items = [slides] if isinstance(slides, (str, Path)) else list(slides)
@@ -82,7 +83,7 @@ def collect_slides(slides: Sequence[Path | str] | Path | str) -> list[Path]:
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES | IMAGE_SUFFIXES)
+            found = [f for f in visible_files(p, "*") if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES | IMAGE_SUFFIXES]
             if not found:
                 raise DataError(at(p, f"no slide files ({', '.join(sorted(SLIDE_SUFFIXES))})"))
             files.extend(found)

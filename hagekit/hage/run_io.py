@@ -35,6 +35,7 @@ class RunInfo:
 
 def load_run(run: Path | str) -> RunInfo:
     """Read a HAGE run folder (``config.json``, ``genes.txt``, ``<fold>/trial<k>/model.safetensors``)."""
+    from hagekit.io.atomic import visible_files
     from hagekit.io.genelist import read_gene_list
 
     run = Path(run)
@@ -43,14 +44,16 @@ def load_run(run: Path | str) -> RunInfo:
         raise DataError(at(run, "not a run folder (no config.json); train one with `hagekit train`"))
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(at(cfg_path, f"not valid JSON ({exc.msg})")) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(at(cfg_path, f"not valid JSON ({getattr(exc, 'msg', exc)})")) from None
+    if not isinstance(config, dict):
+        raise DataError(at(cfg_path, "not a run's config (expected a JSON object)"))
     protocol = config.get("protocol", {})
     if protocol.get("method", "hage") != "hage":
         raise DataError(at(run, f"run of method {protocol.get('method')!r}, not a HAGE run"))
     genes = read_gene_list(run / "genes.txt")
     models: dict[tuple[str, int], Path] = {}
-    for weights in sorted(run.glob("*/trial*/model.safetensors")):
+    for weights in visible_files(run, "*/trial*/model.safetensors"):
         m = re.fullmatch(r"trial(\d+)", weights.parent.name)
         if m:
             models[(weights.parent.parent.name, int(m.group(1)))] = weights.parent

@@ -1,20 +1,44 @@
 """Atomic outputs: write to ``<name>.tmp-<pid>`` beside the target, then ``os.replace``.
 
 A crash or Ctrl-C never leaves a half-written file under the final name, and a rerun can
-trust that every existing output is complete.
+trust that every existing output is complete. Temporaries are hidden (leading dot): readers
+list inputs with :func:`visible_files`, which never returns one, and a writer removes the
+stale temporaries of its target left by a killed process (``SIGKILL``, power loss).
+OS errors raised while writing (h5py and safetensors included) are re-raised as
+:class:`OSError` naming the final path, so the CLI can print one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_dir", "write_text", "write_json", "tmp_path_for"]
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "write_text",
+    "write_json",
+    "tmp_path_for",
+    "is_temporary",
+    "public_path",
+    "visible_files",
+    "remove_stale_temporaries",
+    "check_output_file",
+    "check_output_dir",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``.<stem>.tmp-<tag><suffix>`` (files) or ``.<name>.tmp-<tag>`` (folders); ``<tag>`` starts with the pid.
+_TMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-(?P<tag>[A-Za-z0-9_-]+)(?P<suffix>\.[^.]*)?$")
 
 
 def tmp_path_for(path: Path) -> Path:
@@ -23,15 +47,81 @@ def tmp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
+def is_temporary(path: Path | str) -> bool:
+    """True for names hagekit writes while an output is unfinished (``.X.tmp-<pid>.h5``, ``.X.part``)."""
+    name = Path(path).name
+    return name.startswith(".") and (_TMP_NAME.match(name) is not None or name.endswith(".part"))
+
+
+def public_path(path: Path) -> Path:
+    """The final name a temporary stands for (``.A1.tmp-42.h5ad`` -> ``A1.h5ad``); others unchanged."""
+    m = _TMP_NAME.match(path.name)
+    if m is None:
+        return path
+    return path.with_name(m.group("stem") + (m.group("suffix") or ""))
+
+
+def visible_files(folder: Path | str, pattern: str) -> list[Path]:
+    """``sorted(folder.glob(pattern))`` without hidden names, so temporaries are never read as inputs."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours: a leftover of an earlier write in this very process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Delete ``path``'s temporaries whose writer (pid on this host) no longer runs; return them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for cand in path.parent.glob(f".{glob.escape(path.stem)}*.tmp-*"):
+        m = _TMP_NAME.match(cand.name)
+        if m is None or public_path(cand) != path:
+            continue
+        pid = re.match(r"\d+", m.group("tag"))
+        if pid is None or _pid_alive(int(pid.group())):
+            continue
+        if cand.is_dir() and not cand.is_symlink():
+            shutil.rmtree(cand, ignore_errors=True)
+        else:
+            cand.unlink(missing_ok=True)
+        removed.append(cand)
+        log.info("%s: removed the temporary %s left by an interrupted run", path, cand.name)
+    return removed
+
+
+def _reraise_as_os_error(exc: BaseException, path: Path) -> None:
+    from hagekit.errors import os_error_from
+
+    err = os_error_from(exc, path)
+    if err is not None and err is not exc:
+        raise err from exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = tmp_path_for(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        _reraise_as_os_error(exc, path)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -42,6 +132,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary directory; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -51,9 +142,44 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except Exception as exc:
+        _reraise_as_os_error(exc, path)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path: Path | str, option: str) -> Path:
+    """Refuse, before any work, a file output that is a folder or lies under a file."""
+    from hagekit.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file path")
+    _check_parents(path, option)
+    return path
+
+
+def check_output_dir(path: Path | str, option: str) -> Path:
+    """Refuse, before any work, a folder output that is an existing file or lies under a file."""
+    from hagekit.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file; give a folder")
+    _check_parents(path, option)
+    return path
+
+
+def _check_parents(path: Path, option: str) -> None:
+    from hagekit.errors import ConfigError
+
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+            return
 
 
 def write_text(path: Path | str, text: str) -> Path:
