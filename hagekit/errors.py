@@ -17,6 +17,8 @@ __all__ = [
     "DataError",
     "ProvenanceError",
     "EncoderError",
+    "TrainingError",
+    "check_finite_loss",
     "at",
     "FATAL_ERRNOS",
     "is_fatal_os_error",
@@ -43,6 +45,18 @@ class ProvenanceError(HagekitError):
 
 class EncoderError(HagekitError):
     """An encoder name, its weights or its configuration is invalid."""
+
+
+class TrainingError(HagekitError):
+    """Training diverged (non-finite loss or predictions); nothing of that trial is saved."""
+
+
+def check_finite_loss(loss: float, epoch: int) -> None:
+    """Stop training at the first epoch whose mean loss is NaN or infinite."""
+    import math
+
+    if not math.isfinite(loss):
+        raise TrainingError(f"epoch {epoch}: training loss is {loss} (diverged; lower --lr or check the inputs)")
 
 
 def at(path: Path | str, problem: str) -> str:

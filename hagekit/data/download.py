@@ -78,10 +78,21 @@ def _headers(url: str) -> dict[str, str]:
     return headers
 
 
+def _expected_size(headers: Any, have: int) -> int | None:
+    """Full file size the server announces: ``Content-Range`` total, else ``have`` + ``Content-Length``."""
+    rng = headers.get("Content-Range") or ""
+    total = rng.rpartition("/")[2].strip()
+    if total.isdigit():
+        return int(total)
+    length = (headers.get("Content-Length") or "").strip()
+    return have + int(length) if length.isdigit() else None
+
+
 def download_file(
     entry: ManifestFile, target: Path, *, progress: Reporter | None = None, timeout: float = 60.0
 ) -> DownloadedFile:
     """Download one manifest file to ``target`` with resume and checksum verification."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -115,6 +126,7 @@ def download_file(
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(f"{entry.url}: download failed ({getattr(exc, 'reason', exc)}); rerun to resume") from None
     h = hashlib.sha256()
+    total: int | None = None
     if response is not None:
         with response:
             code = getattr(response, "status", None) or response.getcode()
@@ -125,8 +137,7 @@ def download_file(
             else:
                 have = 0
                 mode = "wb"
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length and length.isdigit() else entry.size
+            total = _expected_size(response.headers, have) or entry.size
             task = reporter_or_null(progress).task(f"download {entry.name}", total=total)
             task.advance(have)
             try:
@@ -135,7 +146,7 @@ def download_file(
                         out.write(chunk)
                         h.update(chunk)
                         task.advance(len(chunk))
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, http.client.HTTPException) as exc:
                 raise DataError(f"{entry.url}: connection lost ({exc}); rerun to resume") from None
             finally:
                 task.close()
@@ -144,6 +155,14 @@ def download_file(
         sha256_file(part, start=h)
     digest = h.hexdigest()
     size = part.stat().st_size
+    if response is not None and total is not None and size != total:
+        if size > total:
+            part.unlink()
+            raise DataError(at(target, f"received {size:,} bytes but the server announced {total:,} (download discarded); rerun"))
+        raise DataError(
+            f"{entry.url}: connection closed after {size:,} of {total:,} bytes; "
+            f"the partial file {part} is kept: rerun to resume"
+        )
     if entry.size is not None and size != entry.size:
         if size > entry.size:
             part.unlink()
@@ -177,7 +196,11 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     if dest.exists():
         log.info("%s: already extracted, kept", dest)
         return dest
-    if not zipfile.is_zipfile(archive) and not tarfile.is_tarfile(archive) and archive.name.lower().endswith(".gz"):
+    try:
+        is_zip, is_tar = zipfile.is_zipfile(archive), tarfile.is_tarfile(archive)
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise DataError(at(archive, f"corrupt or truncated archive ({exc or type(exc).__name__}); delete it and rerun")) from None
+    if not is_zip and not is_tar and archive.name.lower().endswith(".gz"):
         try:
             with gzip.open(archive, "rb") as src, atomic_path(dest) as tmp, tmp.open("wb") as out:
                 for chunk in iter(lambda: src.read(CHUNK), b""):
@@ -186,7 +209,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
             raise DataError(at(archive, f"corrupt gzip file ({exc})")) from None
         return dest
     with atomic_dir(dest) as tmp:
-        if zipfile.is_zipfile(archive):
+        if is_zip:
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     if not _member_ok(info.filename):
@@ -198,7 +221,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                     zf.extractall(tmp)
                 except (zipfile.BadZipFile, OSError) as exc:
                     raise DataError(at(archive, f"corrupt zip archive ({exc})")) from None
-        elif tarfile.is_tarfile(archive):
+        elif is_tar:
             try:
                 with tarfile.open(archive) as tf:
                     members = tf.getmembers()

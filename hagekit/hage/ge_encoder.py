@@ -127,8 +127,14 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     fold, trial, mdir = _pick_model(info, fold, trial)
     from safetensors.torch import load_file
 
-    meta = json.loads((mdir / ESTIMATOR_FILE).read_text(encoding="utf-8"))
-    state = load_file(str(mdir / MODEL_FILE))
+    try:
+        meta = json.loads((mdir / ESTIMATOR_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"ge:{run}: {mdir / ESTIMATOR_FILE}: unreadable ({exc})") from None
+    try:
+        state = load_file(str(mdir / MODEL_FILE))
+    except Exception as exc:  # safetensors raises several types on corrupt files
+        raise EncoderError(f"ge:{run}: {mdir / MODEL_FILE}: not a readable safetensors file ({exc})") from None
     spec, weights, sha = _base_from_attrs(info.feature_attrs)
     if not spec:
         raise EncoderError(f"ge:{run}: the run's config.json does not name the encoder of its features")

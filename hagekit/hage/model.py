@@ -7,6 +7,7 @@ is the ``nn.Module``. Inference is ``y_hat = Pred(GE(x, G))``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,13 @@ class HAGEConfig:
             raise ConfigError(f"patience: must be >= 0, got {self.patience}")
         if self.d % self.n_heads:
             raise ConfigError(f"d: {self.d} must be divisible by n_heads={self.n_heads}")
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ConfigError("temperature and lr must be > 0")
+        for name, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name}: must be a finite number, got {value}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.lr <= 1:
+            raise ConfigError(f"lr: must be in (0, 1] (Adam; the paper uses 1e-4), got {self.lr}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.cyclip_reduction not in CYCLIP_REDUCTIONS:

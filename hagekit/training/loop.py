@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hagekit.errors import ConfigError
+from hagekit.errors import ConfigError, check_finite_loss
 from hagekit.progress import Reporter, reporter_or_null
 
 if TYPE_CHECKING:
@@ -325,6 +325,7 @@ def train_loop(
                 torch.cuda.synchronize(device)
             record: dict[str, float] = {"epoch": float(epoch), "steps": float(steps)}
             record.update({k: float(v) / max(taken, 1) for k, v in sums.items()})
+            check_finite_loss(record.get("loss", 0.0), epoch)
             record["train_seconds"] = time.perf_counter() - t0
             record["lr"] = float(optimizer.param_groups[0]["lr"])
             if validate is not None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hagekit.errors import ProvenanceError, at
+from hagekit.errors import DataError, HagekitError, ProvenanceError, TrainingError, at
 from hagekit.io.atomic import atomic_dir, write_json, write_text
 from hagekit.metrics import METRIC_NAMES, evaluate_section, summarize
 from hagekit.progress import Reporter, reporter_or_null
@@ -130,7 +130,12 @@ def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, 
     cfg_path = out_dir / "config.json"
     full = {"protocol": settings, "config": config}
     if cfg_path.is_file() and not overwrite:
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(at(cfg_path, "not valid JSON; is this a run folder? use another --out or --overwrite")) from None
+        if not isinstance(old, dict):
+            raise DataError(at(cfg_path, "not a run's config (expected a JSON object); use another --out or --overwrite"))
         new = json.loads(json.dumps(full, default=str))
         for part in ("protocol", "config"):
             a = {k: v for k, v in old.get(part, {}).items() if k != "sections"}
@@ -195,19 +200,22 @@ def run_protocol(
             splits_record.append({**fold.as_dict(), "trial": trial, "seed": tseed,
                                   "n_train": int(len(tr)), "n_val": int(len(va))})
             tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
-            if tdir is not None and (tdir / "metrics.json").is_file():
-                saved = json.loads((tdir / "metrics.json").read_text())
+            ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
+                              fold.test_sections, tdir)
+            saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models)
+            if saved is not None:
                 rows.extend(saved["rows"])
                 per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
                 rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
                 outer.advance(1)
                 continue
-            ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
-                              fold.test_sections, tdir)
             est = factory(ctx)
             t0 = time.perf_counter()
-            _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
-                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=progress)
+            try:
+                _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
+                      spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=progress)
+            except TrainingError as exc:
+                raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
             fit_s = time.perf_counter() - t0
             trial_rows: list[dict[str, Any]] = []
             trial_genes: dict[str, list[float]] = {}
@@ -219,6 +227,9 @@ def run_protocol(
                 pred_s = time.perf_counter() - t1
                 if pred.shape != sd.targets.shape:
                     raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
+                if not np.isfinite(pred).all():
+                    raise TrainingError(f"{method} fold {fold.name} trial {trial}: predictions for {sec} are not "
+                                        "finite (training diverged; lower --lr or check the inputs); nothing saved for this trial")
                 m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
                 row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
                        "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
@@ -241,6 +252,55 @@ def run_protocol(
     if out is not None:
         _write_tables(out, rows, summary, splits_record, settings)
     return ProtocolResult(rows, summary, per_gene, out)
+
+
+def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], *,
+                 n_features: int, check_model: bool) -> dict[str, Any] | None:
+    """A finished trial's saved result, validated; ``None`` (redo it) when absent or damaged.
+
+    Checked: ``metrics.json`` parses and covers this fold's test sections with one PCC per
+    panel gene; with models saved, every ``.safetensors`` is structurally whole and, where
+    the estimator can ``load`` itself, it loads with this run's feature width.
+    """
+    tdir = ctx.out_dir
+    if tdir is None or not (tdir / "metrics.json").exists():
+        return None
+    try:
+        try:
+            saved = json.loads((tdir / "metrics.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            raise DataError(at(tdir / "metrics.json", "unreadable")) from None
+        rows = saved.get("rows") if isinstance(saved, dict) else None
+        if not isinstance(rows, list) or sorted(str(r.get("section")) for r in rows) != sorted(ctx.test_sections):
+            raise DataError(at(tdir / "metrics.json", f"does not cover the test sections {', '.join(ctx.test_sections)}"))
+        if any(len(v) != len(ctx.genes) for v in (saved.get("per_gene_pcc") or {}).values()):
+            raise DataError(at(tdir / "metrics.json", f"per-gene PCCs are not {len(ctx.genes)} long"))
+        if check_model:
+            _check_saved_model(ctx, factory, n_features)
+    except (HagekitError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s: saved trial is damaged (%s); training it again", tdir, exc)
+        return None
+    return saved
+
+
+def _check_saved_model(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], n_features: int) -> None:
+    from hagekit.io.tensorfile import safetensors_shapes
+
+    tdir = ctx.out_dir
+    assert tdir is not None
+    est = factory(ctx)
+    if not hasattr(est, "save"):
+        return
+    if not any(p.name != "metrics.json" for p in tdir.iterdir()):
+        raise DataError(at(tdir, "no saved model"))
+    for path in sorted(tdir.glob("*.safetensors")):
+        safetensors_shapes(path)
+    load = getattr(type(est), "load", None)
+    if callable(load):
+        loaded = load(tdir)
+        width = getattr(loaded, "n_features_in_", n_features)
+        if int(width) != int(n_features):
+            raise DataError(at(tdir, f"model takes {width} features, the run's features have {n_features}"))
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],

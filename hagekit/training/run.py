@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,9 @@ def resolve_settings(
     for key, value in (overrides or {}).items():
         if value is not None:
             merged[key] = value
+    for key, value in merged.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value}")
     valid = set(HAGEConfig.field_names()) | set(RUN_KEYS)
     unknown = sorted(set(merged) - valid)
     if unknown:
@@ -121,6 +125,8 @@ def resolve_settings(
         raise ConfigError(f"{source}: invalid run setting ({exc})") from None
     if settings.trials < 1:
         raise ConfigError(f"--trials: must be >= 1, got {settings.trials}")
+    if settings.seed < 0:
+        raise ConfigError(f"{source}: seed must be >= 0, got {settings.seed}")
     return hage, settings
 
 

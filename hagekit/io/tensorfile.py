@@ -1,0 +1,59 @@
+"""Cheap structural check of a ``.safetensors`` file: header, dtypes, shapes and byte spans.
+
+Resume uses it to trust a finished model file without importing torch or reading the data:
+a truncated or overwritten file fails here with one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+from hagekit.errors import DataError, at
+
+__all__ = ["safetensors_shapes"]
+
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+def safetensors_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file; raises :class:`DataError` if it is malformed."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise DataError(at(path, "not a safetensors file (truncated header)"))
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100_000_000:
+                raise DataError(at(path, "not a safetensors file (header length out of range)"))
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(at(path, "not a safetensors file (unreadable header)")) from None
+    if not isinstance(header, dict):
+        raise DataError(at(path, "not a safetensors file (header is not a mapping)"))
+    data_bytes = size - 8 - n
+    shapes: dict[str, tuple[int, ...]] = {}
+    end_max = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(s) for s in info["shape"])
+            start, end = (int(v) for v in info["data_offsets"])
+            width = _DTYPE_BYTES[str(info["dtype"])]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(at(path, f"tensor {name!r}: malformed header entry")) from None
+        if end - start != math.prod(shape) * width or not 0 <= start <= end:
+            raise DataError(at(path, f"tensor {name!r}: shape {shape} does not match its byte span"))
+        end_max = max(end_max, end)
+        shapes[name] = shape
+    if end_max != data_bytes:
+        raise DataError(at(path, f"truncated or padded: header describes {end_max:,} data bytes, file holds {data_bytes:,}"))
+    return shapes
