@@ -18,7 +18,7 @@ from torch import nn
 from hagekit.errors import ConfigError
 from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
-from hagekit.hage.hierarchy import batch_centroids
+from hagekit.hage.hierarchy import CENTROID_MODES, CentroidBank, batch_centroids
 from hagekit.hage.losses import (
     CYCLIP_REDUCTIONS,
     clip_loss,
@@ -78,6 +78,10 @@ class HAGEConfig:
     """False: no global (centroid) alignment (Table 2, no HA)."""
     single_level: bool = False
     """True: k1*k2 clusters on expression only (Table 2, single-level)."""
+    centroids: str = "batch"
+    """Which centroids the global CLIP term aligns: "batch" (members in the current batch),
+    "memory" or "epoch" (whole sub-clusters, as section 2.3 defines them); see
+    :mod:`hagekit.hage.hierarchy`."""
 
     def __post_init__(self) -> None:
         for name in ("d", "n_heads", "k1", "k2", "epochs", "batch_size", "step_size"):
@@ -100,6 +104,8 @@ class HAGEConfig:
             raise ConfigError(
                 f"cyclip_reduction: {self.cyclip_reduction!r} is not valid (valid: {', '.join(CYCLIP_REDUCTIONS)})"
             )
+        if self.centroids not in CENTROID_MODES:
+            raise ConfigError(f"centroids: {self.centroids!r} is not valid (valid: {', '.join(CENTROID_MODES)})")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be >= 2 (contrastive losses), got {self.batch_size}")
 
@@ -200,13 +206,43 @@ class HAGEModel(nn.Module):
         self.out_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
         self.out_shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
 
-    def losses(
-        self, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None, n_clusters: int = 0
-    ) -> dict[str, torch.Tensor]:
-        """The weighted loss of eq. 3 and its terms for one batch; ``labels`` are sub-cluster ids.
+    def attach_hierarchy(self, labels: torch.Tensor | None, n_clusters: int) -> None:
+        """Fix the training spots' sub-cluster ids (N,) for :meth:`losses` (``index`` lookups)
+        and, for whole-cluster centroids, create the bank (filled by :meth:`start_epoch`)."""
+        self.hier_labels = labels
+        self.n_clusters = int(n_clusters) if labels is not None else 0
+        use_bank = labels is not None and self.config.centroids != "batch" and self.config.use_hierarchy
+        self.centroid_bank = CentroidBank(labels, n_clusters, self.config.centroids) if use_bank else None
 
-        Also returns the no-gradient diagnostics ``zi_cos``/``ze_cos``: the mean pairwise cosine
-        of the batch's z^i and z^e (near 1 = collapsed embeddings, alignment terms inert).
+    def start_epoch(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 4096) -> None:
+        """Before each epoch, given all training spots (N, D), (N, G): (re)fill the centroid bank
+        ("epoch": every epoch; "memory": once, then each step updates it). No-op otherwise."""
+        bank = getattr(self, "centroid_bank", None)
+        if bank is None or (bank.mode == "memory" and bank.bank is not None):
+            return
+        with torch.no_grad():
+            parts = [
+                (self.encode_image(x[s : s + batch_size]), self.expression_encoder(y[s : s + batch_size]))
+                for s in range(0, x.shape[0], batch_size)
+            ]
+        bank.refresh(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+    def losses(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        n_clusters: int = 0,
+        *,
+        index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss of eq. 3 and its terms for one batch.
+
+        Sub-cluster ids come from ``labels`` (B,) with ``n_clusters``, or from ``index`` (B,),
+        the batch's rows in the training set, after :meth:`attach_hierarchy`; whole-cluster
+        centroids (``memory``/``epoch``) need ``index``. Also returns the no-gradient
+        diagnostics ``zi_cos``/``ze_cos``: the mean pairwise cosine of the batch's z^i and z^e
+        (near 1 = collapsed embeddings, alignment terms inert).
         """
         c = self.config
         z_i = self.encode_image(x)
@@ -217,14 +253,23 @@ class HAGEModel(nn.Module):
             "clip_local": clip_loss(z_i, z_e, temperature=c.temperature),
             "pcc": pcc_loss(y_hat, y),
         }
-        if c.use_hierarchy and labels is not None and n_clusters > 0:
+        bank = getattr(self, "centroid_bank", None)
+        if labels is None and index is not None and getattr(self, "hier_labels", None) is not None:
+            labels, n_clusters = self.hier_labels[index], self.n_clusters
+        terms["clip_global"] = z_i.new_zeros(())
+        if c.use_hierarchy and bank is not None:
+            if bank.bank is None or index is None:
+                raise RuntimeError("whole-cluster centroids need start_epoch() and the batch's index in losses()")
+            c_i, c_e = bank.centroids(index, z_i, z_e)
+            if self.training:
+                bank.update(index, z_i, z_e)
+            if len(c_i) > 1:
+                terms["clip_global"] = clip_loss(c_i, c_e, temperature=c.temperature)
+        elif c.use_hierarchy and labels is not None and n_clusters > 0:
             c_i, present = batch_centroids(z_i, labels, n_clusters)
             c_e, _ = batch_centroids(z_e, labels, n_clusters)
-            terms["clip_global"] = (
-                clip_loss(c_i, c_e, temperature=c.temperature) if len(present) > 1 else z_i.new_zeros(())
-            )
-        else:
-            terms["clip_global"] = z_i.new_zeros(())
+            if len(present) > 1:
+                terms["clip_global"] = clip_loss(c_i, c_e, temperature=c.temperature)
         total = (
             c.lambda_cyclip * terms["cyclip"]
             + c.lambda_clip_local * terms["clip_local"]

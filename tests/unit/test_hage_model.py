@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hagekit.errors import ConfigError
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
-from hagekit.hage.hierarchy import batch_centroids, build_hierarchy, kmeans
+from hagekit.hage.hierarchy import CentroidBank, batch_centroids, build_hierarchy, kmeans
 from hagekit.hage.model import HAGEConfig, HAGEModel
 
 
@@ -99,6 +99,65 @@ def test_batch_centroids_are_member_means():
     torch.testing.assert_close(cents[0], z[[1, 3]].mean(0))
     torch.testing.assert_close(cents[1], z[[0, 2, 4]].mean(0))
     torch.testing.assert_close(cents[2], z[5])
+
+
+def _exact_means(z: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.stack([z[labels == c].mean(0) for c in range(k)])
+
+
+def test_centroid_bank_memory_gives_whole_cluster_means():
+    """Section 2.3: c_pq is the mean over ALL members of S_pq, not over the batch's members."""
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])
+    torch.manual_seed(0)
+    old, new = torch.randn(8, 3), torch.randn(8, 3)
+    bank = CentroidBank(labels, 3, mode="memory")
+    bank.refresh(old, old * 2)
+    batch = torch.tensor([1, 4])
+    z = new[batch].clone().requires_grad_(True)
+    c_i, c_e = bank.centroids(batch, z, z)
+    # the bank's spots, with the batch's rows replaced by their current embeddings
+    mixed = old.clone()
+    mixed[batch] = new[batch]
+    torch.testing.assert_close(c_i, _exact_means(mixed, labels, 3))
+    c_i[0].sum().backward()  # gradient reaches the batch member of cluster 0 with weight 1/|S_0|
+    torch.testing.assert_close(z.grad[0], torch.full((3,), 1 / 3))
+    assert z.grad[1].abs().sum() == 0
+    # one pass of updates over every spot (weights fixed at "new"): exact means of the new embeddings
+    for part in (torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7])):
+        bank.update(part, new[part], new[part] * 2)
+    c_i, c_e = bank.centroids(torch.tensor([5]), new[[5]], new[[5]] * 2)
+    torch.testing.assert_close(c_i, _exact_means(new, labels, 3))
+    torch.testing.assert_close(c_e, _exact_means(new * 2, labels, 3))
+    # "epoch" mode ignores updates until the next refresh
+    ep = CentroidBank(labels, 3, mode="epoch")
+    ep.refresh(old, old)
+    ep.update(torch.arange(8), new, new)
+    torch.testing.assert_close(ep.centroids(torch.tensor([0]), old[[0]], old[[0]])[0], _exact_means(old, labels, 3))
+
+
+@pytest.mark.parametrize("mode", ["memory", "epoch"])
+def test_model_whole_cluster_centroids_equal_exact_means(mode):
+    torch.manual_seed(0)
+    model = HAGEModel(HAGEConfig(d=16, n_heads=4, centroids=mode), 10, torch.randn(8, 5)).eval()
+    x, y = torch.randn(12, 10), torch.randn(12, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3])
+    model.attach_hierarchy(labels, 4)
+    model.start_epoch(x, y)
+    with torch.no_grad():
+        z_i, z_e = model.encode_image(x), model.expression_encoder(y)
+    c_i, c_e = model.centroid_bank.centroids(torch.tensor([2, 7]), z_i[[2, 7]], z_e[[2, 7]])
+    torch.testing.assert_close(c_i, _exact_means(z_i, labels, 4), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c_e, _exact_means(z_e, labels, 4), atol=1e-5, rtol=1e-5)
+    terms = model.losses(x[:6], y[:6], index=torch.arange(6))
+    assert terms["clip_global"].item() > 0
+    # batch centroids on the same batch give a different global term (only 3 of 4 clusters present)
+    batch = HAGEModel(HAGEConfig(d=16, n_heads=4), 10, torch.randn(8, 5)).eval()
+    batch.load_state_dict(model.state_dict())
+    batch.attach_hierarchy(labels, 4)
+    assert batch.losses(x[:6], y[:6], index=torch.arange(6))["clip_global"].item() != pytest.approx(
+        terms["clip_global"].item(), rel=1e-4)
+    with pytest.raises(ConfigError, match="centroids"):
+        HAGEConfig(centroids="stale")
 
 
 def test_training_step_lowers_loss():
