@@ -19,6 +19,7 @@ from hagekit.cli._common import (
     reporting,
     split_csv,
 )
+from hagekit.io.atomic import check_output_dir
 
 data_app = typer.Typer(
     help="Prepare spatial-transcriptomics sections into <root>/<dataset>/<section>.h5ad, list them, download sources.",
@@ -43,7 +44,7 @@ SectionsOpt = Annotated[
 def _out_root(workspace: Path | None, out: Path | None) -> Path:
     from hagekit.workspace import Workspace
 
-    return out if out is not None else Workspace.resolve(workspace).data_root
+    return check_output_dir(out if out is not None else Workspace.resolve(workspace).data_root, "--out")
 
 
 def _fmt_mpp(mpp: float) -> str:

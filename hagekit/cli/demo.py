@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hagekit.cli._common import OverwriteOpt, SeedOpt, console, handle_errors, reporting
+from hagekit.io.atomic import check_output_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +26,7 @@ def demo(
     from hagekit.demo import run_demo
 
     with reporting() as progress:
-        res = run_demo(out, seed=seed, overwrite=overwrite, progress=progress)
+        res = run_demo(check_output_dir(out, "--out"), seed=seed, overwrite=overwrite, progress=progress)
     console.print(metrics_table({"per_section": res.per_section, "overall": {}}, "HAGE demo, held-out sections"))
     console.print(f"[bold]PCC(all) on held-out synthetic sections: {res.pcc_all:.3f}[/]")
     console.print(f"report: {res.report_dir}  (summary.md, per_gene_pcc.csv, pcc_histogram.png, {res.figure.name})")

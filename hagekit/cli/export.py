@@ -23,6 +23,7 @@ def export_encoder(
 ) -> None:
     """Export the GE module (weights, config, gene embeddings, base encoder spec) of a run."""
     from hagekit.hage.ge_encoder import export_encoder as export
+    from hagekit.io.atomic import check_output_file
 
-    path = export(run, out, fold=fold, trial=trial)
+    path = export(run, check_output_file(out, "--out"), fold=fold, trial=trial)
     console.print(f"wrote {path}; use it with --encoder ge:{path}")

@@ -112,7 +112,11 @@ def extract_cmd(
             raise fail(f"{', '.join(bad)}: only apply with --dataset")
 
     from hagekit.extract import extract_sections, extract_slides
+    from hagekit.io.atomic import check_output_dir
     from hagekit.workspace import Workspace, encoder_slug
+
+    if out is not None:
+        check_output_dir(out, "--out")
 
     with reporting() as progress:
         if dataset is not None:

@@ -20,6 +20,7 @@ from hagekit.cli._common import (
     reporting,
     split_csv,
 )
+from hagekit.io.atomic import check_output_file
 
 genes_app = typer.Typer(
     help="Gene panels (HVG selection) and gene embeddings (Gene2Vec files or co-expression training).",
@@ -112,7 +113,7 @@ def select(
     from hagekit.genes.panel import select_panel, write_panel
     from hagekit.workspace import Workspace
 
-    out = out if out is not None else Workspace.resolve(workspace).panel_path(dataset)
+    out = check_output_file(out if out is not None else Workspace.resolve(workspace).panel_path(dataset), "--out")
     if out.exists() and not overwrite:
         err_console.print(f"{out}: exists, kept (pass --overwrite to select again)")
         return
@@ -198,7 +199,7 @@ def embed(
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
-    out = out if out is not None else ws.embeddings_path(dataset)
+    out = check_output_file(out if out is not None else ws.embeddings_path(dataset), "--out")
     if out.exists() and not overwrite:
         err_console.print(f"{out}: exists, kept (pass --overwrite to train again)")
         return

@@ -28,8 +28,12 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
     """Predict a section's panel expression with a run's model(s); optionally draw Figure 2."""
+    from hagekit.io.atomic import check_output_dir, check_output_file
     from hagekit.predict import predict_section
 
+    check_output_file(out, "--out")
+    if plot_dir is not None:
+        check_output_dir(plot_dir, "--plot-dir")
     genes: list[str] = []
     for item in plot or []:
         genes += [g for g in item.replace(",", " ").split() if g]

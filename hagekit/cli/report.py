@@ -24,9 +24,10 @@ def report(
     from rich.table import Table
 
     from hagekit.cli.train import metrics_table
+    from hagekit.io.atomic import check_output_dir
     from hagekit.report import report_run
 
-    rep = report_run(run, out=out)
+    rep = report_run(run, out=check_output_dir(out, "--out") if out is not None else None)
     console.print(metrics_table(rep.summary, f"{rep.summary.get('method', 'hage')}: {run}"))
     import numpy as np
 

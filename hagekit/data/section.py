@@ -192,7 +192,18 @@ def read_section(path: Path | str, *, backed: bool = False) -> anndata.AnnData:
     except Exception as exc:  # h5py/anndata raise many types for corrupt files
         raise DataError(at(path, f"not a readable .h5ad file ({type(exc).__name__}: {exc})")) from None
     validate_section(adata, source=path)
+    if not backed:
+        _check_finite_counts(adata, path)
     return adata
+
+
+def _check_finite_counts(adata: anndata.AnnData, path: Path) -> None:
+    x = adata.X
+    values = np.asarray(x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else x)
+    if values.dtype.kind == "f":
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise DataError(at(path, f"counts hold {bad} NaN or infinite value(s); counts must be finite (re-prepare the section)"))
 
 
 def section_info(path: Path | str) -> SectionInfo:
@@ -239,4 +250,10 @@ def list_sections(data_root: Path | str, dataset: str | None = None) -> list[Sec
         files = dataset_sections(root, dataset)
     else:
         files = visible_files(root, "*/*.h5ad")
-    return [section_info(f) for f in files]
+    infos = []
+    for f in files:
+        try:
+            infos.append(section_info(f))
+        except DataError as exc:  # one damaged section must not hide the others
+            log.warning("skipped: %s", exc)
+    return infos

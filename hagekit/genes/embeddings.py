@@ -211,7 +211,7 @@ def embeddings_for_panel(path: Path | str, genes: Sequence[str]) -> np.ndarray:
 def _open_text(path: Path) -> Iterator[str]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8-sig") as fh:  # type: ignore[operator]  # -sig: drop a BOM
             yield from fh
     except UnicodeDecodeError:
         raise DataError(at(path, "not a text embeddings file (not UTF-8); expected Gene2Vec text, .npy, .npz or .h5")) from None
@@ -335,10 +335,12 @@ def _symbol_file_for(path: Path, symbols_file: Path | str | None) -> Path:
 
 
 def _read_npy(path: Path, symbols_file: Path | str | None) -> tuple[list[str], np.ndarray]:
+    from hagekit.io.genelist import read_text_file
+
     sym_path = _symbol_file_for(path, symbols_file)
     if not sym_path.is_file():
         raise DataError(at(sym_path, "symbol list not found"))
-    symbols = [ln.strip() for ln in sym_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    symbols = [ln.strip() for ln in read_text_file(sym_path, "symbol list").splitlines() if ln.strip()]
     try:
         vectors = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:

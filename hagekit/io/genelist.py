@@ -8,7 +8,21 @@ from pathlib import Path
 from hagekit.errors import DataError, at
 from hagekit.io.atomic import write_text
 
-__all__ = ["read_gene_list", "write_gene_list"]
+__all__ = ["read_gene_list", "write_gene_list", "read_text_file"]
+
+
+def read_text_file(path: Path | str, what: str) -> str:
+    """A UTF-8 text file's content without a leading BOM; binary files are refused by name."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(at(path, f"is a directory, expected a {what} file"))
+    data = path.read_bytes()
+    if b"\x00" in data[:65536]:
+        raise DataError(at(path, f"binary file, not a {what} (expected UTF-8 text)"))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(at(path, f"not UTF-8 text (byte {exc.start}); expected a {what}")) from None
 
 
 def read_gene_list(path: Path | str) -> list[str]:
@@ -18,7 +32,7 @@ def read_gene_list(path: Path | str) -> list[str]:
         raise DataError(at(path, "gene list not found"))
     genes: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(path, "gene list").splitlines(), start=1):
         symbol = line.split("#", 1)[0].strip()
         if not symbol:
             continue
