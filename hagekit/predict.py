@@ -134,7 +134,7 @@ def predict_section(
     else:
         X = ff.features
         barcodes = [str(b) for b in ff.barcodes] if ff.barcodes is not None else [f"spot{i}" for i in range(ff.n)]
-        spatial = np.asarray(ff.coords, dtype=np.float64)
+        spatial = ff.spot_centres
         name = str(ff.attrs.get("section") or features.stem)
     fsec = ff.attrs.get("section")
     if sec is not None and fsec not in (None, "") and str(fsec) != name:
@@ -150,21 +150,26 @@ def predict_section(
         preds.append(est.predict(X))
         task.advance(1)
     task.close()
-    pred = np.mean(preds, axis=0).astype(np.float32)
+    raw_pred = np.mean(preds, axis=0).astype(np.float32)
+    pred = np.maximum(raw_pred, 0.0)  # expression is non-negative; scanpy's log1p would NaN below -1
     obs = pd.DataFrame(index=pd.Index(barcodes, name="barcode"))
     if sec is not None:
         for col in ("patient", "section"):
             obs[col] = sec["adata"].obs[col].to_numpy()
     adata = ad.AnnData(X=pred, obs=obs, var=pd.DataFrame(index=pd.Index(info.genes, name="gene")))
     adata.obsm["spatial"] = spatial
+    adata.layers["raw_prediction"] = raw_pred
     metrics = per_gene = None
     if sec is not None:
         adata.layers["truth"] = sec["truth"]
         adata.uns["spatial"] = _plain(dict(sec["adata"].uns.get("spatial", {})))
-        m, per_gene = evaluate_section(sec["truth"], pred, return_per_gene=True)
+        m, per_gene = evaluate_section(sec["truth"], raw_pred, return_per_gene=True)  # as train scores
         metrics = m.as_dict()
         adata.var["pcc"] = per_gene
-    adata.uns["hagekit_prediction"] = {
+    if info.target.startswith("log1p"):
+        adata.uns["log1p"] = {"base": None}  # scanpy's marker: X is natural-log log1p data
+    adata.uns["hagekit"] = {
+        **describe_prediction(info.target, truth=sec is not None, clipped=int((raw_pred < 0).sum())),
         "run": str(info.path.resolve()),
         "models": [str(p.relative_to(info.path)) for p in models],
         "features": str(features.resolve()),
@@ -184,6 +189,27 @@ def predict_section(
         pdir = Path(plot_dir) if plot_dir is not None else (out_path.parent if out_path else Path("."))
         figures = _plot(adata, sec, plot_genes, per_gene, info.genes, pdir, name)
     return PredictResult(adata, out_path, models, metrics, per_gene, figures)
+
+
+_TARGET_TEXT = {
+    "log1p_norm": "log1p(counts / spot total over the panel * 1e4), natural log",
+    "log1p": "log1p(counts), natural log",
+    "raw": "counts",
+}
+
+
+def describe_prediction(target: str, *, truth: bool, clipped: int) -> dict[str, Any]:
+    """What each matrix of a prediction AnnData holds (stored as ``uns["hagekit"]``)."""
+    what = _TARGET_TEXT.get(target, target)
+    layers = {"raw_prediction": f"the models' output ({what}), unclipped; {clipped} value(s) < 0"}
+    if truth:
+        layers["truth"] = f"measured {what} of the section's counts"
+    return {
+        "X": f"predicted {what}, clipped at 0 (ensemble mean of the run's models)",
+        "layers": layers,
+        "note": "X is already log-transformed (uns['log1p']); for scanpy skip normalize_total/log1p"
+        if target.startswith("log1p") else "X is on the count scale",
+    }
 
 
 def _read_section_for(section: Path | str, info: RunInfo) -> dict[str, Any]:

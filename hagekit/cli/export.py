@@ -1,4 +1,5 @@
-"""``hagekit export-encoder``: a trained run's gene-informed encoder as one .safetensors file."""
+"""``hagekit export-encoder`` (a run's gene-informed encoder as one .safetensors file) and
+``hagekit export-features`` (feature files in another tool's folder layout)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,31 @@ from typing import Annotated
 
 import typer
 
-from hagekit.cli._common import console, handle_errors
+from hagekit.cli._common import OverwriteOpt, console, fail, handle_errors
 
 
 def register(app: typer.Typer) -> None:
     app.command("export-encoder")(export_encoder)
+    app.command("export-features", no_args_is_help=True)(export_features)
+
+
+@handle_errors
+def export_features(
+    features: Annotated[Path, typer.Argument(help="Folder of <slide>.h5 feature files (or one file) from `hagekit extract`.")],
+    to: Annotated[str, typer.Option("--to", help="Target layout: clam (h5_files/ + pt_files/).")] = "clam",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: <features>/clam).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write feature files in CLAM's layout: h5_files/<slide>.h5 (coords attrs in CLAM's
+    meaning) and pt_files/<slide>.pt (torch.load gives the (N, D) tensor)."""
+    from hagekit.io.clam import export_clam
+
+    if to != "clam":
+        raise fail(f"--to: unknown layout {to!r} (valid: clam)")
+    target = out if out is not None else (features if features.is_dir() else features.parent) / "clam"
+    res = export_clam(features, target, overwrite=overwrite)
+    console.print(f"CLAM layout in {res.out_dir}: {len(res.written)} written, {len(res.skipped)} kept "
+                  f"(use data_dir={res.out_dir} in CLAM)")
 
 
 @handle_errors

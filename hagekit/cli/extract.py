@@ -87,12 +87,17 @@ def extract_cmd(
         Path | None,
         typer.Option("--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides)."),
     ] = None,
+    layout: Annotated[
+        str, typer.Option("--layout", help="flat (<out>/<name>.h5, TRIDENT-style) or clam (also <out>/h5_files/ + <out>/pt_files/).")
+    ] = "flat",
     overwrite: OverwriteOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Extract patch features for ST spots (--dataset) or whole slides (--slides)."""
     if (dataset is None) == (not slides):
         raise fail("give either --dataset (ST spots) or --slides (whole slides)")
+    if layout not in ("flat", "clam"):
+        raise fail(f"--layout: unknown {layout!r} (valid: flat, clam)")
     if target_mpp is not None and magnification is not None:
         raise fail("--target-mpp and --magnification exclude each other")
     if dataset is not None:
@@ -136,6 +141,11 @@ def extract_cmd(
                 overwrite=overwrite, progress=progress,
             )
     _print_summary(summary)
+    if layout == "clam" and any(i.status != "failed" for i in summary.items):
+        from hagekit.io.clam import export_clam
+
+        res = export_clam(summary.out_dir, summary.out_dir, overwrite=overwrite)
+        console.print(f"CLAM layout: {len(res.written)} written to {summary.out_dir}/h5_files and pt_files")
     if not summary.ok:
         raise typer.Exit(code=1)
 

@@ -63,6 +63,18 @@ def _positive(value: Any) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
+def hest_patient(meta: dict[str, Any], sid: str, *, warn: bool = False) -> str:
+    """The sample's patient, or its own id when HEST has none (835 of 1,229 rows of
+    HEST_v1_1_0.csv: NaN/empty/"nan"), so ``--split patient`` never merges unrelated samples."""
+    value = meta.get("patient")
+    text = "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else str(value).strip()
+    if text.lower() in {"", "nan", "none", "na", "n/a", "null"}:
+        if warn:
+            log.warning("%s: no patient in HEST metadata; the sample id is used as its patient", sid)
+        return sid
+    return text
+
+
 def _find_wsi(raw: Path, sid: str) -> Path | None:
     for suffix in (".tif", ".tiff", ".btf", ".svs"):
         cand = raw / "wsis" / f"{sid}{suffix}"
@@ -89,7 +101,7 @@ def find_hest_samples(raw: Path | str, ids: Sequence[str] | None = None, *, data
         if wsi is None:
             log.warning("%s: no wsis/%s.tif; sample prepared with counts only", raw, sid)
         meta = read_hest_metadata(meta_path)
-        patient = str(meta.get("patient") or sid)
+        patient = hest_patient(meta, sid, warn=True)
 
         def build(h5ad=h5ad, wsi=wsi, meta_path=meta_path, sid=sid):
             return build_hest_section(h5ad, meta_path, wsi=wsi, section=sid, dataset=dataset)
@@ -162,7 +174,7 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         spatial[idx],
         dataset=dataset,
         section=section,
-        patient=str(meta.get("patient") or section),
+        patient=hest_patient(meta, section),
         image_path=wsi,
         mpp=mpp,
         spot_diameter_um=spot_um,

@@ -3,9 +3,12 @@
 ``X``: raw integer counts (CSR). ``obs``: indexed by spot barcode, with ``patient`` and
 ``section``. ``var``: indexed by gene symbol (unique). ``obsm["spatial"]``: spot centres
 (x, y) in full-resolution image pixels. ``uns["spatial"][section]``: scanpy's layout
-(``images`` with an optional ``lowres`` thumbnail, ``scalefactors`` with
-``spot_diameter_fullres`` and ``tissue_lowres_scalef``, ``metadata``). ``uns["hagekit"]``:
-dataset, section, patient, image path, microns per pixel, spot diameter (µm), source.
+(``images`` with the thumbnail under both ``hires`` and ``lowres``, the keys ``sc.pl.spatial``
+and squidpy's ``img_res_key="hires"`` look for by default, ``scalefactors`` with
+``spot_diameter_fullres`` and a ``tissue_<key>_scalef`` for each stored image, ``metadata``).
+``uns["hagekit"]``: dataset, section, patient, image path (relative to the section file, so a
+moved workspace keeps its images; :func:`section_image_path` resolves it, and still reads
+older absolute paths), microns per pixel, spot diameter (µm), source.
 """
 
 from __future__ import annotations
@@ -34,9 +37,14 @@ __all__ = [
     "section_info",
     "list_sections",
     "dataset_sections",
+    "section_image_path",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Image keys of ``uns["spatial"][lib]["images"]``: squidpy's default ``img_res_key`` and
+#: scanpy's ``sc.pl.spatial`` first choice (``hires``), and ``lowres``.
+IMAGE_KEYS = ("hires", "lowres")
 
 
 @dataclass(frozen=True)
@@ -122,12 +130,14 @@ def make_section(
     spot_px = spot_diameter_um / mpp_val if has_image and math.isfinite(mpp_val) and mpp_val > 0 else float("nan")
     library: dict[str, Any] = {
         "images": {},
-        "scalefactors": {"spot_diameter_fullres": spot_px, "tissue_hires_scalef": 1.0},
+        "scalefactors": {"spot_diameter_fullres": spot_px},
         "metadata": {"source": source or dataset},
     }
     if thumbnail is not None:
-        library["images"]["lowres"] = np.asarray(thumbnail, dtype=np.uint8)
-        library["scalefactors"]["tissue_lowres_scalef"] = float(thumbnail_scale or 1.0)
+        thumb = np.asarray(thumbnail, dtype=np.uint8)
+        for key in IMAGE_KEYS:  # one small thumbnail serves both default keys
+            library["images"][key] = thumb
+            library["scalefactors"][f"tissue_{key}_scalef"] = float(thumbnail_scale or 1.0)
     adata.uns["spatial"] = {section: library}
     adata.uns["hagekit"] = {
         "dataset": dataset,
@@ -175,13 +185,58 @@ def write_section(adata: anndata.AnnData, path: Path | str) -> Path:
 
     path = Path(path)
     validate_section(adata, source=path)
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip", compression_opts=1)
+    meta = adata.uns["hagekit"]
+    original = meta.get("image_path", "")
+    if original and Path(str(original)).is_absolute():
+        meta["image_path"] = _relative_to(Path(str(original)), path.parent)
+    try:
+        with atomic_path(path) as tmp:
+            adata.write_h5ad(tmp, compression="gzip", compression_opts=1)
+    finally:
+        meta["image_path"] = original  # the caller's object keeps its absolute path
     return path
 
 
+def _relative_to(image: Path, folder: Path) -> str:
+    """``image`` relative to ``folder`` (POSIX separators), or absolute on another drive."""
+    import os
+
+    try:
+        return Path(os.path.relpath(image.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # Windows: another drive
+        return str(image)
+
+
+def section_image_path(adata: anndata.AnnData, section_path: Path | str | None) -> Path | None:
+    """The section's image file: ``uns["hagekit"]["image_path"]`` resolved against the
+    section file's folder (older files stored it absolute; those are used as they are)."""
+    raw = str(adata.uns["hagekit"].get("image_path", "") or "")
+    if not raw:
+        return None
+    p = Path(raw)
+    if p.is_absolute() or section_path is None:
+        return p
+    return (Path(section_path).parent / p).resolve()
+
+
+def _spatial_defaults(adata: anndata.AnnData) -> None:
+    """Older files: a ``tissue_hires_scalef`` with no ``hires`` image gets the lowres one
+    (or loses the stray scale factor), so squidpy/scanpy defaults find an image."""
+    for lib in dict(adata.uns.get("spatial", {})).values():
+        if not isinstance(lib, dict):
+            continue
+        images, sf = lib.setdefault("images", {}), lib.setdefault("scalefactors", {})
+        if "hires" not in images:
+            if "lowres" in images and "tissue_lowres_scalef" in sf:
+                images["hires"] = images["lowres"]
+                sf["tissue_hires_scalef"] = sf["tissue_lowres_scalef"]
+            else:
+                sf.pop("tissue_hires_scalef", None)
+
+
 def read_section(path: Path | str, *, backed: bool = False) -> anndata.AnnData:
-    """Read and validate a section file written by :func:`write_section`."""
+    """Read and validate a section file written by :func:`write_section`; ``uns["hagekit"]
+    ["image_path"]`` comes back absolute (resolved against the file's folder)."""
     import anndata as ad
 
     path = Path(path)
@@ -192,8 +247,11 @@ def read_section(path: Path | str, *, backed: bool = False) -> anndata.AnnData:
     except Exception as exc:  # h5py/anndata raise many types for corrupt files
         raise DataError(at(path, f"not a readable .h5ad file ({type(exc).__name__}: {exc})")) from None
     validate_section(adata, source=path)
+    image = section_image_path(adata, path)  # the one place a stored (relative) path is resolved
+    adata.uns["hagekit"]["image_path"] = str(image) if image is not None else ""
     if not backed:
         _check_finite_counts(adata, path)
+        _spatial_defaults(adata)
     return adata
 
 
@@ -219,7 +277,7 @@ def section_info(path: Path | str) -> SectionInfo:
             n_spots=int(adata.n_obs),
             n_genes=int(adata.n_vars),
             has_image=bool(meta["has_image"]),
-            image_path=str(meta.get("image_path", "")),
+            image_path=str(section_image_path(adata, path) or ""),
             mpp=float(meta["mpp"]),
             spot_diameter_um=float(meta["spot_diameter_um"]),
             path=path,

@@ -1,7 +1,9 @@
 """Spot features for ST sections: a patch of ``patch_um`` µm centred on every spot.
 
-One ``<out>/<section>.h5`` per section (``features``, ``coords`` = spot centres in level-0
-px, ``barcodes`` = the section's obs_names in order) with provenance attributes; finished
+One ``<out>/<section>.h5`` per section (``features``, ``coords`` = integer top-left corners
+of the spot patches in level-0 px, ``centres`` = spot centres, ``barcodes`` = the section's
+obs_names in order) with provenance and TRIDENT/CLAM attributes (:func:`hagekit.io.h5.spot_coords`);
+``--dump-patches`` adds HEST's patch files (:mod:`hagekit.io.hest`); finished
 sections are skipped unless ``overwrite``; a failing section is reported and the rest run.
 """
 
@@ -37,12 +39,13 @@ DEFAULT_PATCH_UM = 112.0
 
 
 class SpotDataset:
-    """Transformed spot patches of one section (and the raw uint8 patch when dumping)."""
+    """Transformed spot patches of one section; with ``dump`` (a second patcher at HEST's
+    224 px / 0.5 µm/px), also that raw uint8 patch for ``--dump-patches``."""
 
-    def __init__(self, patcher: Any, transform: Any, *, with_patches: bool = False) -> None:
+    def __init__(self, patcher: Any, transform: Any, *, dump: Any = None) -> None:
         self.patcher = patcher
         self.transform = transform
-        self.with_patches = with_patches
+        self.dump = dump
 
     def __len__(self) -> int:
         return len(self.patcher)
@@ -50,16 +53,15 @@ class SpotDataset:
     def __getitem__(self, i: int) -> Any:
         import torch
 
-        patch = self.patcher.patch(i)
-        x = self.transform(patch)
-        if self.with_patches:
-            return x, torch.from_numpy(np.array(patch, dtype=np.uint8, order="C"))
+        x = self.transform(self.patcher.patch(i))
+        if self.dump is not None:
+            return x, torch.from_numpy(np.array(self.dump.patch(i), dtype=np.uint8, order="C"))
         return x
 
 
 def _read_spots(path: Path) -> dict[str, Any]:
     """A section's spots and image metadata without loading its counts."""
-    from hagekit.data.section import read_section
+    from hagekit.data.section import read_section, section_image_path
 
     adata = read_section(path, backed=True)
     try:
@@ -68,7 +70,7 @@ def _read_spots(path: Path) -> dict[str, Any]:
             "section": str(meta.get("section", path.stem)),
             "dataset": str(meta.get("dataset", "")),
             "has_image": bool(meta.get("has_image", False)),
-            "image_path": str(meta.get("image_path", "")),
+            "image_path": str(section_image_path(adata, path) or ""),
             "mpp": float(meta.get("mpp", float("nan"))),
             "barcodes": np.asarray(adata.obs_names.astype(str)),
             "centres": np.asarray(adata.obsm["spatial"], dtype=np.float64),
@@ -76,18 +78,6 @@ def _read_spots(path: Path) -> dict[str, Any]:
     finally:
         if getattr(adata, "file", None) is not None:
             adata.file.close()
-
-
-def _write_patch_dump(path: Path, patches: np.ndarray, coords: np.ndarray, barcodes: np.ndarray) -> None:
-    """HEST's patch layout: ``img`` (N, H, W, 3) uint8, ``coords`` (N, 2), ``barcode`` (N, 1)."""
-    import h5py
-
-    from hagekit.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("img", data=patches, chunks=(1, *patches.shape[1:]) if len(patches) else None)
-        h5.create_dataset("coords", data=coords)
-        h5.create_dataset("barcode", data=np.asarray([[str(b).encode()] for b in barcodes], dtype="S"))
 
 
 def _extract_one(
@@ -103,7 +93,8 @@ def _extract_one(
     dump_dir: Path | None,
     reporter: Reporter,
 ) -> int:
-    from hagekit.io.h5 import write_features
+    from hagekit.io.h5 import spot_coords, write_features
+    from hagekit.io.hest import HEST_MPP, HEST_PATCH_PX, write_hest_patches
     from hagekit.slides.patches import SpotPatcher
 
     section = spots["section"]
@@ -120,7 +111,11 @@ def _extract_one(
         image, spots["centres"], mpp=mpp, patch_um=patch_um, out_size=bundle.input_size, barcodes=spots["barcodes"]
     )
     dumps: list[np.ndarray] = []
-    ds = SpotDataset(patcher, bundle.transform, with_patches=dump_dir is not None)
+    dump = None
+    if dump_dir is not None:
+        dump = SpotPatcher(image, spots["centres"], mpp=mpp, patch_um=HEST_PATCH_PX * HEST_MPP, out_size=HEST_PATCH_PX,
+                           barcodes=spots["barcodes"])
+    ds = SpotDataset(patcher, bundle.transform, dump=dump)
     task = reporter.task(f"{section}", total=len(ds))
     try:
         feats, stats = run_encoder(
@@ -136,6 +131,8 @@ def _extract_one(
     finally:
         task.close()
         patcher.close()
+        if dump is not None:
+            dump.close()
     if not np.all(np.isfinite(feats)):
         raise DataError(at(path, "encoder produced NaN/Inf features"))
     attrs = provenance(
@@ -147,17 +144,13 @@ def _extract_one(
         section=section,
         image_path=str(image),
     )
-    coords_attrs = {
-        "patch_size": int(bundle.input_size),
-        "patch_size_level0": int(round(patcher.size_px)),
-        "patch_level": 0,
-        "anchor": "centre",
-        "name": section,
-    }
+    coords, coords_attrs = spot_coords(spots["centres"], patcher.size_px, mpp, patcher.dimensions,
+                                       name=section, savetodir=out_path.parent.resolve())
     if dump_dir is not None:
-        patches = np.concatenate(dumps) if dumps else np.zeros((0, bundle.input_size, bundle.input_size, 3), np.uint8)
-        _write_patch_dump(dump_dir / f"{section}.h5", patches, spots["centres"], spots["barcodes"])
-    write_features(out_path, feats, spots["centres"], barcodes=spots["barcodes"], attrs=attrs, coords_attrs=coords_attrs)
+        patches = np.concatenate(dumps) if dumps else np.zeros((0, HEST_PATCH_PX, HEST_PATCH_PX, 3), np.uint8)
+        write_hest_patches(dump_dir / f"{section}.h5", patches, spots["centres"], spots["barcodes"], mpp=mpp, name=section)
+    write_features(out_path, feats, coords, barcodes=spots["barcodes"], attrs=attrs, coords_attrs=coords_attrs,
+                   extra_datasets={"centres": np.asarray(spots["centres"], dtype=np.float64)})
     log.info("%s: %d spots in %.1fs (%.0f patches/s)", section, stats.n, stats.seconds, stats.patches_per_s)
     return stats.n
 

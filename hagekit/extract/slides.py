@@ -140,7 +140,13 @@ def _extract_slide(
             if thumb is None:
                 thumb, scale = reader.thumbnail(1024)
             write_preview(preview_dir / f"{path.stem}.png", thumb, mask, grid, scale)
-        coords_attrs = grid.coords_attrs(path.stem, reader)
+        coords_attrs = grid.coords_attrs(path.stem, reader, savetodir=out_path.parent.resolve())
+        if grid.read_size != grid.patch_size:
+            log.warning(
+                "%s: no pyramid level at %.3g µm/px; tiles are %d level-%d px resized to %d, so CLAM "
+                "(patch_size px at patch_level) needs `hagekit export-features --to clam`",
+                path.name, grid.target_mpp, grid.read_size, grid.read_level, grid.patch_size,
+            )
         from hagekit.slides.reader import OpenSlideReader
 
         shared = None if isinstance(reader, OpenSlideReader) else reader  # plain images: decoded once

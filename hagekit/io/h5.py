@@ -1,10 +1,14 @@
 """Feature files in the CLAM/TRIDENT h5 layout, with hagekit provenance attributes.
 
-Layout: datasets ``features`` (N x D float32), ``coords`` (N x 2 int/float, level-0 pixels,
-x then y) and, for ST sections, ``barcodes`` (N, UTF-8). Root attributes carry provenance
-(encoder, weights sha256, patch size in px and µm, mpp, hagekit version, ...); ``coords``
-also carries CLAM/TRIDENT's attributes (``patch_size``, ``patch_level``, ...), so either
-tool can read our files and we can read theirs.
+Layout: datasets ``features`` (N x D float32), ``coords`` (N x 2 int64, top-left corners in
+level-0 pixels, x then y, as every WSI tool writes them) and, for ST sections, ``barcodes``
+(N, UTF-8) and ``centres`` (N x 2 float64 spot centres, level-0 px). Root attributes carry
+provenance (encoder, weights sha256, patch size in px and µm, mpp, hagekit version, ...);
+``coords`` carries TRIDENT's attributes (``patch_size`` at the target magnification,
+``patch_size_level0``, ``level0_magnification``, ``target_magnification``, ``overlap``,
+``name``, ``savetodir``, ``level0_width``, ``level0_height``) and CLAM's (``patch_level``,
+``downsample``, ``level_dim``); ``features`` carries TRIDENT's ``name``, ``encoder`` and
+``savetodir``. CLAM's own folder layout is written by :mod:`hagekit.io.clam`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ class FeatureFile:
     attrs: dict[str, Any] = field(default_factory=dict)
     coords_attrs: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    centres: np.ndarray | None = None
+
+    @property
+    def spot_centres(self) -> np.ndarray:
+        """Spot/tile centres in level-0 px: the ``centres`` dataset, else coords + half a patch."""
+        if self.centres is not None:
+            return np.asarray(self.centres, dtype=np.float64)
+        half = float(self.coords_attrs.get("patch_size_level0", 0) or 0) / 2.0
+        return np.asarray(self.coords, dtype=np.float64) + half
 
     @property
     def n(self) -> int:
@@ -113,7 +126,11 @@ def write_features(
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("features", data=features, chunks=True if len(features) else None)
+            fds = h5.create_dataset("features", data=features, chunks=True if len(features) else None)
+            # TRIDENT's features attributes (it writes name, savetodir and encoder)
+            fds.attrs["name"] = str((coords_attrs or {}).get("name") or path.stem)
+            fds.attrs["savetodir"] = str(path.parent.resolve())
+            fds.attrs["encoder"] = str((attrs or {}).get("encoder", ""))
             cds = h5.create_dataset("coords", data=coords)
             for key, value in (coords_attrs or {}).items():
                 cds.attrs[key] = _clean_attr(value)
@@ -173,6 +190,7 @@ def read_features(path: Path | str, *, rows: slice | np.ndarray | None = None) -
                 [b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in h5["barcodes"][sel]],
                 dtype=object,
             )
+        centres = np.asarray(h5["centres"][sel], dtype=np.float64) if "centres" in h5 else None
         attrs = {k: _decode(v) for k, v in h5.attrs.items()}
         coords_attrs = {k: _decode(v) for k, v in h5["coords"].attrs.items()}
     if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
@@ -181,7 +199,7 @@ def read_features(path: Path | str, *, rows: slice | np.ndarray | None = None) -
         )
     if not np.all(np.isfinite(feats)):
         raise DataError(at(path, "features contain NaN or Inf"))
-    return FeatureFile(feats, coords, barcodes, attrs, coords_attrs, path)
+    return FeatureFile(feats, coords, barcodes, attrs, coords_attrs, path, centres)
 
 
 def check_same_encoder(files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -199,3 +217,46 @@ def check_same_encoder(files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
                     "features of one run must come from one encoder and patch size"
                 )
     return {k: first[k] for k in keys if k in first}
+
+
+def spot_coords(
+    centres: np.ndarray,
+    size_px: float,
+    mpp: float,
+    dimensions: tuple[int, int],
+    *,
+    name: str,
+    savetodir: Path | str = "",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Integer top-left level-0 ``coords`` of spot patches and their TRIDENT/CLAM attributes.
+
+    A spot patch of ``size_px`` level-0 px (sub-pixel, centred on the spot) is written as the
+    integer square ``[round(c - size/2), + round(size))``, read at level 0: ``patch_size`` =
+    ``patch_size_level0`` = the tissue size in level-0 px, ``target_magnification`` =
+    ``level0_magnification`` (the encoder's transform resizes it, as TRIDENT's do), so CLAM and
+    TRIDENT both read back the tissue that was encoded (within half a pixel).
+    """
+    size0 = max(1, int(round(size_px)))
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    coords = np.round(c - size_px / 2.0).astype(np.int64)
+    mag = 10.0 / float(mpp)
+    w, h = dimensions
+    attrs: dict[str, Any] = {
+        "patch_size": size0,
+        "patch_size_level0": size0,
+        "level0_magnification": mag,
+        "target_magnification": mag,
+        "overlap": 0,
+        "name": name,
+        "savetodir": str(savetodir),
+        "level0_width": int(w),
+        "level0_height": int(h),
+        "patch_level": 0,
+        "downsample": [1.0, 1.0],
+        "level_dim": [int(w), int(h)],
+        "downsampled_level_dim": [int(w), int(h)],
+        "level0_mpp": float(mpp),
+        "anchor": "top-left",
+        "clam_consistent": True,
+    }
+    return coords, attrs

@@ -42,8 +42,14 @@ class TileGrid:
     def __len__(self) -> int:
         return int(len(self.coords))
 
-    def coords_attrs(self, name: str, reader: SlideReader | None = None) -> dict[str, Any]:
-        """``coords`` attributes readable by both TRIDENT and CLAM."""
+    def coords_attrs(self, name: str, reader: SlideReader | None = None, *, savetodir: Path | str | None = None) -> dict[str, Any]:
+        """``coords`` attributes meaning what TRIDENT and CLAM read.
+
+        TRIDENT: ``patch_size`` px at ``target_magnification`` (= ``patch_size_level0`` level-0 px).
+        CLAM reads ``patch_size`` px at ``patch_level``: ``patch_level`` is the pyramid level the
+        tiles were read at, so the two agree whenever that level matches the target resolution
+        (``clam_consistent``); otherwise :mod:`hagekit.io.clam` writes CLAM's own meaning.
+        """
         level0_mag = 10.0 / self.level0_mpp
         target_mag = 10.0 / self.target_mpp
         attrs: dict[str, Any] = {
@@ -54,18 +60,23 @@ class TileGrid:
             "target_magnification": _round_mag(target_mag),
             "overlap": int(self.overlap),
             "name": name,
+            "savetodir": str(savetodir) if savetodir is not None else "",
             # CLAM
-            "patch_level": 0,
-            "downsample": [float(self.patch_size_level0 / self.patch_size)] * 2,
+            "patch_level": int(self.read_level),
             # hagekit
             "level0_mpp": float(self.level0_mpp),
             "target_mpp": float(self.target_mpp),
+            "read_size": int(self.read_size),
+            "clam_consistent": bool(self.read_size == self.patch_size),
         }
         if reader is not None:
             w, h = reader.dimensions
-            attrs["level_dim"] = [int(w), int(h)]
-            ds = self.patch_size_level0 / self.patch_size
-            attrs["downsampled_level_dim"] = [round(w / ds), round(h / ds)]
+            attrs["level0_width"], attrs["level0_height"] = int(w), int(h)
+            ds = float(reader.level_downsamples[self.read_level])
+            lw, lh = reader.level_dimensions[self.read_level]
+            attrs["downsample"] = [ds, ds]
+            attrs["level_dim"] = [int(lw), int(lh)]
+            attrs["downsampled_level_dim"] = [int(lw), int(lh)]
         return attrs
 
 

@@ -32,7 +32,9 @@ def test_c2_to_c6_spot_features(her2_features):
         adata = read_section(root / "her2" / f"{s}.h5ad", backed=True)
         f = read_features(out / f"{s}.h5")
         assert list(f.barcodes) == list(adata.obs_names)
-        np.testing.assert_allclose(f.coords, adata.obsm["spatial"])
+        np.testing.assert_allclose(f.centres, adata.obsm["spatial"])
+        assert f.coords.dtype == np.int64  # integer top-left corners, as every WSI tool
+        np.testing.assert_allclose(f.coords + f.coords_attrs["patch_size_level0"] / 2, adata.obsm["spatial"], atol=1.0)
         mpp = float(adata.uns["hagekit"]["mpp"])
         adata.file.close()
         assert 0.6 < mpp < 0.9

@@ -90,3 +90,20 @@ def test_truncated_wsi(tmp_path: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope: HEST folder not found"):
         prepare_hest(tmp_path / "nope", tmp_path / "data")
+
+
+@pytest.mark.parametrize("missing", [float("nan"), "", None, "nan"])
+def test_missing_patient_falls_back_to_sample_id(tmp_path: Path, caplog, missing) -> None:
+    """HEST_v1_1_0.csv has NaN patients (835 of 1,229 rows): each such sample is its own patient."""
+    raw = make_hest(tmp_path / "hest")
+    for sid in ("TENX1", "NCBI2"):
+        path = raw / "metadata" / f"{sid}.json"
+        meta = json.loads(path.read_text())
+        meta["patient"] = missing
+        path.write_text(json.dumps(meta))  # NaN is written as JSON NaN, as pandas' to_json would not
+    with caplog.at_level("WARNING"):
+        report = prepare_hest(raw, tmp_path / "data")
+    assert sorted(s.patient for s in report.sections) == ["NCBI2", "TENX1"]
+    assert "no patient in HEST metadata" in caplog.text
+    a = read_section(tmp_path / "data" / "hest" / "TENX1.h5ad")
+    assert set(a.obs["patient"]) == {"TENX1"} and a.uns["hagekit"]["patient"] == "TENX1"

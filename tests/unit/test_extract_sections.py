@@ -57,7 +57,9 @@ def test_outputs_provenance_and_resume(toy, tmp_path):
     f = read_features(out / "A1.h5")
     assert f.features.shape == (5, 203)
     assert list(f.barcodes) == [f"A1_{i:02d}" for i in range(5)][::-1]
-    np.testing.assert_allclose(f.coords[0], [100.0, 100.0])
+    np.testing.assert_allclose(f.centres[0], [100.0, 100.0])  # spot centre; coords: integer top-left
+    assert f.coords.dtype == np.int64 and f.coords[0].tolist() == [44, 44]
+    assert f.coords_attrs["patch_size_level0"] == 112 and f.coords_attrs["patch_level"] == 0
     a = f.attrs
     assert a["encoder"] == "builtin" and a["feature_dim"] == 203 and a["input_size"] == 128
     assert a["patch_size_um"] == 112.0 and a["patch_size_px"] == 112.0 and a["mpp"] == 1.0
@@ -115,11 +117,14 @@ def test_dump_patches_hest_layout(toy, tmp_path):
     out = tmp_path / "f"
     extract_sections(toy, "toy", out_dir=out, sections=["A1"], dump_patches=True, num_workers=0)
     with h5py.File(out / "patches" / "A1.h5") as h5:
-        assert h5["img"].shape == (5, 128, 128, 3) and h5["img"].dtype == np.uint8
-        assert h5["coords"].shape == (5, 2) and h5["barcode"].shape == (5, 1)
+        # HEST's layout whatever the encoder's input size (128 here): 224 px at 0.5 µm/px
+        assert h5["img"].shape == (5, 224, 224, 3) and h5["img"].dtype == np.uint8
+        assert h5["coords"].shape == (5, 2) and h5["coords"].dtype.kind == "i" and h5["barcode"].shape == (5, 1)
+        assert h5["img"].attrs["patch_size_target"] == 224 and h5["img"].attrs["patch_size_src"] == 112  # 112 µm at 1 µm/px
         assert h5["barcode"][0, 0].decode() == "A1_04"
+        assert h5["coords"][0].tolist() == [44, 44]  # centre (100, 100) - src // 2, as HEST
         corner = h5["img"][3]  # spot at (5, 5): 112 µm patch mostly off the image -> white
-        assert (corner[:40, :40] == 255).all()
+        assert (corner[:90, :90] == 255).all()
 
 
 def test_timm_vit_same_code_path_random_weights(toy, tmp_path):

@@ -56,7 +56,7 @@ def test_predict_writes_aligned_anndata_and_figure(trained):
     np.testing.assert_array_equal(pred.obsm["spatial"], sec.obsm["spatial"])
     assert set(pred.uns["spatial"]["A1"]) == set(sec.uns["spatial"]["A1"])
     assert pred.layers["truth"].shape == pred.X.shape and np.isfinite(pred.X).all()
-    assert pred.uns["hagekit_prediction"]["models"] == ["A1/trial0"]
+    assert pred.uns["hagekit"]["models"] == ["A1/trial0"]
     from PIL import Image
 
     for gene in ("G1", "G2"):
@@ -178,3 +178,25 @@ def test_ge_encoder_rebuilds_a_random_weight_base(tmp_path: Path):
     assert bundle.random_weights and bundle.config["base_weights_sha256"] == base.weights_sha256
     z = bundle.model(torch.zeros(2, 3, base.input_size, base.input_size))
     assert z.shape == (2, toy.FAST["d"])
+
+
+def test_prediction_feeds_scanpys_standard_pipeline(trained):
+    """scanpy's contract: non-negative X, ``uns["log1p"]`` marking log data; the usual
+    normalize_total -> log1p -> highly_variable_genes gives no NaN, and HVG runs directly on X."""
+    import scanpy as sc
+
+    tmp, root, feats = trained
+    res = predict_section(tmp / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", fold="A1", trial=0)
+    pred = res.adata
+    raw = pred.layers["raw_prediction"]
+    assert (pred.X >= 0).all() and np.array_equal(pred.X, np.maximum(raw, 0))
+    assert pred.uns["log1p"] == {"base": None} and "clipped at 0" in pred.uns["hagekit"]["X"]
+    assert "raw_prediction" in pred.uns["hagekit"]["layers"]
+    direct = pred.copy()
+    sc.pp.highly_variable_genes(direct, n_top_genes=3)
+    assert direct.var["highly_variable"].sum() >= 3
+    again = pred.copy()
+    sc.pp.normalize_total(again)
+    sc.pp.log1p(again)
+    sc.pp.highly_variable_genes(again, n_top_genes=3)
+    assert np.isfinite(again.X).all() and again.var["highly_variable"].sum() >= 3
