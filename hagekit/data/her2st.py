@@ -159,8 +159,9 @@ def build_her2st_section(
     Counts-only (no mpp) when ``image`` is None. Spots with ``selected == 0`` in the spot
     file are dropped like spots missing from either file.
     """
-    from hagekit.data.images import check_centres_inside, open_image_info
     from hagekit.data.section import make_section
+    from hagekit.slides.info import open_image_info
+    from hagekit.slides.patches import check_spots_inside
 
     table = read_counts_tsv(counts_file)
     spots = read_table(spot_file, required=("x", "y", "pixel_x", "pixel_y"), what="spot file")
@@ -188,7 +189,7 @@ def build_her2st_section(
     thumb = scale = None
     if image is not None:
         info = open_image_info(image)
-        check_centres_inside(spatial, info.width, info.height, source=image)
+        check_spots_inside(spatial, info.width, info.height, source=image, barcodes=barcodes)
         thumb, scale = info.thumbnail, info.thumbnail_scale
         if not np.isfinite(pitch_px) or pitch_px <= 0:
             raise DataError(at(spot_file, "cannot fit the array pitch in pixels (need spots in more than one row and column)"))

@@ -125,8 +125,9 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
     """Read one HEST sample into the Section layout."""
     import anndata as ad
 
-    from hagekit.data.images import check_centres_inside, open_image_info
     from hagekit.data.section import make_section
+    from hagekit.slides.info import open_image_info
+    from hagekit.slides.patches import check_spots_inside
 
     meta = read_hest_metadata(meta_path)
     try:
@@ -153,7 +154,7 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
     thumb = scale = None
     if wsi is not None:
         info = open_image_info(wsi)
-        check_centres_inside(spatial[inside], info.width, info.height, source=wsi)
+        check_spots_inside(spatial[inside], info.width, info.height, source=wsi, barcodes=list(src.obs_names[inside]))
         thumb, scale = info.thumbnail, info.thumbnail_scale
         if mpp is None:
             mpp = info.mpp

@@ -364,9 +364,10 @@ def synthesize_dataset(
     Deterministic per ``seed``. Existing sections made with the same settings are kept;
     ones made with other settings raise unless ``overwrite``. Returns the section paths.
     """
-    from hagekit.data.images import pil_image_module, thumbnail_from_array
     from hagekit.data.section import make_section, read_section, write_section
     from hagekit.io.atomic import atomic_path
+    from hagekit.slides.info import thumbnail_from_array
+    from hagekit.slides.reader import pil_image_module
     from hagekit.workspace import canonical_dataset
 
     cfg = SynthConfig(

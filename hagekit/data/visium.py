@@ -141,8 +141,9 @@ def build_visium_section(
     in_tissue_only: bool = True,
 ) -> anndata.AnnData:
     """Read one Space Ranger ``outs`` folder into the Section layout."""
-    from hagekit.data.images import check_centres_inside, open_image_info
     from hagekit.data.section import make_section
+    from hagekit.slides.info import open_image_info
+    from hagekit.slides.patches import check_spots_inside
 
     outs = require_dir(outs, "Space Ranger outs folder")
     h5 = outs / "filtered_feature_bc_matrix.h5"
@@ -164,7 +165,7 @@ def build_visium_section(
     mpp = None
     if image is not None:
         info = open_image_info(image)
-        check_centres_inside(spatial, info.width, info.height, source=image)
+        check_spots_inside(spatial, info.width, info.height, source=image, barcodes=[barcodes[i] for i in ci])
         thumb, scale = info.thumbnail, info.thumbnail_scale
         mpp = mpp_coords
     adata = make_section(

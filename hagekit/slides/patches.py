@@ -42,7 +42,8 @@ def check_spots_inside(
     source: Path | str,
     barcodes: Sequence[str] | None = None,
 ) -> None:
-    """Raise :class:`DataError` naming how many spot centres lie outside a W x H image."""
+    """Raise :class:`DataError` naming how many spot centres (x, y level-0 px) lie outside a
+    W x H image (NaN counts as outside): the one bounds check for sections and patches."""
     c = np.asarray(centres, dtype=np.float64)
     bad = ~np.isfinite(c).all(axis=1)
     bad |= (c[:, 0] < 0) | (c[:, 0] >= width) | (c[:, 1] < 0) | (c[:, 1] >= height)
@@ -53,7 +54,7 @@ def check_spots_inside(
             i = int(np.flatnonzero(bad)[0])
             example = f", e.g. {barcodes[i]} at ({c[i, 0]:.0f}, {c[i, 1]:.0f})"
         raise DataError(
-            at(source, f"{n_bad} of {len(c)} spots lie outside the {width} x {height} px image{example}; "
+            at(source, f"{n_bad} of {len(c)} spot centres lie outside the {width} x {height} px image{example}; "
                "check obsm['spatial'] and the image")
         )
 

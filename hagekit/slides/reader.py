@@ -1,28 +1,56 @@
-"""Slide readers: OpenSlide for pyramidal formats (SVS, TIFF, NDPI, MRXS, ...), PIL for plain
-images. Both return RGB uint8 regions in level-0 coordinates, white outside the slide.
+"""The one image layer for ST section images and whole slides.
 
-Microns per pixel come from the file (``openslide.mpp-x``, or a plausible TIFF resolution);
-``mpp=`` overrides them. Corrupt or truncated files raise :class:`DataError`.
+:func:`open_slide` opens any image: OpenSlide first (SVS, pyramidal TIFF, NDPI, MRXS, ...),
+then tifffile for TIFF-family files OpenSlide cannot read, PIL for plain images (JPEG, PNG).
+Every reader returns RGB uint8 regions in level-0 coordinates, white outside the image.
+Microns per pixel come from one reader, :func:`mpp_from_properties` (``openslide.mpp-x``, or a
+plausible TIFF/PNG/JPEG resolution); ``mpp=`` overrides it. Missing, empty, truncated or
+corrupt files raise :class:`DataError` naming the file.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from hagekit.errors import DataError, at
 
-__all__ = ["SlideReader", "OpenSlideReader", "ImageReader", "open_slide", "SLIDE_SUFFIXES"]
+__all__ = [
+    "SlideReader",
+    "OpenSlideReader",
+    "ImageReader",
+    "open_slide",
+    "mpp_from_properties",
+    "pil_image_module",
+    "SLIDE_SUFFIXES",
+    "IMAGE_SUFFIXES",
+]
 
 log = logging.getLogger(__name__)
 
-#: Suffixes OpenSlide reads (plain TIFFs fall back to PIL/tifffile when OpenSlide cannot).
+#: Suffixes OpenSlide reads (those it cannot open are tried with tifffile).
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+#: Plausible µm per pixel for an explicit ``openslide.mpp-x``.
 _MPP_RANGE = (0.05, 50.0)
+#: Resolution tags (TIFF, PNG pHYs, JPEG dpi) coarser than this are screen defaults (72-300
+#: dpi), not a scan: at most ~5 µm/px (>= 5,000 dpi) is believed.
+_MAX_TAG_MPP = 25400.0 / 5000.0
+#: Large enough for any section JPEG/PNG we expect (PIL's default warns at ~89 Mpx).
+MAX_IMAGE_PIXELS = 2_000_000_000
+
+
+def pil_image_module():
+    """PIL's ``Image`` module with the decompression-bomb limit raised for section images."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    return Image
 
 
 class SlideReader:
@@ -69,10 +97,10 @@ class SlideReader:
         self.close()
 
 
-def _plausible_mpp(value: float | None) -> float | None:
+def _plausible_mpp(value: float | None, high: float = _MPP_RANGE[1]) -> float | None:
     if value is None or not math.isfinite(value):
         return None
-    return value if _MPP_RANGE[0] <= value <= _MPP_RANGE[1] else None
+    return value if _MPP_RANGE[0] <= value <= high else None
 
 
 class OpenSlideReader(SlideReader):
@@ -88,11 +116,11 @@ class OpenSlideReader(SlideReader):
             downs = [float(d) for d in self._slide.level_downsamples]
             props = dict(self._slide.properties)
         except (openslide.OpenSlideError, OSError) as exc:
-            raise DataError(at(self.path, f"cannot open slide: truncated or unsupported file ({exc})")) from None
+            raise DataError(at(self.path, f"truncated or unreadable slide file ({exc})")) from None
         self.level_dimensions = dims  # type: ignore[assignment]
         self.level_downsamples = downs
         self.properties = props
-        self.mpp = float(mpp) if mpp is not None else _mpp_from_properties(props)
+        self.mpp = float(mpp) if mpp is not None else mpp_from_properties(props)
         power = props.get("openslide.objective-power")
         try:
             self.magnification = float(power) if power else None
@@ -125,20 +153,25 @@ class OpenSlideReader(SlideReader):
         self._slide.close()
 
 
-def _mpp_from_properties(props: dict[str, str]) -> float | None:
-    """``openslide.mpp-x`` (and -y), else a TIFF resolution in cm or inch, if plausible."""
+def mpp_from_properties(props: Mapping[str, object]) -> float | None:
+    """Microns per pixel from image metadata in OpenSlide's property names, if plausible.
+
+    ``openslide.mpp-x`` (and -y) when present (0.05-50 µm/px), else a resolution tag
+    ``tiff.XResolution`` in ``tiff.ResolutionUnit`` ``centimeter`` or ``inch`` (tifffile and
+    PIL metadata are mapped to these names), believed only up to ~5 µm/px.
+    """
     try:
         mx = props.get("openslide.mpp-x")
         my = props.get("openslide.mpp-y")
         if mx:
-            values = [float(mx)] + ([float(my)] if my else [])
+            values = [float(mx)] + ([float(my)] if my else [])  # type: ignore[arg-type]
             return _plausible_mpp(sum(values) / len(values))
-        unit = props.get("tiff.ResolutionUnit", "").lower()
+        unit = str(props.get("tiff.ResolutionUnit", "")).lower()
         res = props.get("tiff.XResolution")
         if res and unit in ("centimeter", "inch"):
-            per_um = float(res) / (1e4 if unit == "centimeter" else 25400.0)
-            return _plausible_mpp(1.0 / per_um) if per_um > 0 else None
-    except ValueError:
+            per_um = float(res) / (1e4 if unit == "centimeter" else 25400.0)  # type: ignore[arg-type]
+            return _plausible_mpp(1.0 / per_um, _MAX_TAG_MPP) if per_um > 0 else None
+    except (TypeError, ValueError, ZeroDivisionError):
         return None
     return None
 
@@ -155,37 +188,25 @@ def _rgba_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 
 class ImageReader(SlideReader):
-    """A plain image (JPEG, PNG, flat TIFF) decoded once into memory, optionally reduced.
+    """A plain image (JPEG, PNG, flat or pyramidal TIFF) decoded once into memory, optionally reduced.
 
-    ``reduce`` decodes at 1/reduce scale (JPEG DCT scaling: cheap, 1/reduce^2 of the
-    memory); level 0 stays the full-resolution frame, so coordinates never change.
+    ``reduce`` decodes at 1/reduce scale (JPEG DCT scaling, or a TIFF pyramid level: cheap,
+    1/reduce^2 of the memory); level 0 stays the full-resolution frame, so coordinates never
+    change. ``decode_side`` instead picks the largest power-of-two reduction (at most 8) that
+    keeps the longer side at least ``decode_side`` px (a cheap whole-file read for thumbnails).
     """
 
-    def __init__(self, path: Path | str, *, mpp: float | None = None, reduce: int = 1) -> None:
-        from hagekit.data.images import pil_image_module
-
-        Image = pil_image_module()
-        from PIL import UnidentifiedImageError
-
+    def __init__(self, path: Path | str, *, mpp: float | None = None, reduce: int = 1, decode_side: int | None = None) -> None:
         self.path = Path(path)
-        try:
-            with Image.open(self.path) as im:
-                full_w, full_h = im.size
-                if reduce > 1 and im.format == "JPEG":
-                    im.draft("RGB", (max(1, full_w // reduce), max(1, full_h // reduce)))
-                im.load()
-                if reduce > 1 and im.size == (full_w, full_h):
-                    im = im.reduce(reduce)
-                arr = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
-                dpi = im.info.get("dpi")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(at(self.path, f"cannot read image: truncated or unsupported file ({exc})")) from None
+        tiff = self.path.suffix.lower() in SLIDE_SUFFIXES
+        arr, (full_w, full_h), props = (_decode_tiff if tiff else _decode_pil)(self.path, reduce, decode_side)
         self.array = np.ascontiguousarray(arr)
         self.scale_x = self.array.shape[1] / full_w  # array px per level-0 px
         self.scale_y = self.array.shape[0] / full_h
         self.level_dimensions = [(int(full_w), int(full_h))]
         self.level_downsamples = [1.0]
-        self.mpp = float(mpp) if mpp is not None else _mpp_from_dpi(dpi)
+        self.properties = props
+        self.mpp = float(mpp) if mpp is not None else mpp_from_properties(props)
         self.magnification = None
 
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
@@ -203,23 +224,110 @@ class ImageReader(SlideReader):
         return np.asarray(Image.fromarray(buf).resize((int(width), int(height)), Image.Resampling.BILINEAR, box=box))
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        from PIL import Image
-
-        im = Image.fromarray(self.array)
+        im = pil_image_module().fromarray(self.array)
         im.thumbnail((max_side, max_side))
         arr = np.asarray(im)
         return arr, arr.shape[1] / self.dimensions[0]
 
 
-def _mpp_from_dpi(dpi: object) -> float | None:
-    """A plain image's dpi as mpp, only when plausible for a scan (72/96/300 dpi are not)."""
+def _pick_reduce(width: int, height: int, reduce: int, decode_side: int | None) -> int:
+    if decode_side is None:
+        return max(1, int(reduce))
+    r = 1
+    while r * 2 <= 8 and max(width, height) / (r * 2) >= decode_side:
+        r *= 2
+    return r
+
+
+def _decode_pil(path: Path, reduce: int, decode_side: int | None) -> tuple[np.ndarray, tuple[int, int], dict[str, object]]:
+    """RGB array (reduced), level-0 (width, height) and resolution metadata of a PIL image."""
+    Image = pil_image_module()
+    from PIL import UnidentifiedImageError
+
     try:
-        value = float(dpi[0]) if isinstance(dpi, tuple) else None  # type: ignore[index]
-    except (TypeError, ValueError):
-        return None
-    if not value or value < 5000:  # below ~5 µm/px the "dpi" is a screen default, not a scan
-        return None
-    return _plausible_mpp(25400.0 / value)
+        with Image.open(path) as im:
+            fmt = im.format
+            full_w, full_h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        what = "truncated image" if "runcated" in str(exc) else "not a readable image"
+        raise DataError(at(path, f"{what} ({exc})")) from None
+    if fmt == "JPEG":
+        _check_jpeg_end(path)
+    r = _pick_reduce(full_w, full_h, reduce, decode_side)
+    try:
+        with Image.open(path) as im:
+            if r > 1 and fmt == "JPEG":  # DCT scaling: decodes 1/r of each side directly
+                im.draft("RGB", (max(1, full_w // r), max(1, full_h // r)))
+            im.load()
+            if r > 1 and im.size == (full_w, full_h):
+                im = im.reduce(r)
+            arr = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
+            dpi = im.info.get("dpi")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(at(path, f"truncated or unreadable image ({exc})")) from None
+    props: dict[str, object] = {}
+    if isinstance(dpi, tuple) and dpi:
+        props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": dpi[0]}
+    return arr, (int(full_w), int(full_h)), props
+
+
+def _check_jpeg_end(path: Path) -> None:
+    """Raise if a JPEG lacks its end-of-image marker (FF D9) near the end (a truncated download)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - 4096))
+        tail = fh.read()
+    if b"\xff\xd9" not in tail.rstrip(b"\x00\r\n \t"):
+        raise DataError(at(path, "truncated JPEG (no end-of-image marker); download it again"))
+
+
+def _decode_tiff(path: Path, reduce: int, decode_side: int | None) -> tuple[np.ndarray, tuple[int, int], dict[str, object]]:
+    """A TIFF-family file OpenSlide cannot read, through tifffile: the pyramid level nearest
+    1/reduce (then reduced further in memory), level-0 size and resolution tags."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            levels = list(series.levels) if hasattr(series, "levels") else [series]
+            height, width = _hw(levels[0].shape, levels[0].axes)
+            r = _pick_reduce(width, height, reduce, decode_side)
+            fine_enough = [lv for lv in levels if _hw(lv.shape, lv.axes)[1] * r >= width]  # downsample <= r
+            level = min(fine_enough, key=lambda lv: _hw(lv.shape, lv.axes)[1], default=levels[0])
+            arr = _to_rgb_uint8(level.asarray(), level.axes)
+            props = _tiff_properties(tif.pages[0])
+    except Exception as exc:  # tifffile raises many types for truncated or foreign files
+        raise DataError(at(path, f"truncated or unreadable slide file ({type(exc).__name__}: {exc})")) from None
+    left = r * arr.shape[1] / width  # the reduction still to apply in memory
+    if left >= 2:
+        arr = np.asarray(pil_image_module().fromarray(arr).reduce(int(left)))
+    return arr, (width, height), props
+
+
+def _hw(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
+    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+
+
+def _to_rgb_uint8(arr: np.ndarray, axes: str) -> np.ndarray:
+    if "S" in axes and axes.index("S") == 0:
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        hi = float(arr.max()) or 1.0
+        arr = (arr.astype(np.float32) / hi * 255).clip(0, 255).astype(np.uint8)
+    return arr
+
+
+def _tiff_properties(page) -> dict[str, object]:
+    """A TIFF page's resolution tags in OpenSlide's property names (for :func:`mpp_from_properties`)."""
+    unit, xres = page.tags.get("ResolutionUnit"), page.tags.get("XResolution")
+    if unit is None or xres is None:
+        return {}
+    num, den = xres.value
+    name = {2: "inch", 3: "centimeter"}.get(int(unit.value), "")
+    return {"tiff.ResolutionUnit": name, "tiff.XResolution": num / den if den else 0.0}
 
 
 def _crop_white(arr: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -233,28 +341,28 @@ def _crop_white(arr: np.ndarray, x: int, y: int, width: int, height: int) -> np.
     return out
 
 
-def open_slide(path: Path | str, *, mpp: float | None = None, reduce: int = 1) -> SlideReader:
-    """Open a whole-slide file with OpenSlide, or a plain image with PIL (fallback).
+def open_slide(
+    path: Path | str, *, mpp: float | None = None, reduce: int = 1, decode_side: int | None = None
+) -> SlideReader:
+    """Open a slide or section image: OpenSlide when it knows the format, else tifffile
+    (TIFF-family suffixes) or PIL (plain images), decoded into memory.
 
-    ``mpp`` overrides the file's microns per pixel; ``reduce`` only applies to plain images.
+    ``mpp`` overrides the file's microns per pixel; ``reduce`` and ``decode_side`` only apply
+    to in-memory images (see :class:`ImageReader`).
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(at(path, "slide file not found"))
+        raise DataError(at(path, "image file not found"))
     if path.stat().st_size == 0:
-        raise DataError(at(path, "slide file is empty"))
+        raise DataError(at(path, "image file is empty"))
     if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
         raise DataError(at(path, f"--mpp must be a positive number of µm per pixel, got {mpp}"))
     import openslide
 
-    fmt = None
     try:
         fmt = openslide.OpenSlide.detect_format(str(path))
     except Exception:  # detect_format raises on unreadable files with some versions
         fmt = None
-    suffix = path.suffix.lower()
     if fmt is not None:
         return OpenSlideReader(path, mpp=mpp)
-    if suffix in SLIDE_SUFFIXES and suffix not in (".tif", ".tiff"):
-        raise DataError(at(path, f"cannot open slide: truncated or not a valid {suffix} file"))
-    return ImageReader(path, mpp=mpp, reduce=reduce)
+    return ImageReader(path, mpp=mpp, reduce=reduce, decode_side=decode_side)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hagekit.data.images import open_image_info
 from hagekit.errors import DataError
+from hagekit.slides.info import open_image_info
 
 
 def test_real_svs(wsi_dir: Path) -> None:
@@ -23,7 +23,7 @@ def test_svs_without_mpp(wsi_dir: Path) -> None:
 
 
 def test_broken_svs_is_a_clear_error(wsi_dir: Path) -> None:
-    with pytest.raises(DataError, match=r"broken.svs: truncated or unreadable TIFF"):
+    with pytest.raises(DataError, match=r"broken.svs: truncated or unreadable slide file"):
         open_image_info(wsi_dir / "broken.svs")
 
 

@@ -89,7 +89,7 @@ def test_outside_spots_fail_alone(toy, tmp_path):
     _write_section(toy, "C1", centres=np.array([[10.0, 10.0], [500.0, 20.0], [20.0, 900.0]]))
     s = extract_sections(toy, "toy", out_dir=tmp_path / "f", sections=["A1", "C1"], num_workers=0)
     status = {i.name: i for i in s.items}
-    assert status["C1"].status == "failed" and "2 of 3 spots lie outside the 400 x 300 px image" in status["C1"].reason
+    assert status["C1"].status == "failed" and "2 of 3 spot centres lie outside the 400 x 300 px image" in status["C1"].reason
     assert status["A1"].status == "done" and not s.ok
     assert not (tmp_path / "f" / "C1.h5").exists()
 
@@ -199,7 +199,7 @@ def test_cli_failed_section_exit_1(toy, tmp_path):
         app, ["extract", "--data-root", str(toy), "--dataset", "toy", "--sections", "A1,C1", "--out", str(tmp_path / "f"), "--num-workers", "0"]
     )
     assert r.exit_code == 1
-    assert "failed" in r.output and "1 of 2 spots" in flat(r.output)
+    assert "failed" in r.output and "1 of 2 spot centres" in flat(r.output)
 
 
 def test_interrupted_run_resumes(toy, tmp_path):

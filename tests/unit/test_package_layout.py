@@ -35,8 +35,8 @@ STAGES = {"data", "genes", "slides", "encoders", "extract", "hage", "training", 
 #: What each stage may not import (upper stages); the cli imports everything and nothing imports it.
 FORBIDDEN = {
     **{b: STAGES for b in BASE},
-    "data": STAGES - {"data"},
-    "slides": STAGES - {"slides", "data"},  # until the one image layer lands
+    "data": STAGES - {"data", "slides"},  # slides is the image layer under data
+    "slides": STAGES - {"slides"},
     "encoders": STAGES - {"encoders"},
     "genes": STAGES - {"genes", "data"},
     "extract": STAGES - {"extract", "data", "slides", "encoders"},

@@ -55,7 +55,7 @@ def test_edge_patches_are_padded_white():
 
 def test_spots_outside_image_are_counted():
     c = np.array([[10, 10], [50, 50], [-1, 5], [99, 200], [np.nan, 3]], float)
-    with pytest.raises(DataError, match=r"3 of 5 spots lie outside the 100 x 100 px image, e.g. s2 at \(-1, 5\)"):
+    with pytest.raises(DataError, match=r"3 of 5 spot centres lie outside the 100 x 100 px image, e.g. s2 at \(-1, 5\)"):
         check_spots_inside(c, 100, 100, source="img.jpg", barcodes=[f"s{i}" for i in range(5)])
     check_spots_inside(c[:2], 100, 100, source="img.jpg")
 
@@ -115,5 +115,5 @@ def test_spot_patcher_reads_pyramidal_tiff_like_plain_image(tmp_path):
 def test_spot_patcher_refuses_outside_spots(tmp_path):
     path = tmp_path / "s.png"
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(path)
-    with pytest.raises(DataError, match="1 of 2 spots lie outside the 60 x 50 px image"):
+    with pytest.raises(DataError, match="1 of 2 spot centres lie outside the 60 x 50 px image"):
         SpotPatcher(path, np.array([[10.0, 10.0], [70.0, 10.0]]), mpp=1.0, patch_um=10.0, out_size=10)
