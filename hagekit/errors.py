@@ -135,7 +135,7 @@ def os_error_message(exc: BaseException) -> str | None:
 
 
 def _public_name(name: str | bytes | int) -> str:
-    from hagekit.io.atomic import public_path
+    from hagekit.io.tmpnames import public_path
 
     if isinstance(name, bytes):
         name = name.decode(errors="replace")

@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hagekit.io.tmpnames import TMP_NAME as _TMP_NAME
+from hagekit.io.tmpnames import is_temporary, public_path, tmp_path_for
+
 __all__ = [
     "atomic_path",
     "atomic_dir",
@@ -36,30 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: ``.<stem>.tmp-<tag><suffix>`` (files) or ``.<name>.tmp-<tag>`` (folders); ``<tag>`` starts with the pid.
-_TMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-(?P<tag>[A-Za-z0-9_-]+)(?P<suffix>\.[^.]*)?$")
-
-
-def tmp_path_for(path: Path) -> Path:
-    """The temporary sibling used while ``path`` is being written (keeps the suffix)."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
-def is_temporary(path: Path | str) -> bool:
-    """True for names hagekit writes while an output is unfinished (``.X.tmp-<pid>.h5``, ``.X.part``)."""
-    name = Path(path).name
-    return name.startswith(".") and (_TMP_NAME.match(name) is not None or name.endswith(".part"))
-
-
-def public_path(path: Path) -> Path:
-    """The final name a temporary stands for (``.A1.tmp-42.h5ad`` -> ``A1.h5ad``); others unchanged."""
-    m = _TMP_NAME.match(path.name)
-    if m is None:
-        return path
-    return path.with_name(m.group("stem") + (m.group("suffix") or ""))
-
 
 def visible_files(folder: Path | str, pattern: str) -> list[Path]:
     """``sorted(folder.glob(pattern))`` without hidden names, so temporaries are never read as inputs."""
