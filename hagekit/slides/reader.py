@@ -20,11 +20,11 @@ import numpy as np
 from hagekit.errors import DataError, at
 
 __all__ = [
+    "open_slide",
+    "mpp_from_properties",
     "SlideReader",
     "OpenSlideReader",
     "ImageReader",
-    "open_slide",
-    "mpp_from_properties",
     "pil_image_module",
     "SLIDE_SUFFIXES",
     "IMAGE_SUFFIXES",
