@@ -24,6 +24,10 @@ __all__ = ["UNI_KWARGS", "UNI2H_KWARGS", "build_timm_model", "timm_kwargs"]
 
 log = logging.getLogger(__name__)
 
+#: The official UNI / UNI2-h eval transform (MahmoodLab/UNI README, local-weights path):
+#: ``Resize(224)`` (torchvision's default bilinear), ``CenterCrop(224)``, ImageNet mean/std.
+UNI_INTERPOLATION = "bilinear"
+
 #: UNI v1 (MahmoodLab/uni model card): ViT-L/16, LayerScale 1e-5, 1024-d CLS embedding.
 UNI_KWARGS: dict[str, Any] = {
     "img_size": 224,
@@ -127,12 +131,13 @@ def _bundle(
     mean: Sequence[float],
     std: Sequence[float],
     config: dict[str, Any],
+    interpolation: str = "bicubic",
 ) -> EncoderBundle:
     dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
     return EncoderBundle(
         name=name,
         model=model.eval(),
-        transform=ImageTransform(input_size, mean=tuple(mean), std=tuple(std)),  # type: ignore[arg-type]
+        transform=ImageTransform(input_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation),  # type: ignore[arg-type]
         dim=dim,
         input_size=input_size,
         weights_sha256=sha,
@@ -164,8 +169,8 @@ def build_uni(arg: str | None, *, weights: Path | None, random_weights: bool, de
     )
     return _bundle(
         "uni", model, sha=sha, source=source, random_weights=random_weights, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        config={"timm_model": "vit_large_patch16_224", "timm_kwargs": UNI_KWARGS},
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=UNI_INTERPOLATION,
+        config={"timm_model": "vit_large_patch16_224", "timm_kwargs": UNI_KWARGS, "interpolation": UNI_INTERPOLATION},
     )
 
 
@@ -191,8 +196,8 @@ def build_uni2h(arg: str | None, *, weights: Path | None, random_weights: bool, 
     )
     return _bundle(
         "uni2-h", model, sha=sha, source=source, random_weights=random_weights, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        config={"timm_model": "vit_giant_patch14_224", "timm_kwargs": UNI2H_KWARGS},
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=UNI_INTERPOLATION,
+        config={"timm_model": "vit_giant_patch14_224", "timm_kwargs": UNI2H_KWARGS, "interpolation": UNI_INTERPOLATION},
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ImageTransform", "IMAGENET_MEAN", "IMAGENET_STD", "to_rgb_array"]
+__all__ = ["ImageTransform", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "to_rgb_array"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,9 +43,15 @@ def to_rgb_array(image: Any) -> np.ndarray:
     return arr
 
 
+#: PIL filters by name. ``bilinear`` is torchvision ``Resize``'s default, and so what the
+#: official UNI / UNI2-h transform (``Resize(224), CenterCrop(224), ToTensor, Normalize``) uses.
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """Resize (shorter side, bicubic, then centre crop) to ``size`` px and normalise.
+    """Resize (shorter side to ``size`` as torchvision's ``Resize(size)``, then centre crop)
+    and normalise, on PIL images as torchvision does.
 
     ``mean``/``std`` apply to [0, 1] values; ``(0, 0, 0)``/``(1, 1, 1)`` keeps [0, 1].
     """
@@ -53,6 +59,11 @@ class ImageTransform:
     size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation: {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
 
     def resize(self, arr: np.ndarray) -> np.ndarray:
         """The uint8 patch at ``size`` x ``size`` (unchanged when it already is)."""
@@ -61,10 +72,15 @@ class ImageTransform:
             return arr
         from PIL import Image
 
-        scale = self.size / min(h, w)
-        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        im = Image.fromarray(arr).resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        # torchvision: the shorter side becomes size, the longer int(size * long / short)
+        if w <= h:
+            nw, nh = self.size, int(self.size * h / w)
+        else:
+            nw, nh = int(self.size * w / h), self.size
+        filt = Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.BICUBIC
+        im = Image.fromarray(arr).resize((nw, nh), filt)
+        # torchvision CenterCrop: top = int(round((H - size) / 2))
+        left, top = int(round((nw - self.size) / 2.0)), int(round((nh - self.size) / 2.0))
         return np.asarray(im.crop((left, top, left + self.size, top + self.size)))
 
     def __call__(self, image: Any) -> torch.Tensor:

@@ -237,3 +237,34 @@ def test_cli_encoders_list():
     assert r.exit_code == 0, r.output
     for name in ("builtin", "uni2-h", "resnet50-trunc", "timm:<name>", "1024", "203"):
         assert name in flat(r.output)
+
+
+@pytest.mark.parametrize("size_hw", [(300, 260), (224, 224), (150, 400)])
+def test_uni_transform_matches_the_official_one(size_hw):
+    """MahmoodLab/UNI README: Resize(224) (torchvision default: bilinear), CenterCrop(224),
+    ToTensor, Normalize(ImageNet), for UNI and UNI2-h alike."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from hagekit.encoders.timm_models import UNI_INTERPOLATION
+    from hagekit.encoders.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (*size_hw, 3), dtype=np.uint8))
+    official = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor(),
+                                   transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    ours = ImageTransform(224, IMAGENET_MEAN, IMAGENET_STD, interpolation=UNI_INTERPOLATION)
+    assert UNI_INTERPOLATION == "bilinear"
+    torch.testing.assert_close(ours(img), official(img), atol=1e-5, rtol=0)
+    if size_hw != (224, 224):  # bicubic (our default for other encoders) differs: the test can fail
+        assert not torch.allclose(ImageTransform(224)(img), official(img), atol=1e-3)
+
+
+def test_uni_bundles_use_the_official_interpolation(monkeypatch):
+    import hagekit.encoders.timm_models as tm
+
+    tiny = torch.nn.Linear(2, 2)
+    tiny.num_features = 2
+    monkeypatch.setattr(tm, "build_timm_model", lambda *a, **k: (tiny, "sha", "test"))  # no weights here
+    for build in (tm.build_uni, tm.build_uni2h):
+        assert build(None, weights=None, random_weights=True, device="cpu").transform.interpolation == "bilinear"
