@@ -94,7 +94,11 @@ def os_error_from(exc: BaseException, path: Path | str | None = None) -> OSError
     Understands plain OS errors, h5py's (errno set, file name only inside the message) and
     safetensors' (``"... (os error 28)"``); ``path`` names the file when the error does not.
     """
-    if isinstance(exc, OSError):
+    if isinstance(exc, (OSError, RuntimeError)) and "errno = " in str(exc):  # h5py: errno inside the message
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else (int(m.group(1)) if m else None)
+        name = exc.filename if isinstance(exc, OSError) else None
+    elif isinstance(exc, OSError):
         code = exc.errno
         name = exc.filename
     elif type(exc).__name__ == "SafetensorError":

@@ -49,4 +49,37 @@ def make_baseline(name: str, **params: Any) -> Any:
     bad = [p for p in params if p not in valid]
     if bad:
         raise ConfigError(f"{name}: unknown parameters {', '.join(bad)} (valid: {', '.join(valid)})")
+    defaults = inspect.signature(cls.__init__).parameters
+    for key, value in params.items():
+        _check_param_type(name, key, value, defaults[key].default)
     return cls(**params)
+
+
+def _check_param_type(method: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value of another kind than the parameter's default (``alphas = "x"``), by name."""
+    import inspect
+    import math
+
+    def number(v: Any, integral: bool) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return isinstance(v, int) if integral else math.isfinite(float(v))
+
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = number(value, True), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number(value, False), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, (tuple, list)):
+        integral = all(isinstance(d, int) and not isinstance(d, bool) for d in default)
+        ok = isinstance(value, (tuple, list)) and all(number(v, integral) for v in value)
+        kind = "a list of " + ("integers" if integral else "finite numbers")
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{method}: parameter {key} must be {kind} (default {default!r}), got {value!r}")

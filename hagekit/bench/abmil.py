@@ -342,6 +342,10 @@ def make_slide_folds(
     n_cases = len(set(g.tolist()))
     if n_cases < n_folds:
         raise ConfigError(f"--folds: {n_folds} folds need at least {n_folds} cases (patients), found {n_cases}; lower --folds")
+    largest = int(np.unique(y, return_counts=True)[1].max()) if y.size else 0
+    if largest < n_folds:
+        raise ConfigError(f"--folds: {n_folds} folds need at least {n_folds} slides in one class, the largest class has "
+                          f"{largest}; lower --folds or add slides")
     n_inner = max(2, int(round(1.0 / val_fraction)))
     out = []
     with warnings.catch_warnings():
@@ -351,9 +355,12 @@ def make_slide_folds(
             tr_cases = len(set(g[tr].tolist()))
             if tr_cases < 2:
                 raise ConfigError(f"fold {k}: {tr_cases} training case(s) leave none for validation; add cases or lower --folds")
-            inner = StratifiedGroupKFold(
-                n_splits=min(n_inner, tr_cases), shuffle=True, random_state=trial_seed(seed, "val", k)
-            )
+            # small sets: fewer inner splits (a larger validation share) rather than no run at all
+            n_split = min(n_inner, tr_cases, int(np.unique(y[tr], return_counts=True)[1].max()))
+            if n_split < 2:
+                raise ConfigError(f"fold {k}: the training part has one slide per class, none left for validation; "
+                                  "at least 2 slides of one class are needed: add slides or lower --folds")
+            inner = StratifiedGroupKFold(n_splits=n_split, shuffle=True, random_state=trial_seed(seed, "val", k))
             itr, iva = next(inner.split(np.zeros(tr.size), y[tr], g[tr]))
             out.append((np.sort(tr[itr]), np.sort(tr[iva]), np.sort(te)))
     return out

@@ -41,6 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _State:
     verbose: bool = False
     quiet: bool = False
+    hard_exit: bool = False  # a fatal OS error was reported: skip interpreter clean-up (see main)
 
 
 state = _State()
@@ -57,7 +58,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hagekit.errors import HagekitError, os_error_message
+        from hagekit.errors import HagekitError, is_fatal_os_error, os_error_message
 
         try:
             check_numbers(kwargs)
@@ -70,6 +71,7 @@ def handle_errors(fn: F) -> F:
             message = os_error_message(exc)
             if message is None or state.verbose:
                 raise
+            state.hard_exit = is_fatal_os_error(exc)
             raise fail(_escape(message)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted: finished outputs are kept; rerun to resume[/]")
@@ -111,9 +113,38 @@ def _escape(text: str) -> str:
     return escape(text.replace("\n", " "))
 
 
+def _h5py_close_noise(exc: BaseException | None, tb: Any) -> bool:
+    """An h5py object dying on a full disk (reported after the command's own one-line error)."""
+    from hagekit.errors import is_fatal_os_error
+
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return exc is not None and not state.verbose and "h5py" in where and is_fatal_os_error(exc)
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    import sys
+
+    if not _h5py_close_noise(unraisable.exc_value, unraisable.exc_traceback):
+        sys.__unraisablehook__(unraisable)
+
+
+def _quiet_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    import sys
+
+    if not _h5py_close_noise(exc, tb):
+        sys.__excepthook__(kind, exc, tb)
+
+
 def setup_logging(verbose: bool) -> None:
     """Route library logs (warnings by default, info with --verbose) to stderr via rich."""
+    import sys
+
     from rich.logging import RichHandler
+
+    sys.unraisablehook = _quiet_unraisable  # h5py prints its failed closes through both hooks
+    sys.excepthook = _quiet_excepthook
 
     handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
     root = logging.getLogger("hagekit")

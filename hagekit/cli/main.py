@@ -65,5 +65,20 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    After a fatal OS error (disk full) HDF5 may still hold a file it cannot flush; its
+    clean-up at interpreter exit crashed the process (exit 139) after the one-line error.
+    The process then ends at once with the error's exit code, skipping that clean-up.
+    """
+    try:
+        app()
+    except SystemExit as exc:
+        if state.hard_exit:
+            import os
+            import sys
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.errors import ConfigError, DataError, at
+from hagekit.errors import ConfigError, DataError, at, is_fatal_os_error
 from hagekit.extract.common import (
     ITEM_ERRORS,
     EncoderSetup,
@@ -227,6 +227,8 @@ def extract_sections(
                 dump_dir=out / "patches" if dump_patches else None, reporter=reporter,
             )
         except ITEM_ERRORS as exc:
+            if is_fatal_os_error(exc):
+                raise
             log.debug("section %s failed", f.stem, exc_info=True)
             reporter.message(f"failed {f.stem}: {exc}")
             summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))

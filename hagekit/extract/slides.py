@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hagekit.errors import ConfigError, DataError, at
+from hagekit.errors import ConfigError, DataError, at, is_fatal_os_error
 from hagekit.extract.common import (
     ITEM_ERRORS,
     EncoderSetup,
@@ -214,6 +214,8 @@ def extract_slides(
         raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
     if tile_size < 8:
         raise ConfigError(f"--tile-size: must be at least 8 px, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ConfigError(f"--overlap: must be in [0, --tile-size={tile_size}) px, got {overlap}")
     if num_workers is not None and num_workers < 0:
         raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
     if not 0.0 <= min_tissue <= 1.0:
@@ -243,6 +245,8 @@ def extract_slides(
                 batch_size=batch_size, num_workers=workers, reporter=reporter,
             )
         except ITEM_ERRORS as exc:
+            if is_fatal_os_error(exc):
+                raise
             log.debug("slide %s failed", f.name, exc_info=True)
             reporter.message(f"failed {f.name}: {exc}")
             summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))

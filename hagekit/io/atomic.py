@@ -80,6 +80,13 @@ def remove_stale_temporaries(path: Path | str) -> list[Path]:
     return removed
 
 
+def _release(tmp: Path) -> None:
+    """After a failed write, give the temporary's space back at once (a full disk needs it)."""
+    with contextlib.suppress(OSError):
+        if tmp.is_file():
+            os.truncate(tmp, 0)
+
+
 def _reraise_as_os_error(exc: BaseException, path: Path) -> None:
     from hagekit.errors import os_error_from
 
@@ -99,6 +106,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except Exception as exc:
+        _release(tmp)
         _reraise_as_os_error(exc, path)
         raise
     finally:

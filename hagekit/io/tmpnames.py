@@ -29,8 +29,9 @@ def is_temporary(path: Path | str) -> bool:
 
 
 def public_path(path: Path) -> Path:
-    """The final name a temporary stands for (``.A1.tmp-42.h5ad`` -> ``A1.h5ad``); others unchanged."""
-    m = TMP_NAME.match(path.name)
-    if m is None:
-        return path
-    return path.with_name(m.group("stem") + (m.group("suffix") or ""))
+    """The final name a temporary stands for (``.A1.tmp-42.h5ad`` -> ``A1.h5ad``, in every part)."""
+    parts = []
+    for part in Path(path).parts:
+        m = TMP_NAME.match(part)
+        parts.append(part if m is None else m.group("stem") + (m.group("suffix") or ""))
+    return Path(*parts) if parts else Path(path)
