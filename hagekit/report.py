@@ -18,7 +18,57 @@ import numpy as np
 from hagekit.errors import DataError, at
 from hagekit.io.atomic import visible_files, write_text
 
-__all__ = ["RunReport", "report_run", "per_gene_table", "summary_markdown"]
+__all__ = ["RunReport", "report_run", "per_gene_table", "summary_markdown", "LOG_BASES", "error_label",
+           "error_note", "rescale_errors"]
+
+#: Log bases MSE/MAE can be reported in. Targets are natural-log ``log1p``; base 10 is what
+#: mclSTExp and others publish (scprep's ``log(base=10)``): log10(1 + x) = ln(1 + x) / ln 10,
+#: so MSE scales by 1 / ln(10)^2 and MAE by 1 / ln(10); PCC does not change.
+LOG_BASES = ("e", "10")
+
+
+def _check_base(log_base: str, target: str) -> None:
+    from hagekit.errors import ConfigError
+
+    if log_base not in LOG_BASES:
+        raise ConfigError(f"--log-base: {log_base!r} is not one of {', '.join(LOG_BASES)}")
+    if log_base != "e" and not str(target).startswith("log1p"):
+        raise ConfigError(f"--log-base: target {target!r} is not log-transformed; only log1p targets have a base")
+
+
+def error_label(metric: str, log_base: str = "e") -> str:
+    """A table header that states the log base: ``MSE (ln)`` or ``MAE (log10)``."""
+    return f"{metric} ({'ln' if log_base == 'e' else 'log' + log_base})"
+
+
+def error_note(target: str, log_base: str = "e") -> str:
+    """One line saying on what scale MSE/MAE are, for every table that shows them."""
+    base = "natural log" if log_base == "e" else f"log{log_base} (converted from natural log)"
+    return (f"MSE/MAE on the `{target}` target in {base}; published mclSTExp-lineage tables use log10 "
+            "(scprep) and a median library-size scale, so compare them with --log-base 10 and mind the scale")
+
+
+def rescale_errors(summary: dict[str, Any], log_base: str = "e", *, target: str | None = None) -> dict[str, Any]:
+    """A copy of a run summary with MSE/MAE in ``log_base`` (PCC untouched)."""
+    import copy
+    import math
+
+    target = str(target or summary.get("target", "log1p_norm"))
+    _check_base(log_base, target)
+    out = copy.deepcopy(summary)
+    if log_base == "e":
+        return out
+    k = 1.0 / math.log(float(log_base))
+    factor = {"mse": k * k, "mae": k}
+    for vals in out.get("per_section", {}).values():
+        for m, f in factor.items():
+            if m in vals:
+                vals[m] = vals[m] * f
+    for m, f in factor.items():
+        if m in out.get("overall", {}):
+            out["overall"][m] = {key: v * f for key, v in out["overall"][m].items()}
+    out["log_base"] = log_base
+    return out
 
 
 @dataclass
@@ -57,20 +107,25 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
 
 
 def summary_markdown(summary: dict[str, Any], title: str = "") -> str:
-    """The summary as a Markdown table: per section, then mean ± std over section x trial rows."""
+    """The summary as a Markdown table: per section, then mean ± std over section x trial rows;
+    headers and a note state the log base of MSE/MAE (``summary["log_base"]``, default e)."""
+    base = str(summary.get("log_base", "e"))
     lines = [f"# {title}", ""] if title else []
-    lines += ["| section | PCC(all) | PCC(HEG) | MSE | MAE |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| section | PCC(all) | PCC(HEG) | {error_label('MSE', base)} | {error_label('MAE', base)} |",
+              "|---|---:|---:|---:|---:|"]
     for section, v in summary.get("per_section", {}).items():
         lines.append(f"| {section} | {v['pcc_all']:.4f} | {v['pcc_heg']:.4f} | {v['mse']:.4f} | {v['mae']:.4f} |")
     overall = summary.get("overall", {})
     if overall:
         cells = " | ".join(f"{overall[m]['mean']:.4f} ± {overall[m]['std']:.4f}" for m in ("pcc_all", "pcc_heg", "mse", "mae"))
         lines.append(f"| **mean ± std** | {cells} |")
+    lines += ["", error_note(str(summary.get("target", "log1p_norm")), base)]
     return "\n".join(lines) + "\n"
 
 
-def report_run(run: Path | str, *, out: Path | str | None = None) -> RunReport:
-    """Write ``summary.md``, ``per_gene_pcc.csv`` and ``pcc_histogram.png`` for a finished run."""
+def report_run(run: Path | str, *, out: Path | str | None = None, log_base: str = "e") -> RunReport:
+    """Write ``summary.md``, ``per_gene_pcc.csv`` and ``pcc_histogram.png`` for a finished run
+    (MSE/MAE in ``log_base``: ``e``, or ``10`` to compare with published tables)."""
     from hagekit.plots import plot_pcc_histogram
 
     run = Path(run)
@@ -81,6 +136,7 @@ def report_run(run: Path | str, *, out: Path | str | None = None) -> RunReport:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(at(summary_path, f"not valid JSON ({exc.msg})")) from None
+    summary = rescale_errors(summary, log_base, target=_run_target(run, summary))
     genes, table, labels = per_gene_table(run)
     with np.errstate(invalid="ignore"):
         import warnings
@@ -104,6 +160,17 @@ def report_run(run: Path | str, *, out: Path | str | None = None) -> RunReport:
     files.append(plot_pcc_histogram(out_dir / "pcc_histogram.png", mean,
                                     title=f"per-gene PCC, mean over {len(labels)} section x trial"))
     return RunReport(run, out_dir, summary, genes, mean, std, files)
+
+
+def _run_target(run: Path, summary: dict[str, Any]) -> str:
+    """The run's expression target (summary.json, else config.json, else the default)."""
+    if "target" in summary:
+        return str(summary["target"])
+    try:
+        cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "log1p_norm"
+    return str(cfg.get("target") or cfg.get("settings", {}).get("target") or "log1p_norm")
 
 
 def _fmt(v: float) -> str:

@@ -91,7 +91,9 @@ def _print_result(result: Any, warnings: list[str], title: str) -> None:
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     table = Table(title=title, title_justify="left")
-    for col in ("method", "PCC(all)", "PCC(HEG)", "MSE", "MAE", "MSE/mean", "fit s", "pred s"):
+    from hagekit.report import error_label
+
+    for col in ("method", "PCC(all)", "PCC(HEG)", error_label("MSE"), error_label("MAE"), "MSE/mean", "fit s", "pred s"):
         table.add_column(col, justify="left" if col == "method" else "right")
 
     def pm(e: dict, m: str) -> str:

@@ -47,7 +47,7 @@ def predict(
         m = res.metrics
         console.print(
             f"against the section's truth: PCC(all) {m['pcc_all']:.4f}  PCC(HEG) {m['pcc_heg']:.4f}  "
-            f"MSE {m['mse']:.4f}  MAE {m['mae']:.4f}  ({m['n_constant_genes']} constant genes excluded)"
+            f"MSE (ln) {m['mse']:.4f}  MAE (ln) {m['mae']:.4f}  ({m['n_constant_genes']} constant genes excluded)"
         )
     for fig in res.figures:
         console.print(f"figure: {fig}")

@@ -19,6 +19,7 @@ def report(
     run: Annotated[Path, typer.Argument(help="Run folder written by `hagekit train`.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder (default: RUN/report).")] = None,
     top: Annotated[int, typer.Option("--top", help="Best-predicted genes to list.")] = 10,
+    log_base: Annotated[str, typer.Option("--log-base", help="Log base of MSE/MAE: e (our targets) or 10 (as mclSTExp/scprep publish).")] = "e",
 ) -> None:
     """Print a run's summary and write per_gene_pcc.csv, summary.md and pcc_histogram.png."""
     from rich.table import Table
@@ -27,7 +28,7 @@ def report(
     from hagekit.io.atomic import check_output_dir
     from hagekit.report import report_run
 
-    rep = report_run(run, out=check_output_dir(out, "--out") if out is not None else None)
+    rep = report_run(run, out=check_output_dir(out, "--out") if out is not None else None, log_base=log_base)
     console.print(metrics_table(rep.summary, f"{rep.summary.get('method', 'hage')}: {run}"))
     import numpy as np
 

@@ -22,11 +22,16 @@ def register(app: typer.Typer) -> None:
 
 
 def metrics_table(summary: dict[str, Any], title: str):
-    """A rich table: one row per test section (mean ± std over trials) and the overall mean."""
+    """A rich table: one row per test section (mean ± std over trials) and the overall mean;
+    the MSE/MAE headers and caption state their log base (``summary["log_base"]``, default e)."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for col in ("section", "PCC(all)", "PCC(HEG)", "MSE", "MAE"):
+    from hagekit.report import error_label, error_note
+
+    base = str(summary.get("log_base", "e"))
+    table = Table(title=title, title_justify="left", caption=error_note(str(summary.get("target", "log1p_norm")), base),
+                  caption_justify="left")
+    for col in ("section", "PCC(all)", "PCC(HEG)", error_label("MSE", base), error_label("MAE", base)):
         table.add_column(col, justify="left" if col == "section" else "right")
     for section, vals in summary.get("per_section", {}).items():
         table.add_row(section, *(f"{vals[m]:.4f}" for m in ("pcc_all", "pcc_heg", "mse", "mae")))

@@ -200,3 +200,24 @@ def test_prediction_feeds_scanpys_standard_pipeline(trained):
     sc.pp.log1p(again)
     sc.pp.highly_variable_genes(again, n_top_genes=3)
     assert np.isfinite(again.X).all() and again.var["highly_variable"].sum() >= 3
+
+
+def test_report_states_and_converts_the_log_base(trained, tmp_path):
+    """mclSTExp-lineage tables are log10 (scprep): --log-base 10 gives MSE / ln(10)^2, MAE / ln(10)."""
+    import math
+
+    from hagekit.report import report_run
+
+    tmp, _, _ = trained
+    e = report_run(tmp / "run", out=tmp_path / "e")
+    ten = report_run(tmp / "run", out=tmp_path / "ten", log_base="10")
+    for m, k in (("mse", math.log(10) ** 2), ("mae", math.log(10))):
+        assert ten.summary["overall"][m]["mean"] == pytest.approx(e.summary["overall"][m]["mean"] / k)
+    assert ten.summary["overall"]["pcc_all"] == e.summary["overall"]["pcc_all"]
+    md_e, md_10 = (tmp_path / "e" / "summary.md").read_text(), (tmp_path / "ten" / "summary.md").read_text()
+    assert "MSE (ln)" in md_e and "natural log" in md_e and "MSE (log10)" in md_10 and "MAE (log10)" in md_10
+    res = runner.invoke(app, ["report", str(tmp / "run"), "--out", str(tmp_path / "c"), "--log-base", "10"])
+    assert res.exit_code == 0, res.output
+    assert "MSE (log10)" in flat(res.output) and "--log-base 10" in flat(res.output)
+    bad = runner.invoke(app, ["report", str(tmp / "run"), "--out", str(tmp_path / "d"), "--log-base", "2"])
+    assert bad.exit_code == 2 and "--log-base: '2' is not one of e, 10" in flat(bad.stderr)
