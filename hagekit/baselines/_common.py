@@ -1,4 +1,5 @@
-"""Pieces every baseline shares: input checks, standardisation, devices, seeding, retrieval.
+"""Pieces every baseline shares: the estimator base class, input checks, standardisation,
+retrieval, saving.
 
 Kept here once so that the baselines differ only in what makes them different methods.
 """
@@ -7,35 +8,87 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 
+from hagekit.device import usable_cpus as n_cpus
 from hagekit.errors import ConfigError, DataError
+from hagekit.progress import Reporter
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Baseline",
     "check_fit_inputs",
     "check_predict_input",
     "Standardizer",
-    "resolve_device",
-    "seed_everything",
     "retrieve_expression",
+    "retrieve",
     "save_arrays",
+    "params_of",
     "n_cpus",
 ]
 
 
-def n_cpus() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+class Baseline(RegressorMixin, BaseEstimator):
+    """Base of every baseline: scikit-learn estimator (``get_params``/``clone``/``GridSearchCV``),
+    ``fit(X, Y, *, X_val, Y_val, spatial, spatial_val, groups, progress) -> self``,
+    ``predict(X, *, spatial) -> (N, G)``, and ``save(out_dir)`` from :meth:`_arrays`.
+
+    ``__init__`` of a subclass only stores its keyword parameters.
+    """
+
+    method: ClassVar[str] = "baseline"
+    """The registry name, used in messages."""
+
+    def fit(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        *,
+        X_val: np.ndarray | None = None,
+        Y_val: np.ndarray | None = None,
+        spatial: np.ndarray | None = None,
+        spatial_val: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+        progress: Reporter | None = None,
+    ) -> Baseline:
+        """Validate the inputs and fit (see :meth:`_fit`); returns ``self``."""
+        X, Y = check_fit_inputs(self.method, X, Y)
+        val = None
+        if X_val is not None and Y_val is not None and len(X_val) > 0:
+            val = check_fit_inputs(f"{self.method} (validation)", X_val, Y_val)
+        self._fit(X, Y, val=val, spatial=spatial, groups=groups, progress=progress)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
+             spatial: np.ndarray | None, groups: np.ndarray | None, progress: Reporter | None) -> None:
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
+        """Predicted targets (N, G) float32 for features ``X`` (N, D)."""
+        X = check_predict_input(self.method, X, getattr(self, "n_features_in_", None))
+        return np.asarray(self._predict(X), dtype=np.float32)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The fitted arrays ``save`` writes into ``model.safetensors``."""
+        raise NotImplementedError
+
+    def _fitted_params(self) -> dict[str, Any]:
+        """Fitted scalars ``save`` adds to ``params.json`` (e.g. a chosen penalty)."""
+        return {}
+
+    def save(self, out_dir: Path | str) -> Path:
+        """Write ``params.json`` (parameters + fitted scalars) and ``model.safetensors``."""
+        return save_arrays(out_dir, {**params_of(self), **self._fitted_params()}, self._arrays())
 
 
 def check_fit_inputs(name: str, X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -87,27 +140,16 @@ class Standardizer:
         return self.fit(X).transform(X)
 
 
-def resolve_device(device: str | None) -> str:
-    """The device name through :func:`hagekit.device.resolve_device` (``auto`` -> cuda when present)."""
-    from hagekit.device import resolve_device as _resolve
-
-    return str(_resolve(device))
-
-
-def seed_everything(seed: int) -> Any:
-    """Seed numpy/torch for reproducible fits; returns a ``torch.Generator`` for shuffling."""
-    import torch
-
-    torch.manual_seed(int(seed) % (2**63))
-    gen = torch.Generator()
-    gen.manual_seed(int(seed) % (2**63))
-    return gen
-
-
 WEIGHTINGS = ("average", "bleep_exp", "inverse_l1_sq")
 
 
-def retrieve_expression(
+def retrieve_expression(query: Any, keys: Any, values: Any, *, top_k: int, weighting: str = "average",
+                        chunk: int = 256) -> np.ndarray:
+    """:func:`retrieve` as a float32 numpy array."""
+    return retrieve(query, keys, values, top_k=top_k, weighting=weighting, chunk=chunk).cpu().numpy().astype(np.float32)
+
+
+def retrieve(
     query: Any,
     keys: Any,
     values: Any,
@@ -121,7 +163,7 @@ def retrieve_expression(
     Neighbours are chosen by cosine similarity of the embeddings (BLEEP's ``find_matches``).
     ``weighting``: ``average`` (BLEEP's default, plain mean), ``bleep_exp`` (BLEEP's
     ``weighted_average``: ``exp(-(d2 - d2_min + 1))`` on squared Euclidean distances) or
-    ``inverse_l1_sq`` (mclSTExp: ``1 / L1^2`` normalised). Tensors stay on their device.
+    ``inverse_l1_sq`` (mclSTExp: ``1 / L1^2`` normalised). Returns a tensor on the query's device.
     """
     import torch
     import torch.nn.functional as F
@@ -151,7 +193,7 @@ def retrieve_expression(
             w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
         dense = torch.zeros(qc.shape[0], k.shape[0], device=q.device).scatter_(1, idx, w)
         out.append(dense @ v)
-    return torch.cat(out).cpu().numpy().astype(np.float32)
+    return torch.cat(out)
 
 
 def save_arrays(out_dir: Path | str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
@@ -168,10 +210,9 @@ def save_arrays(out_dir: Path | str, params: Mapping[str, Any], arrays: Mapping[
     return out
 
 
-def params_of(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """The constructor parameters of an estimator, JSON-friendly."""
+def params_of(obj: Any) -> dict[str, Any]:
+    """The constructor parameters of an estimator (``get_params``), JSON-friendly."""
     out = {"class": type(obj).__name__}
-    for n in names:
-        val = getattr(obj, n)
+    for n, val in obj.get_params(deep=False).items():
         out[n] = list(val) if isinstance(val, tuple) else val
     return json.loads(json.dumps(out, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

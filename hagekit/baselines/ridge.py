@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import (
-    Standardizer,
-    check_fit_inputs,
-    check_predict_input,
-    params_of,
-    save_arrays,
-)
+from hagekit.baselines._common import Baseline, Standardizer
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
 
@@ -82,7 +75,7 @@ def _score(Y: np.ndarray, P: np.ndarray, scoring: str) -> float:
     return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
 
 
-class RidgeRegressor:
+class RidgeRegressor(Baseline):
     """Standardise -> optional PCA -> ridge with inner-CV penalty and an intercept.
 
     ``alphas``: penalty grid; ``pca``: components (``None``/0 for none); ``cv``: inner folds
@@ -90,7 +83,7 @@ class RidgeRegressor:
     ``scoring``: ``"mse"`` or ``"pcc"`` for the selection.
     """
 
-    _PARAMS = ("alphas", "pca", "cv", "scoring", "random_state")
+    method: ClassVar[str] = "ridge"
 
     def __init__(
         self,
@@ -131,20 +124,9 @@ class RidgeRegressor:
         self.cv_kind_ = f"KFold({k}, shuffled)"
         return list(KFold(n_splits=k, shuffle=True, random_state=self.random_state).split(np.zeros(n)))
 
-    def fit(
-        self,
-        X: np.ndarray,
-        Y: np.ndarray,
-        *,
-        X_val: np.ndarray | None = None,
-        Y_val: np.ndarray | None = None,
-        spatial: np.ndarray | None = None,
-        spatial_val: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        progress: Reporter | None = None,
-    ) -> RidgeRegressor:
+    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: Any, spatial: np.ndarray | None,
+             groups: np.ndarray | None, progress: Reporter | None) -> None:
         """Select alpha by inner CV on (X, Y) and refit on all of it (validation data unused)."""
-        X, Y = check_fit_inputs("ridge", X, Y)
         alphas, pca = self._check_params()
         Yd = Y.astype(np.float64)
         if groups is not None:
@@ -174,19 +156,15 @@ class RidgeRegressor:
         U, s, Vt = np.linalg.svd(Z - zm, full_matrices=False)
         self.coef_ = (Vt.T * (s / (s**2 + self.alpha_))) @ (U.T @ (Yd - ym))  # (P, G)
         self.intercept_ = ym - zm @ self.coef_
-        self.n_features_in_ = X.shape[1]
         log.info("ridge: alpha=%.3g (%s, scoring=%s)", self.alpha_, self.cv_kind_, self.scoring)
-        return self
 
-    def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
-        X = check_predict_input("ridge", X, getattr(self, "n_features_in_", None))
-        return (self._proj.transform(X) @ self.coef_ + self.intercept_).astype(np.float32)
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self._proj.transform(X) @ self.coef_ + self.intercept_
 
-    def get_params(self) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in self._PARAMS}
+    def _fitted_params(self) -> dict[str, Any]:
+        return {"alpha_": self.alpha_, "cv_kind_": self.cv_kind_}
 
-    def save(self, out_dir: Path | str) -> Path:
-        """Write ``params.json`` (with the chosen alpha) + ``model.safetensors``."""
+    def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {
             "coef": self.coef_.astype(np.float32),
             "intercept": self.intercept_.astype(np.float32),
@@ -196,5 +174,4 @@ class RidgeRegressor:
         }
         if self._proj.components_ is not None:
             arrays["pca_components"] = self._proj.components_.astype(np.float32)
-        params = {**params_of(self, self._PARAMS), "alpha_": self.alpha_, "cv_kind_": self.cv_kind_}
-        return save_arrays(out_dir, params, arrays)
+        return arrays

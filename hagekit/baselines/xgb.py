@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import (
-    check_fit_inputs,
-    check_predict_input,
-    n_cpus,
-    params_of,
-    save_arrays,
-)
+from hagekit.baselines._common import Baseline, n_cpus
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
 
@@ -33,25 +27,10 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("multi_output_tree", "one_output_per_tree")
 
 
-class XGBoostRegressor:
+class XGBoostRegressor(Baseline):
     """Boosted trees, multi-output (vector leaves) or per gene, with validation early stopping."""
 
-    _PARAMS = (
-        "n_estimators",
-        "max_depth",
-        "learning_rate",
-        "subsample",
-        "colsample_bytree",
-        "min_child_weight",
-        "reg_lambda",
-        "multi_strategy",
-        "target_pca",
-        "early_stopping_rounds",
-        "max_bin",
-        "device",
-        "n_jobs",
-        "random_state",
-    )
+    method: ClassVar[str] = "xgboost"
 
     def __init__(
         self,
@@ -91,26 +70,15 @@ class XGBoostRegressor:
 
         return resolve_device(self.device).type
 
-    def fit(
-        self,
-        X: np.ndarray,
-        Y: np.ndarray,
-        *,
-        X_val: np.ndarray | None = None,
-        Y_val: np.ndarray | None = None,
-        spatial: np.ndarray | None = None,
-        spatial_val: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        progress: Reporter | None = None,
-    ) -> XGBoostRegressor:
+    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
+             spatial: np.ndarray | None, groups: np.ndarray | None, progress: Reporter | None) -> None:
         import xgboost as xgb
 
-        X, Y = check_fit_inputs("xgboost", X, Y)
         if self.multi_strategy not in STRATEGIES:
             raise ConfigError(
                 f"xgboost multi_strategy: unknown {self.multi_strategy!r} (choose from {', '.join(STRATEGIES)})"
             )
-        has_val = X_val is not None and Y_val is not None and len(X_val) > 0
+        has_val = val is not None
         self.device_ = self._device()
         params: dict[str, Any] = {
             "objective": "reg:squarederror",
@@ -131,8 +99,8 @@ class XGBoostRegressor:
         self.components_ = self._target_basis(Y - self.base_score_)
         dtrain = xgb.DMatrix(X, label=self._encode(Y), nthread=params["nthread"])
         evals = [(dtrain, "train")]
-        if has_val:
-            Xv, Yv = check_fit_inputs("xgboost (validation)", X_val, Y_val)
+        if val is not None:
+            Xv, Yv = val
             evals.append((xgb.DMatrix(Xv, label=self._encode(Yv), nthread=params["nthread"]), "val"))
         task = reporter_or_null(progress).task("xgboost rounds", total=int(self.n_estimators))
 
@@ -153,15 +121,12 @@ class XGBoostRegressor:
         )
         task.close()
         self.best_iteration_ = int(getattr(self.booster_, "best_iteration", self.n_estimators - 1))
-        self.n_features_in_ = X.shape[1]
         log.info("xgboost: %d rounds (best %d) on %s", self.booster_.num_boosted_rounds(),
                  self.best_iteration_, self.device_)
-        return self
 
-    def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
+    def _predict(self, X: np.ndarray) -> np.ndarray:
         import xgboost as xgb
 
-        X = check_predict_input("xgboost", X, getattr(self, "n_features_in_", None))
         d = xgb.DMatrix(X)
         pred = self.booster_.predict(d, iteration_range=(0, self.best_iteration_ + 1))
         pred = np.asarray(pred, dtype=np.float32).reshape(X.shape[0], -1)
@@ -185,16 +150,18 @@ class XGBoostRegressor:
         Yc = Y - self.base_score_
         return Yc @ self.components_.T if self.components_ is not None else Yc
 
-    def get_params(self) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in self._PARAMS}
+    def _fitted_params(self) -> dict[str, Any]:
+        return {"best_iteration_": self.best_iteration_}
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        extra = {"target_components": self.components_} if self.components_ is not None else {}
+        return {"base_score": self.base_score_, **extra}
 
     def save(self, out_dir: Path | str) -> Path:
         """Write ``params.json``, ``model.safetensors`` (base score) and ``booster.ubj``."""
         from hagekit.io.atomic import atomic_path
 
-        out = save_arrays(out_dir, {**params_of(self, self._PARAMS), "best_iteration_": self.best_iteration_},
-                          {"base_score": self.base_score_,
-                           **({"target_components": self.components_} if self.components_ is not None else {})})
+        out = super().save(out_dir)
         with atomic_path(out / "booster.ubj") as tmp:
             self.booster_.save_model(str(tmp))  # the .ubj suffix selects UBJSON
         return out

@@ -97,7 +97,7 @@ def run_method(name: str) -> tuple[np.ndarray, list[float]]:
 def _val_curve(est) -> list[float]:
     """Per-epoch validation scores (HAGE: val PCC; baselines: their early-stopping metric)."""
     hist = getattr(est, "history_", None) or []
-    return [float(h["val_pcc"]) if isinstance(h, dict) else float(h) for h in hist]
+    return [float(h.get("val_pcc", h.get("val_mse"))) if isinstance(h, dict) else float(h) for h in hist]
 
 
 def fingerprint(pred: np.ndarray, curve: list[float]) -> list[float]:
