@@ -1,58 +1,91 @@
-"""Baselines: every method is an sklearn-like estimator on frozen features.
+"""The method registry: HAGE and every baseline, each a scikit-learn estimator on frozen features.
 
+Every method subclasses :class:`hagekit.training.estimator.Regressor`:
 ``fit(X, Y, *, X_val=None, Y_val=None, spatial=None, spatial_val=None, groups=None,
-progress=None) -> self`` and ``predict(X, *, spatial=None) -> (N, G)``; constructors take
-keyword parameters only (seed as ``random_state``). Classes load lazily by name, so that
-importing this package never imports torch or xgboost.
+progress=None) -> self`` and ``predict(X, *, spatial=None) -> (N, G)``; constructors only store
+their parameters (seed as ``random_state``), so ``sklearn.base.clone`` and ``GridSearchCV``
+work. Classes load lazily by name, so that importing this package never imports torch or xgboost.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from hagekit.errors import ConfigError
 
-__all__ = ["BASELINES", "get_baseline", "list_baselines", "make_baseline"]
+__all__ = [
+    "METHODS",
+    "get_method",
+    "list_methods",
+    "make_method",
+    "method_accepts",
+    "BASELINES",
+    "get_baseline",
+    "list_baselines",
+    "make_baseline",
+]
 
-#: method name -> "module:Class"
-BASELINES: dict[str, str] = {
+#: method name -> "module:Class", in the order of the paper's comparison.
+METHODS: dict[str, str] = {
     "mean": "hagekit.baselines.mean:MeanRegressor",
     "ridge": "hagekit.baselines.ridge:RidgeRegressor",
     "xgboost": "hagekit.baselines.xgb:XGBoostRegressor",
     "mlp": "hagekit.baselines.mlp:MLPRegressor",
     "bleep": "hagekit.baselines.bleep:BLEEPRegressor",
     "mclstexp": "hagekit.baselines.mclstexp:MclSTExpRegressor",
+    "hage": "hagekit.hage.estimator:HAGERegressor",
 }
+BASELINES = METHODS
 
 
-def list_baselines() -> list[str]:
-    """Registered baseline names, in the order of the paper's comparison."""
-    return list(BASELINES)
+def list_methods() -> list[str]:
+    """Registered method names, in the order of the paper's comparison (HAGE last)."""
+    return list(METHODS)
 
 
-def get_baseline(name: str) -> type:
+def get_method(name: str) -> type:
     """The estimator class registered as ``name`` (unknown names list the valid ones)."""
     key = name.strip().lower()
-    if key not in BASELINES:
-        raise ConfigError(f"--methods: unknown method {name!r} (choose from {', '.join([*BASELINES, 'hage'])})")
-    module, cls = BASELINES[key].split(":")
+    if key not in METHODS:
+        raise ConfigError(f"--methods: unknown method {name!r} (choose from {', '.join(METHODS)})")
+    module, cls = METHODS[key].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def make_baseline(name: str, **params: Any) -> Any:
-    """Build ``name`` with ``params``; unknown parameters are refused with the valid ones."""
-    import inspect
+def method_accepts(name: str, param: str) -> bool:
+    """Whether method ``name``'s constructor takes ``param`` (e.g. ``device``, ``epochs``)."""
+    return param in get_method(name)._get_param_names()
 
-    cls = get_baseline(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params: Any) -> Any:
+    """Build ``name``: constructor arguments from ``context`` that it accepts (e.g. ``device``,
+    ``random_state``, HAGE's ``config`` and ``gene_embeddings``), then ``set_params(**params)``
+    (HAGE: ``config__<field>``). Unknown parameters are refused with the valid ones."""
+    cls = get_method(name)
+    accepted = set(cls._get_param_names())
+    est = cls(**{k: v for k, v in (context or {}).items() if k in accepted})
+    valid = est.get_params(deep=True)
     bad = [p for p in params if p not in valid]
     if bad:
         raise ConfigError(f"{name}: unknown parameters {', '.join(bad)} (valid: {', '.join(valid)})")
+    import inspect
+
     defaults = inspect.signature(cls.__init__).parameters
     for key, value in params.items():
-        _check_param_type(name, key, value, defaults[key].default)
-    return cls(**params)
+        if key in defaults:  # HAGE's config__<field> values are checked by HAGEConfig
+            _check_param_type(name, key, value, defaults[key].default)
+    return est.set_params(**params)
+
+
+list_baselines = list_methods
+get_baseline = get_method
+
+
+def make_baseline(name: str, **params: Any) -> Any:
+    """Build ``name`` with ``params`` (:func:`make_method` without a context)."""
+    return make_method(name, **params)
 
 
 def _check_param_type(method: str, key: str, value: Any, default: Any) -> None:

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import WEIGHTINGS, Baseline, Standardizer, retrieve
+from hagekit.baselines._common import WEIGHTINGS, Standardizer, retrieve
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter
+from hagekit.training.estimator import Regressor
 
 __all__ = ["TrainedBaseline", "RetrievalBaseline", "Batchable"]
 
@@ -37,7 +38,7 @@ class Batchable:
     y_val: Any = None
 
 
-class TrainedBaseline(Baseline):
+class TrainedBaseline(Regressor):
     """Template for loop-trained baselines; parameters ``epochs``, ``batch_size``, ``patience``,
     ``device``, ``random_state`` are expected on every subclass."""
 

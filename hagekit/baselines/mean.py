@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Baseline
 from hagekit.progress import Reporter
+from hagekit.training.estimator import Regressor
 
 __all__ = ["MeanRegressor"]
 
 
-class MeanRegressor(Baseline):
+class MeanRegressor(Regressor):
     """The per-gene training mean (ignores the features)."""
 
     method: ClassVar[str] = "mean"

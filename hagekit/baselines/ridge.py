@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Baseline, Standardizer
+from hagekit.baselines._common import Standardizer
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
+from hagekit.training.estimator import Regressor
 
 __all__ = ["RidgeRegressor", "DEFAULT_ALPHAS"]
 
@@ -75,7 +76,7 @@ def _score(Y: np.ndarray, P: np.ndarray, scoring: str) -> float:
     return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
 
 
-class RidgeRegressor(Baseline):
+class RidgeRegressor(Regressor):
     """Standardise -> optional PCA -> ridge with inner-CV penalty and an intercept.
 
     ``alphas``: penalty grid; ``pca``: components (``None``/0 for none); ``cv``: inner folds

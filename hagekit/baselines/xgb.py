@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Baseline, n_cpus
+from hagekit.baselines._common import n_cpus
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
+from hagekit.training.estimator import Regressor
 
 __all__ = ["XGBoostRegressor"]
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("multi_output_tree", "one_output_per_tree")
 
 
-class XGBoostRegressor(Baseline):
+class XGBoostRegressor(Regressor):
     """Boosted trees, multi-output (vector leaves) or per gene, with validation early stopping."""
 
     method: ClassVar[str] = "xgboost"

@@ -18,6 +18,7 @@ from hagekit.bench.compare import (
     _check_out,
     assemble,
     features_header,
+    hage_spec,
     load_bench_inputs,
     run_methods,
     write_outputs,
@@ -66,7 +67,7 @@ def ablation_specs(variants: Sequence[str] | None = None) -> list[MethodSpec]:
         raise ConfigError(f"--variants: unknown variant(s) {', '.join(unknown)} "
                           f"(choose from {', '.join(ABLATION_VARIANTS)})")
     names = list(dict.fromkeys(names))
-    return [MethodSpec(v, "hage", ABLATION_VARIANTS[v]) for v in names]
+    return [hage_spec(v, ABLATION_VARIANTS[v]) for v in names]
 
 
 def grid_specs(k1: Sequence[int] | None = None, k2: Sequence[int] | None = None) -> list[MethodSpec]:
@@ -76,7 +77,7 @@ def grid_specs(k1: Sequence[int] | None = None, k2: Sequence[int] | None = None)
     bad = [v for v in k1s + k2s if v < 1]
     if bad:
         raise ConfigError(f"--k1/--k2: cluster counts must be >= 1, got {', '.join(map(str, bad))}")
-    return [MethodSpec(f"k1={a},k2={b}", "hage", {"k1": a, "k2": b}) for a in k1s for b in k2s]
+    return [hage_spec(f"k1={a},k2={b}", {"k1": a, "k2": b}) for a in k1s for b in k2s]
 
 
 def _run_variants(
@@ -104,8 +105,6 @@ def _run_variants(
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
                                genes_path=genes_path, embeddings_path=embeddings_path, need_hage=True,
                                config_file=config_file, overrides=overrides, progress=progress)
-    for spec in specs:  # validate every variant's settings before anything runs
-        inputs.hage_config.replace(**dict(spec.params))
     s = inputs.settings
     n_folds = len(make_folds(inputs.data.patients(), split=s.split, folds=s.folds))
     jobs = default_jobs(len(specs) * n_folds) if n_jobs is None else int(n_jobs)
@@ -120,7 +119,7 @@ def _run_variants(
     result = assemble(rows, names, reference=reference if reference in names else names[0],
                       header=features_header(inputs.data, s, len(names)), floor=None)
     settings = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
-                "variants": {sp.name: dict(sp.params) for sp in specs}, "n_jobs": jobs, "device": device,
+                "variants": {sp.name: {k.removeprefix("config__"): v for k, v in sp.params.items()} for sp in specs}, "n_jobs": jobs, "device": device,
                 "hage": inputs.hage_config.to_dict(), **inputs.record}
     title = {"ablation": "HAGE ablation (Table 2)", "grid": "HAGE k1 x k2 grid (Table 3)"}[kind]
     write_outputs(result, out, title=f"{title} on {inputs.data.dataset} ({s.split} split)", settings=settings)

@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from hagekit.baselines import METHODS, make_method, method_accepts
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.metrics import METRIC_NAMES
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = [
     "MethodSpec",
+    "hage_spec",
     "BenchResult",
     "run_methods",
     "build_tables",
@@ -40,18 +42,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Methods ``hagekit bench baselines`` knows (baselines + HAGE), in table order.
-ALL_METHODS = ("mean", "ridge", "xgboost", "mlp", "bleep", "mclstexp", "hage")
-#: Baselines whose ``epochs`` follows ``--epochs``.
-EPOCH_METHODS = ("mlp", "bleep", "mclstexp")
-DEVICE_METHODS = ("xgboost", "mlp", "bleep", "mclstexp")
-TORCH_METHODS = ("mlp", "bleep", "mclstexp", "hage")
+#: Methods ``hagekit bench baselines`` knows (the method registry: baselines + HAGE), in table order.
+ALL_METHODS = tuple(METHODS)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One row of the comparison: a display ``name``, its ``kind`` (a baseline or ``hage``)
-    and its parameters (estimator keywords, or :class:`HAGEConfig` overrides for ``hage``)."""
+    """One row of the comparison: a display ``name``, its ``kind`` (a registered method) and its
+    estimator parameters (``set_params`` keywords; HAGE config fields as ``config__<field>``,
+    see :func:`hage_spec`)."""
 
     name: str
     kind: str
@@ -72,40 +71,31 @@ class BenchResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-class _Factory:
-    """Builds one estimator per fold x trial (picklable, so folds can run in worker processes)."""
+def hage_spec(name: str, overrides: Mapping[str, Any]) -> MethodSpec:
+    """A HAGE row whose :class:`HAGEConfig` differs from the run's by ``overrides``."""
+    return MethodSpec(name, "hage", {f"config__{k}": v for k, v in overrides.items()})
 
-    def __init__(self, spec: MethodSpec, *, hage_config: Any = None, gene_embeddings: np.ndarray | None = None,
-                 device: str = "cpu") -> None:
+
+class _Factory:
+    """Builds one estimator per fold x trial from the method registry (picklable, so folds can
+    run in worker processes). ``context`` holds what every method may take (``device``, HAGE's
+    ``config`` and ``gene_embeddings``); each method receives the parts its constructor accepts."""
+
+    def __init__(self, spec: MethodSpec, context: Mapping[str, Any]) -> None:
         self.spec = spec
-        self.hage_config = hage_config
-        self.gene_embeddings = gene_embeddings
-        self.device = device
+        self.context = dict(context)
 
     def __call__(self, ctx: Any) -> Any:
-        if self.spec.kind == "hage":
-            from hagekit.hage.estimator import HAGERegressor
-
-            cfg = self.hage_config.replace(**dict(self.spec.params)) if self.spec.params else self.hage_config
-            return HAGERegressor(cfg, self.gene_embeddings, seed=ctx.seed, device=self.device,
-                                 genes=list(ctx.genes), label=f"{self.spec.name} {ctx.fold}/{ctx.trial}")
-        from hagekit.baselines import make_baseline
-
-        return make_baseline(self.spec.kind, **{**dict(self.spec.params), "random_state": ctx.seed})
-
-
-def _check_hage_available() -> None:
-    try:
-        import hagekit.hage.estimator  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - only in partial installs
-        raise ConfigError(f"--methods: 'hage' is not available in this install ({exc})") from None
+        context = {**self.context, "random_state": ctx.seed, "genes": list(ctx.genes),
+                   "label": f"{self.spec.name} {ctx.fold}/{ctx.trial}"}
+        return make_method(self.spec.kind, context=context, **dict(self.spec.params))
 
 
 def _run_one(data: Any, factory: _Factory, fold: str, kw: dict[str, Any], threads: int | None) -> list[dict]:
     """Run one method on one fold (all trials); in worker processes, torch uses ``threads``."""
     from hagekit.training.protocol import run_protocol
 
-    if threads is not None and factory.spec.kind in TORCH_METHODS:
+    if threads is not None and method_accepts(factory.spec.kind, "device"):
         import torch
 
         torch.set_num_threads(threads)
@@ -143,11 +133,12 @@ def run_methods(
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods: duplicate method names in {', '.join(names)}")
     fold_list = make_folds(data.patients(), split=split, folds=folds)
-    if any(s.kind == "hage" for s in specs):
-        _check_hage_available()
-        if gene_embeddings is None or hage_config is None:
-            raise ConfigError("--gene-embeddings: HAGE needs the panel's gene embeddings")
-    factories = [_Factory(s, hage_config=hage_config, gene_embeddings=gene_embeddings, device=device) for s in specs]
+    if any(s.kind == "hage" for s in specs) and (gene_embeddings is None or hage_config is None):
+        raise ConfigError("--gene-embeddings: HAGE needs the panel's gene embeddings")
+    context = {"config": hage_config, "gene_embeddings": gene_embeddings, "device": device}
+    factories = [_Factory(s, context) for s in specs]
+    for s in specs:  # refuse a bad parameter before anything runs
+        make_method(s.kind, context=context, **dict(s.params))
     tasks = [(f, fold.name) for f in factories for fold in fold_list]
 
     def kwargs_for(f: _Factory, fold: str, with_progress: bool) -> dict[str, Any]:
@@ -487,7 +478,6 @@ def load_bench_inputs(
     emb = None
     warnings: list[str] = []
     if need_hage:
-        _check_hage_available()
         if embeddings_path is None or not Path(embeddings_path).is_file():
             raise DataError(at(embeddings_path or "--gene-embeddings",
                                "gene embeddings not found; HAGE needs them (or drop hage from --methods)"))
@@ -541,17 +531,13 @@ def baseline_specs(methods: Sequence[str], *, epochs: int | None, device: str,
     specs = []
     for m in methods:
         params: dict[str, Any] = {}
-        if m == "hage":
-            specs.append(MethodSpec("hage", "hage", {}))
-            continue
-        if epochs is not None and m in EPOCH_METHODS:
+        if epochs is not None and method_accepts(m, "epochs"):  # HAGE: its config's epochs
             params["epochs"] = int(epochs)
-        if m in DEVICE_METHODS:
+        if method_accepts(m, "device"):
             params["device"] = device
         params.update(method_params.get(m, {}))
-        from hagekit.baselines import make_baseline
-
-        make_baseline(m, **params)  # validate parameters before anything runs
+        if m != "hage":  # HAGE's parameters need its gene embeddings; run_methods checks them
+            make_method(m, **params)  # validate parameters before anything runs
         specs.append(MethodSpec(m, m, params))
     return specs
 

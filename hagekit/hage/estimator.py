@@ -1,7 +1,9 @@
-"""``HAGERegressor``: the HAGE model behind a scikit-learn-like fit / predict / save / load.
+"""``HAGERegressor``: the HAGE model as a scikit-learn estimator (fit / predict / save / load).
 
 ``fit`` standardises features, builds the fixed hierarchy on the training spots, trains with
-early stopping on validation PCC and keeps the best weights. ``save`` writes
+early stopping on validation PCC and keeps the best weights (the shared loop, via
+:func:`hagekit.training.fit.fit_model`). ``clone``, ``get_params(deep=True)`` (with
+``config__<field>`` for every :class:`HAGEConfig` field) and ``GridSearchCV`` work. ``save`` writes
 ``model.safetensors`` (state dict) + ``estimator.json`` (config, shapes, history); no pickle.
 """
 
@@ -11,13 +13,14 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
 from hagekit.hage.model import HAGEConfig
 from hagekit.progress import Reporter
+from hagekit.training.estimator import Regressor
 
 __all__ = ["HAGERegressor", "calibration", "ESTIMATOR_FORMAT", "MODEL_FILE", "ESTIMATOR_FILE"]
 
@@ -28,62 +31,75 @@ MODEL_FILE = "model.safetensors"
 ESTIMATOR_FILE = "estimator.json"
 
 
-class HAGERegressor:
+class HAGERegressor(Regressor):
     """Predict panel expression (N, G) from image features (N, D) with HAGE.
 
-    ``gene_embeddings`` (G, d_g) are the panel's embeddings in panel order; ``genes`` (optional)
-    are the panel's symbols, recorded for provenance checks at prediction time; ``label``
-    names the progress bar.
+    ``config`` (default: :class:`HAGEConfig` defaults); ``gene_embeddings`` (G, d_g) are the
+    panel's embeddings in panel order; ``genes`` (optional) are the panel's symbols, recorded
+    for provenance checks at prediction time; ``label`` names the progress bar. ``fit`` reads
+    neither ``spatial`` nor ``groups`` (HAGE, like the paper, uses no spatial context).
     """
+
+    method: ClassVar[str] = "hage"
 
     def __init__(
         self,
-        config: HAGEConfig,
-        gene_embeddings: np.ndarray,
+        config: HAGEConfig | None = None,
+        gene_embeddings: np.ndarray | None = None,
         *,
-        seed: int = 0,
+        random_state: int = 0,
         device: str = "cpu",
         genes: Sequence[str] | None = None,
         label: str = "HAGE",
     ) -> None:
         self.config = config
         self.gene_embeddings = gene_embeddings
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.genes = genes
         self.label = label
 
-    # -- fitting -------------------------------------------------------------------------
-    def fit(
-        self,
-        X: np.ndarray,
-        Y: np.ndarray,
-        *,
-        X_val: np.ndarray | None = None,
-        Y_val: np.ndarray | None = None,
-        spatial: np.ndarray | None = None,
-        spatial_val: np.ndarray | None = None,
-        progress: Reporter | None = None,
-    ) -> HAGERegressor:
-        """Train on features ``X`` (N, D) and targets ``Y`` (N, G); returns ``self``.
+    # -- parameters ----------------------------------------------------------------------
+    def _config(self) -> HAGEConfig:
+        return self.config if self.config is not None else HAGEConfig()
 
-        ``spatial``/``spatial_val`` are accepted for the common estimator interface of the
-        protocol; HAGE, like the paper, uses no spatial context and does not read them.
-        """
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters; with ``deep``, also ``config__<field>`` for every config field."""
+        params = super().get_params(deep=False)
+        if deep:
+            params.update({f"config__{k}": v for k, v in self._config().to_dict().items()})
+        return params
+
+    def set_params(self, **params: Any) -> HAGERegressor:
+        """Set parameters; ``config__<field>`` replaces that field of ``config`` (validated)."""
+        changes = {k.split("__", 1)[1]: params.pop(k) for k in list(params) if k.startswith("config__")}
+        super().set_params(**params)
+        if changes:
+            unknown = sorted(set(changes) - set(HAGEConfig.field_names()))
+            if unknown:
+                raise ConfigError(f"hage: unknown setting(s) {', '.join(unknown)} (valid: {', '.join(HAGEConfig.field_names())})")
+            self.config = self._config().replace(**changes)
+        return self
+
+    # -- fitting -------------------------------------------------------------------------
+    def _check_inputs(self, X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+        return _check_xy(X, Y, self._check_embeddings().shape[0], what or "training")
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
+             spatial: np.ndarray | None, groups: np.ndarray | None, progress: Reporter | None) -> None:
+        """Train on features ``X`` (N, D) and targets ``Y`` (N, G)."""
         import torch
 
         from hagekit.hage.hierarchy import build_hierarchy
         from hagekit.hage.model import HAGEModel
         from hagekit.training.fit import fit_model
+        from hagekit.training.loop import seeded
 
         emb = self._check_embeddings()
-        X, Y = _check_xy(X, Y, emb.shape[0], "training")
-        has_val = X_val is not None and Y_val is not None and len(X_val) > 0
-        if has_val:
-            X_val, Y_val = _check_xy(X_val, Y_val, emb.shape[0], "validation")
-            if X_val.shape[1] != X.shape[1]:
-                raise DataError(f"validation features have {X_val.shape[1]} dims, training {X.shape[1]}")
-        cfg = self.config
+        has_val = val is not None
+        X_val, Y_val = val if val is not None else (None, None)
+        cfg = self._config()
+        seed = int(self.random_state)
         device = _resolve_device(self.device)
         mean = X.mean(axis=0) if cfg.standardize_features else np.zeros(X.shape[1], np.float32)
         std = X.std(axis=0) if cfg.standardize_features else np.ones(X.shape[1], np.float32)
@@ -91,13 +107,12 @@ class HAGERegressor:
         n_clusters, labels_t = 0, None
         if cfg.use_hierarchy:
             hier = build_hierarchy(
-                Y, (X - mean) / std, k1=cfg.k1, k2=cfg.k2, single_level=cfg.single_level, seed=self.seed
+                Y, (X - mean) / std, k1=cfg.k1, k2=cfg.k2, single_level=cfg.single_level, seed=seed
             )
             n_clusters = hier.n_clusters
             self.cluster_sizes_ = hier.sizes()
             labels_t = torch.as_tensor(hier.labels, device=device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
+        with seeded(seed, device):
             model = HAGEModel(cfg, X.shape[1], torch.as_tensor(emb))
             model.set_feature_stats(torch.as_tensor(mean), torch.as_tensor(std))
             model.to(device)
@@ -110,7 +125,7 @@ class HAGERegressor:
                 n_clusters=n_clusters,
                 x_val=torch.as_tensor(X_val, device=device) if has_val else None,
                 y_val=Y_val if has_val else None,
-                seed=self.seed,
+                seed=seed,
                 progress=progress,
                 description=self.label,
             )
@@ -129,7 +144,6 @@ class HAGERegressor:
         self.best_epoch_ = int(result.best_epoch)
         self.best_val_pcc_ = float(result.best_score)
         self.stopped_early_ = bool(result.stopped_early)
-        return self
 
     # -- inference -----------------------------------------------------------------------
     def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
@@ -160,7 +174,7 @@ class HAGERegressor:
         with torch.inference_mode():
             return np.concatenate(
                 [model.encode_image(x[s : s + 4096]).cpu().numpy() for s in range(0, len(x), 4096)]
-                or [np.zeros((0, self.config.d), np.float32)]
+                or [np.zeros((0, self._config().d), np.float32)]
             )
 
     # -- persistence ---------------------------------------------------------------------
@@ -185,12 +199,12 @@ class HAGERegressor:
         return {
             "format": ESTIMATOR_FORMAT,
             "method": "hage",
-            "config": self.config.to_dict(),
+            "config": self._config().to_dict(),
             "n_features_in": self.n_features_in_,
             "n_genes": int(np.asarray(self.gene_embeddings).shape[0]),
             "d_gene": int(np.asarray(self.gene_embeddings).shape[1]),
             "genes": list(self.genes) if self.genes is not None else None,
-            "seed": self.seed,
+            "seed": self.random_state,
             "n_clusters": self.n_clusters_,
             "best_epoch": self.best_epoch_,
             "best_val_pcc": self.best_val_pcc_,
@@ -225,7 +239,7 @@ class HAGERegressor:
         if "gene_embeddings" not in state:
             raise DataError(at(weights_path, "no gene_embeddings tensor; not a HAGE model"))
         emb = state["gene_embeddings"].numpy()
-        est = cls(config, emb, seed=int(meta.get("seed", 0)), device=device, genes=meta.get("genes"))
+        est = cls(config, emb, random_state=int(meta.get("seed", 0)), device=device, genes=meta.get("genes"))
         model = HAGEModel(config, int(meta["n_features_in"]), torch.as_tensor(emb))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -235,7 +235,7 @@ def train_run(
     )
 
     def factory(ctx: FoldContext) -> HAGERegressor:
-        return HAGERegressor(config, emb, seed=ctx.seed, device=device, genes=list(ctx.genes),
+        return HAGERegressor(config, emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
                              label=f"{ctx.fold} trial {ctx.trial}")
 
     result = run_protocol(

@@ -33,7 +33,7 @@ EMB = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
 def fitted():
     x, y = _data()
     torch.set_num_threads(1)
-    est = HAGERegressor(CFG, EMB, seed=1).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
+    est = HAGERegressor(CFG, EMB, random_state=1).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
     return est, x, y
 
 
@@ -52,9 +52,9 @@ def test_learns_and_keeps_best_epoch(fitted):
 
 def test_same_seed_same_numbers_other_seed_differs(fitted):
     est, x, y = fitted
-    again = HAGERegressor(CFG, EMB, seed=1).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
+    again = HAGERegressor(CFG, EMB, random_state=1).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
     np.testing.assert_array_equal(est.predict(x[250:]), again.predict(x[250:]))
-    other = HAGERegressor(CFG, EMB, seed=2).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
+    other = HAGERegressor(CFG, EMB, random_state=2).fit(x[:200], y[:200], X_val=x[200:250], Y_val=y[200:250])
     assert not np.array_equal(est.predict(x[250:]), other.predict(x[250:]))
 
 
@@ -144,7 +144,7 @@ def test_progress_shows_live_loss_and_validation_pcc():
 @pytest.mark.gpu
 def test_cuda_fit_predict_and_load_on_cpu(tmp_path: Path):
     x, y = _data(n=200)
-    est = HAGERegressor(CFG, EMB, seed=0, device="cuda").fit(x[:150], y[:150], X_val=x[150:], Y_val=y[150:])
+    est = HAGERegressor(CFG, EMB, random_state=0, device="cuda").fit(x[:150], y[:150], X_val=x[150:], Y_val=y[150:])
     assert next(est.model_.parameters()).is_cuda
     pred = est.predict(x[150:])
     assert np.isfinite(pred).all() and evaluate_section(y[150:], pred).pcc_all > 0.2
