@@ -10,6 +10,7 @@ work. Classes load lazily by name, so that importing this package never imports 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,8 +71,6 @@ def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params
     bad = [p for p in params if p not in valid]
     if bad:
         raise ConfigError(f"{name}: unknown parameters {', '.join(bad)} (valid: {', '.join(valid)})")
-    import inspect
-
     defaults = inspect.signature(cls.__init__).parameters
     for key, value in params.items():
         if key in defaults:  # HAGE's config__<field> values are checked by HAGEConfig
@@ -90,7 +89,6 @@ def make_baseline(name: str, **params: Any) -> Any:
 
 def _check_param_type(method: str, key: str, value: Any, default: Any) -> None:
     """Refuse a value of another kind than the parameter's default (``alphas = "x"``), by name."""
-    import inspect
     import math
 
     def number(v: Any, integral: bool) -> bool:
