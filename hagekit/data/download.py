@@ -14,6 +14,7 @@ import logging
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -198,14 +199,14 @@ def safe_extract(archive: Path, dest: Path) -> Path:
         return dest
     try:
         is_zip, is_tar = zipfile.is_zipfile(archive), tarfile.is_tarfile(archive)
-    except (OSError, EOFError, tarfile.TarError) as exc:
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise DataError(at(archive, f"corrupt or truncated archive ({exc or type(exc).__name__}); delete it and rerun")) from None
     if not is_zip and not is_tar and archive.name.lower().endswith(".gz"):
         try:
             with gzip.open(archive, "rb") as src, atomic_path(dest) as tmp, tmp.open("wb") as out:
                 for chunk in iter(lambda: src.read(CHUNK), b""):
                     out.write(chunk)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(at(archive, f"corrupt gzip file ({exc})")) from None
         return dest
     with atomic_dir(dest) as tmp:
@@ -236,7 +237,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                         tf.extractall(tmp, members=members, filter="data")
                     else:  # pragma: no cover - Python < 3.11.4; members were checked above
                         tf.extractall(tmp, members=members)
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
                 raise DataError(at(archive, f"corrupt tar archive ({exc})")) from None
         else:
             raise DataError(at(archive, "marked for extraction but not a zip or tar archive"))

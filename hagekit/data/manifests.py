@@ -76,6 +76,8 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
     import yaml
 
     path = Path(name_or_path)
+    if isinstance(name_or_path, Path) and path.is_dir():
+        raise DataError(at(path, "is a directory, expected a manifest YAML file"))
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         if path.suffix in (".yaml", ".yml") or "/" in str(name_or_path):
             raise DataError(at(path, "manifest file not found"))
@@ -83,7 +85,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         path = manifests_dir() / f"{key}.yaml"
         if not path.is_file():
             valid = ", ".join(sorted(p.stem for p in manifests_dir().glob("*.yaml")))
-            raise ConfigError(f"NAME: unknown manifest {name_or_path!r} (valid choices: {valid})")
+            raise ConfigError(f"NAME: unknown manifest {str(name_or_path)!r} (valid choices: {valid})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
