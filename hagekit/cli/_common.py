@@ -13,8 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +30,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from hagekit.cli import _options
 
 console = Console()
 err_console = Console(stderr=True)
@@ -228,22 +229,10 @@ class reporting:
         self._progress.__exit__(*exc)
 
 
-# Common options ---------------------------------------------------------------------------
-
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace",
-        "-w",
-        envvar="HAGEKIT_HOME",
-        help="Workspace root (default ./hagekit-work, or $HAGEKIT_HOME).",
-        show_default=False,
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same numbers.")]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")
-]
+# Common options: defined in hagekit.cli._options; these names stay for modules importing them here.
+WorkspaceOpt = _options.Workspace
+SeedOpt = _options.Seed
+OverwriteOpt = _options.Overwrite
 
 
 def split_csv(value: str | None) -> list[str] | None:

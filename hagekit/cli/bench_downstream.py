@@ -11,15 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    SeedOpt,
-    WorkspaceOpt,
-    console,
-    handle_errors,
-    reporting,
-    split_csv,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, handle_errors, reporting, split_csv
 
 EncoderOpt = Annotated[
     list[str] | None,
@@ -29,7 +22,6 @@ WeightsOpt = Annotated[
     list[str] | None,
     typer.Option("--weights", help="Weights file: PATH (one encoder) or ENCODER=PATH; repeatable."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 
 
 def add_commands(bench_app: typer.Typer) -> None:
@@ -92,10 +84,10 @@ def linear_probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Probe batch size.")] = 128,
     embed_batch_size: Annotated[int, typer.Option("--embed-batch-size", help="Patches per encoder forward pass.")] = 64,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Data loader workers for embedding.")] = 0,
-    device: DeviceOpt = "cpu",
-    seed: SeedOpt = 0,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    device: opt.Device = "cpu",
+    seed: opt.Seed = 0,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Linear probe on frozen embeddings (10 epochs, CE, 5-fold CV): Accuracy, AUC, Recall per encoder."""
     from hagekit.bench.linear_probe import ProbeConfig, run_linear_probe
@@ -147,10 +139,10 @@ def abmil(
     max_instances: Annotated[int | None, typer.Option("--max-instances", help="Random tiles per bag per training step (memory cap; default all).")] = None,
     heatmap: Annotated[list[str] | None, typer.Option("--heatmap", help="Slide id whose attention to draw over its thumbnail; repeatable.")] = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Drop slides without a slide or feature file instead of failing.")] = False,
-    device: DeviceOpt = "cpu",
-    seed: SeedOpt = 0,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    device: opt.Device = "cpu",
+    seed: opt.Seed = 0,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Gated attention MIL (Ilse et al. 2018), K-fold CV by patient: Accuracy, AUC, Recall per encoder."""
     from hagekit.bench.abmil import (

@@ -11,30 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    WorkspaceOpt,
-    console,
-    err_console,
-    handle_errors,
-    reporting,
-    split_csv,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (her2, cscc, synth, ...).")]
-DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="Folder with <dataset>/<section>.h5ad (default: workspace data/).")]
-FeaturesOpt = Annotated[Path | None, typer.Option("--features", help="Feature folder with <section>.h5 (default: workspace features/<dataset>/<encoder>).")]
-EncoderOpt = Annotated[str, typer.Option("--encoder", help="Encoder whose workspace features to use when --features is not given.")]
-GenesOpt = Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: workspace genes/<dataset>/panel.txt).")]
-EmbOpt = Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings for HAGE (default: workspace genes/<dataset>/embeddings.txt).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-<command>).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings: run + HAGE keys, and per-method tables baselines.<method>; flags override it.")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")]
-FoldsOpt = Annotated[str | None, typer.Option("--folds", help="Held-out sections/patients to run, comma-separated (default: all).")]
-TrialsOpt = Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/validation trials per fold (default 5).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs for every trained method (HAGE, mlp, bleep, mclstexp).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (xgboost and torch methods).")]
 JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (default: one per core).")]
 
 
@@ -122,26 +103,26 @@ def _print_result(result: Any, warnings: list[str], title: str) -> None:
 
 @handle_errors
 def baselines(
-    dataset: DatasetOpt = "her2",
-    data_root: DataRootOpt = None,
-    features: FeaturesOpt = None,
-    encoder: EncoderOpt = "builtin",
-    genes: GenesOpt = None,
-    gene_embeddings: EmbOpt = None,
+    dataset: opt.Dataset = "her2",
+    data_root: opt.DataRoot = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
+    genes: opt.Panel = None,
+    gene_embeddings: opt.GeneEmbeddings = None,
     methods: Annotated[str, typer.Option("--methods", "-m", help="Comma-separated: mean,ridge,xgboost,mlp,bleep,mclstexp,hage (mean is always added).")] = "ridge,xgboost,mlp,bleep,mclstexp,hage",
     reference: Annotated[str | None, typer.Option("--reference", help="Method compared against each other one (default: hage if run).")] = None,
-    split: SplitOpt = None,
-    folds: FoldsOpt = None,
-    trials: TrialsOpt = None,
+    split: opt.Split = None,
+    folds: opt.Folds = None,
+    trials: opt.Trials = None,
     epochs: EpochsOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
+    seed: opt.SeedOrConfig = None,
+    config: opt.Config = None,
     out: OutOpt = None,
-    device: DeviceOpt = "cpu",
+    device: opt.Device = "cpu",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (1 keeps timings clean).")] = 1,
     save_models: Annotated[bool, typer.Option("--save-models", help="Also save every fitted model in the run folders.")] = False,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 1: every baseline and HAGE on identical features, folds, targets and metrics."""
     from hagekit.bench.compare import bench_baselines
@@ -162,24 +143,24 @@ def baselines(
 
 @handle_errors
 def ablation(
-    dataset: DatasetOpt = "her2",
-    data_root: DataRootOpt = None,
-    features: FeaturesOpt = None,
-    encoder: EncoderOpt = "builtin",
-    genes: GenesOpt = None,
-    gene_embeddings: EmbOpt = None,
+    dataset: opt.Dataset = "her2",
+    data_root: opt.DataRoot = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
+    genes: opt.Panel = None,
+    gene_embeddings: opt.GeneEmbeddings = None,
     variants: Annotated[str | None, typer.Option("--variants", "--methods", help="Comma-separated: full,no_ge,no_hierarchy,no_ge_no_hierarchy,single_level (default: all).")] = None,
-    split: SplitOpt = None,
-    folds: FoldsOpt = None,
-    trials: TrialsOpt = None,
+    split: opt.Split = None,
+    folds: opt.Folds = None,
+    trials: opt.Trials = None,
     epochs: EpochsOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
+    seed: opt.SeedOrConfig = None,
+    config: opt.Config = None,
     out: OutOpt = None,
-    device: DeviceOpt = "cpu",
+    device: opt.Device = "cpu",
     jobs: JobsOpt = None,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 2: HAGE without GE, without hierarchical alignment, without both, single-level."""
     from hagekit.bench.ablation import bench_ablation
@@ -197,25 +178,25 @@ def ablation(
 
 @handle_errors
 def grid(
-    dataset: DatasetOpt = "her2",
-    data_root: DataRootOpt = None,
-    features: FeaturesOpt = None,
-    encoder: EncoderOpt = "builtin",
-    genes: GenesOpt = None,
-    gene_embeddings: EmbOpt = None,
+    dataset: opt.Dataset = "her2",
+    data_root: opt.DataRoot = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
+    genes: opt.Panel = None,
+    gene_embeddings: opt.GeneEmbeddings = None,
     k1: Annotated[str | None, typer.Option("--k1", help="Expression cluster counts, comma-separated (default 10,20,30,40).")] = None,
     k2: Annotated[str | None, typer.Option("--k2", help="Image sub-cluster counts, comma-separated (default 2,3).")] = None,
-    split: SplitOpt = None,
-    folds: FoldsOpt = None,
-    trials: TrialsOpt = None,
+    split: opt.Split = None,
+    folds: opt.Folds = None,
+    trials: opt.Trials = None,
     epochs: EpochsOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
+    seed: opt.SeedOrConfig = None,
+    config: opt.Config = None,
     out: OutOpt = None,
-    device: DeviceOpt = "cpu",
+    device: opt.Device = "cpu",
     jobs: JobsOpt = None,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 3: HAGE for every k1 x k2 pair."""
     from hagekit.bench.ablation import bench_grid

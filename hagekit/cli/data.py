@@ -5,20 +5,15 @@ Only typer/rich/stdlib at import time; the library is imported inside each comma
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    SeedOpt,
-    WorkspaceOpt,
-    console,
-    handle_errors,
-    reporting,
-    split_csv,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_dir
 
 data_app = typer.Typer(
@@ -87,57 +82,39 @@ def _print_prepare(report: Any) -> None:
     )
 
 
-@prepare_app.command("her2st")
-@handle_errors
-def prepare_her2st_cmd(
-    raw: RawOpt,
-    out: OutOpt = None,
-    sections: SectionsOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "her2",
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
-) -> None:
-    """HER2+ breast cancer ST (almaan/her2st layout: data/ST-cnts, ST-spotfiles, ST-imgs, ST-pat)."""
-    from hagekit.data.her2st import prepare_her2st
-
+def _prepare(prepare: Callable[..., Any], raw: Path, workspace: Path | None, out: Path | None, **kwargs: Any) -> None:
+    """Run one ``prepare_*`` library function with a progress bar and print its table."""
     with reporting() as progress:
-        report = prepare_her2st(
-            raw,
-            _out_root(workspace, out),
-            sections=split_csv(sections),
-            dataset=dataset,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        report = prepare(raw, _out_root(workspace, out), progress=progress, **kwargs)
     _print_prepare(report)
 
 
+def _legacy_st_command(reader: str, default_dataset: str, doc: str) -> Callable[..., None]:
+    """``prepare her2st`` / ``prepare cscc``: the legacy-ST layouts share their options."""
+
+    def command(
+        raw: RawOpt,
+        out: OutOpt = None,
+        sections: SectionsOpt = None,
+        dataset: opt.DatasetFolder = default_dataset,
+        overwrite: opt.Overwrite = False,
+        workspace: opt.Workspace = None,
+    ) -> None:
+        prepare = getattr(importlib.import_module(f"hagekit.data.{reader}"), f"prepare_{reader}")
+        _prepare(prepare, raw, workspace, out, sections=split_csv(sections), dataset=dataset, overwrite=overwrite)
+
+    command.__name__ = f"prepare_{reader}_cmd"
+    command.__doc__ = doc
+    return handle_errors(command)
+
+
+prepare_her2st_cmd = prepare_app.command("her2st")(
+    _legacy_st_command("her2st", "her2", "HER2+ breast cancer ST (almaan/her2st layout: data/ST-cnts, ST-spotfiles, ST-imgs, ST-pat).")
+)
 prepare_app.command("her2", help="Alias of `prepare her2st`.", hidden=True)(prepare_her2st_cmd)
-
-
-@prepare_app.command("cscc")
-@handle_errors
-def prepare_cscc_cmd(
-    raw: RawOpt,
-    out: OutOpt = None,
-    sections: SectionsOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "cscc",
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
-) -> None:
-    """Cutaneous SCC ST (GEO GSE144240_RAW: *_stdata.tsv.gz, *spot*.tsv.gz, *.jpg per section)."""
-    from hagekit.data.cscc import prepare_cscc
-
-    with reporting() as progress:
-        report = prepare_cscc(
-            raw,
-            _out_root(workspace, out),
-            sections=split_csv(sections),
-            dataset=dataset,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    _print_prepare(report)
+prepare_cscc_cmd = prepare_app.command("cscc")(
+    _legacy_st_command("cscc", "cscc", "Cutaneous SCC ST (GEO GSE144240_RAW: *_stdata.tsv.gz, *spot*.tsv.gz, *.jpg per section).")
+)
 
 
 @prepare_app.command("visium")
@@ -153,29 +130,18 @@ def prepare_visium_cmd(
         str | None, typer.Option("--patient", help="Patient id (default: the section name).", show_default=False)
     ] = None,
     out: OutOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "visium",
+    dataset: opt.DatasetFolder = "visium",
     all_spots: Annotated[
         bool, typer.Option("--all-spots", help="Keep spots outside the tissue (default: in_tissue == 1 only).")
     ] = False,
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
 ) -> None:
     """10x Visium (Space Ranger outs); the pixel size comes from spot_diameter_fullres / 55 µm."""
     from hagekit.data.visium import prepare_visium
 
-    with reporting() as progress:
-        report = prepare_visium(
-            raw,
-            _out_root(workspace, out),
-            name=name,
-            image=image,
-            patient=patient,
-            dataset=dataset,
-            in_tissue_only=not all_spots,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    _print_prepare(report)
+    _prepare(prepare_visium, raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
+             in_tissue_only=not all_spots, overwrite=overwrite)
 
 
 @prepare_app.command("hest")
@@ -186,39 +152,30 @@ def prepare_hest_cmd(
         str | None, typer.Option("--ids", help="Comma-separated HEST sample ids (default: every st/<id>.h5ad).", show_default=False)
     ] = None,
     out: OutOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "hest",
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
+    dataset: opt.DatasetFolder = "hest",
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
 ) -> None:
     """HEST-1k samples; microns per pixel from metadata pixel_size_um_estimated."""
     from hagekit.data.hest import prepare_hest
 
-    with reporting() as progress:
-        report = prepare_hest(
-            raw,
-            _out_root(workspace, out),
-            ids=split_csv(ids),
-            dataset=dataset,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    _print_prepare(report)
+    _prepare(prepare_hest, raw, workspace, out, ids=split_csv(ids), dataset=dataset, overwrite=overwrite)
 
 
 @data_app.command("synth")
 @handle_errors
 def synth_cmd(
     out: OutOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset folder name.")] = "synth",
+    dataset: opt.DatasetFolder = "synth",
     sections: Annotated[int, typer.Option("--sections", help="Number of sections.")] = 4,
     spots: Annotated[int, typer.Option("--spots", help="Spots per section (grid, 100 µm pitch).")] = 300,
     genes: Annotated[int, typer.Option("--genes", help="Genes per section.")] = 200,
     patients: Annotated[
         int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).", show_default=False)
     ] = None,
-    seed: SeedOpt = 0,
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
+    seed: opt.Seed = 0,
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
 ) -> None:
     """Generate a synthetic ST dataset: H&E-like images with tissue regions and NB counts learnable from them."""
     from hagekit.data.section import list_sections
@@ -278,7 +235,7 @@ def list_cmd(
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Only this dataset.", show_default=False)
     ] = None,
-    workspace: WorkspaceOpt = None,
+    workspace: opt.Workspace = None,
 ) -> None:
     """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp."""
     from hagekit.data.section import list_sections
@@ -318,7 +275,7 @@ def download_cmd(
     ] = None,
     extract: Annotated[bool, typer.Option("--extract/--no-extract", help="Unpack archives the manifest marks for extraction.")] = True,
     show: Annotated[bool, typer.Option("--list", help="List the built-in manifests and exit.")] = False,
-    workspace: WorkspaceOpt = None,
+    workspace: opt.Workspace = None,
 ) -> None:
     """Download a dataset or weight file listed in data_manifests/, resuming partial files and verifying sha256."""
     from hagekit.data.download import download

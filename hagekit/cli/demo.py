@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from hagekit.cli._common import OverwriteOpt, SeedOpt, console, handle_errors, reporting
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, handle_errors, reporting
 from hagekit.io.atomic import check_output_dir
 
 
@@ -18,8 +19,8 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("hagekit-demo"),
-    seed: SeedOpt = 0,
-    overwrite: OverwriteOpt = False,
+    seed: opt.Seed = 0,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Run the whole pipeline offline on a synthetic dataset (a few minutes on a CPU)."""
     from hagekit.cli.train import metrics_table

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from hagekit.cli._common import OverwriteOpt, console, fail, handle_errors
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, fail, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def export_features(
     features: Annotated[Path, typer.Argument(help="Folder of <slide>.h5 feature files (or one file) from `hagekit extract`.")],
     to: Annotated[str, typer.Option("--to", help="Target layout: clam (h5_files/ + pt_files/).")] = "clam",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: <features>/clam).")] = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Write feature files in CLAM's layout: h5_files/<slide>.h5 (coords attrs in CLAM's
     meaning) and pt_files/<slide>.pt (torch.load gives the (N, D) tensor)."""

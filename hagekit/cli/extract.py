@@ -9,15 +9,8 @@ from typing import Annotated
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    WorkspaceOpt,
-    console,
-    fail,
-    handle_errors,
-    reporting,
-    split_csv,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, fail, handle_errors, reporting, split_csv
 
 _SPOT = "Spots (--dataset)"
 _SLIDE = "Whole slides (--slides)"
@@ -90,8 +83,8 @@ def extract_cmd(
     layout: Annotated[
         str, typer.Option("--layout", help="flat (<out>/<name>.h5, TRIDENT-style) or clam (also <out>/h5_files/ + <out>/pt_files/).")
     ] = "flat",
-    overwrite: OverwriteOpt = False,
-    workspace: WorkspaceOpt = None,
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
 ) -> None:
     """Extract patch features for ST spots (--dataset) or whole slides (--slides)."""
     if (dataset is None) == (not slides):

@@ -10,16 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    SeedOpt,
-    WorkspaceOpt,
-    console,
-    err_console,
-    handle_errors,
-    reporting,
-    split_csv,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_file
 
 genes_app = typer.Typer(
@@ -27,26 +19,8 @@ genes_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (her2, cscc, synth, ...).")]
-DataRootOpt = Annotated[
-    Path | None,
-    typer.Option("--data-root", help="Folder holding <dataset>/<section>.h5ad (default: <workspace>/data).", show_default=False),
-]
-SectionsOpt = Annotated[
-    str | None, typer.Option("--sections", help="Comma-separated sections (default: see the command's help).", show_default=False)
-]
-GenesOpt = Annotated[
-    Path | None,
-    typer.Option("--genes", help="Gene panel, one symbol per line (default: <workspace>/genes/<dataset>/panel.txt).", show_default=False),
-]
-ThresholdOpt = Annotated[
-    float | None,
-    typer.Option("--threshold", help="Training: Pearson r above which two genes are co-expressed in a section (default 0.2).", show_default=False),
-]
-EvalThresholdOpt = Annotated[
-    float | None,
-    typer.Option("--eval-threshold", help="AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default 0.3).", show_default=False),
-]
+ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help="Training: Pearson r above which two genes are co-expressed in a section (default 0.2).")]
+EvalThresholdOpt = Annotated[float | None, typer.Option("--eval-threshold", help="AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default 0.3).")]
 
 
 def _data_root(workspace: Path | None, data_root: Path | None) -> Path:
@@ -84,8 +58,8 @@ def _steps_table(result: Any) -> Any:
 @genes_app.command("select")
 @handle_errors
 def select(
-    dataset: DatasetOpt,
-    data_root: DataRootOpt = None,
+    dataset: opt.Dataset,
+    data_root: opt.DataRoot = None,
     sections: Annotated[
         str | None, typer.Option("--sections", help="Comma-separated sections (default: all sections of the dataset).", show_default=False)
     ] = None,
@@ -106,8 +80,8 @@ def select(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Panel file (default: <workspace>/genes/<dataset>/panel.txt).", show_default=False)
     ] = None,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Select an HVG panel and print how many genes survive each step (never writes an empty panel)."""
     from hagekit.genes.panel import select_panel, write_panel
@@ -160,13 +134,13 @@ def _image_less_sections(data_root: Path, dataset: str) -> tuple[list[str], list
 @genes_app.command("embed")
 @handle_errors
 def embed(
-    dataset: DatasetOpt,
-    data_root: DataRootOpt = None,
+    dataset: opt.Dataset,
+    data_root: opt.DataRoot = None,
     sections: Annotated[
         str | None,
         typer.Option("--sections", help="Training sections (default: the sections without an image, so image sections stay unseen).", show_default=False),
     ] = None,
-    genes: GenesOpt = None,
+    genes: opt.Panel = None,
     dim: Annotated[int, typer.Option("--dim", help="Embedding dimension (Gene2Vec: 200).")] = 200,
     threshold: ThresholdOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Word2Vec passes over the pairs (default: enough for ~5M pair updates, 10..100).", show_default=False)] = None,
@@ -183,9 +157,9 @@ def embed(
         Path | None,
         typer.Option("--out", "-o", help="Embeddings file, Gene2Vec text (default: <workspace>/genes/<dataset>/embeddings.txt).", show_default=False),
     ] = None,
-    seed: SeedOpt = 0,
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    seed: opt.Seed = 0,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Train Gene2Vec-style embeddings from co-expression in your sections, and report their AUC."""
     from hagekit.genes.coexpression import (
@@ -267,18 +241,18 @@ def _print_quality(q: dict[str, Any]) -> None:
 @handle_errors
 def check(
     embeddings: Annotated[Path, typer.Argument(help="Embeddings file: Gene2Vec text (_w2v too), .npy (+ .genes.txt), .npz or .h5.")],
-    genes: GenesOpt = None,
+    genes: opt.Panel = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Dataset for the held-out AUC (skipped when not given).", show_default=False)
     ] = None,
-    data_root: DataRootOpt = None,
+    data_root: opt.DataRoot = None,
     sections: Annotated[
         str | None,
         typer.Option("--sections", help="Sections for the AUC (default: the dataset's sections the embeddings were not trained on).", show_default=False),
     ] = None,
     eval_threshold: EvalThresholdOpt = None,
-    seed: SeedOpt = 0,
-    workspace: WorkspaceOpt = None,
+    seed: opt.Seed = 0,
+    workspace: opt.Workspace = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write the matched panel (panel genes that have an embedding, "

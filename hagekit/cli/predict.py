@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting
 
 
@@ -25,7 +26,7 @@ def predict(
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Average the predictions of every fold and trial.")] = False,
     plot: Annotated[list[str] | None, typer.Option("--plot", help="Draw Figure 2 for these genes (repeat --plot or comma-separate: --plot ERBB2,GNAS).")] = None,
     plot_dir: Annotated[Path | None, typer.Option("--plot-dir", help="Folder for the PNGs (default: beside --out).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    device: opt.Device = "cpu",
 ) -> None:
     """Predict a section's panel expression with a run's model(s); optionally draw Figure 2."""
     from hagekit.io.atomic import check_output_dir, check_output_file

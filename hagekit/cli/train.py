@@ -7,14 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hagekit.cli._common import (
-    OverwriteOpt,
-    WorkspaceOpt,
-    console,
-    err_console,
-    handle_errors,
-    reporting,
-)
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, err_console, handle_errors, reporting
 
 
 def register(app: typer.Typer) -> None:
@@ -47,19 +41,19 @@ def metrics_table(summary: dict[str, Any], title: str):
 
 @handle_errors
 def train(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (her2, cscc, synth, ...).")] = "her2",
-    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder with <dataset>/<section>.h5ad (default: workspace data/).")] = None,
-    features: Annotated[Path | None, typer.Option("--features", help="Feature folder with <section>.h5 (default: workspace features/<dataset>/<encoder>).")] = None,
-    encoder: Annotated[str, typer.Option("--encoder", help="Encoder whose workspace features to use when --features is not given.")] = "builtin",
-    genes: Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: workspace genes/<dataset>/panel.txt).")] = None,
-    gene_embeddings: Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings (default: workspace genes/<dataset>/embeddings.txt).")] = None,
+    dataset: opt.Dataset = "her2",
+    data_root: opt.DataRoot = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
+    genes: opt.Panel = None,
+    gene_embeddings: opt.GeneEmbeddings = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: workspace runs/<dataset>/<name>).")] = None,
     name: Annotated[str, typer.Option("--name", help="Run name under the workspace when --out is not given.")] = "hage",
-    config: Annotated[Path | None, typer.Option("--config", help="TOML or YAML settings file; flags override it.")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")] = None,
-    folds: Annotated[str | None, typer.Option("--folds", help="Held-out sections/patients to run, comma-separated (default: all).")] = None,
-    trials: Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/validation trials per fold (default 5).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")] = None,
+    config: opt.Config = None,
+    split: opt.Split = None,
+    folds: opt.Folds = None,
+    trials: opt.Trials = None,
+    seed: opt.SeedOrConfig = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Validation share of training spots (default 0.2).")] = None,
     target: Annotated[str | None, typer.Option("--target", help="Expression target: log1p_norm (default), log1p, raw.")] = None,
     d: Annotated[int | None, typer.Option("--d", help="Embedding dimension (paper: 1024).")] = None,
@@ -73,9 +67,9 @@ def train(
     no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Ablation: no hierarchical (centroid) alignment.")] = False,
     single_level: Annotated[bool, typer.Option("--single-level", help="Ablation: k1*k2 clusters on expression only.")] = False,
     allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
-    workspace: WorkspaceOpt = None,
-    overwrite: OverwriteOpt = False,
+    device: opt.Device = "cpu",
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Train HAGE on every fold x trial and write a run folder (models, metrics.csv, summary.json)."""
     from hagekit.training.run import train_run
