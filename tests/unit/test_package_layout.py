@@ -42,7 +42,7 @@ FORBIDDEN = {
     "extract": STAGES - {"extract", "data", "slides", "encoders"},
     "hage": {"predict", "report", "demo", "bench", "baselines", "extract", "cli"},
     "training": {"predict", "report", "demo", "bench", "baselines", "extract", "cli"},
-    "baselines": STAGES - {"baselines"},
+    "baselines": STAGES - {"baselines", "training"},  # the shared loop and estimator base live in training
     "predict": {"bench", "demo", "cli", "training", "baselines"},
     "report": STAGES - {"report"},
     "bench": {"predict", "demo", "cli"},
