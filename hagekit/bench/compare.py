@@ -462,7 +462,7 @@ def load_bench_inputs(
     """Resolve settings (defaults < file < flags), load the dataset and the gene embeddings."""
     from hagekit.io.genelist import read_gene_list
     from hagekit.training.dataset import load_dataset
-    from hagekit.training.run import check_embedding_leak, resolve_settings
+    from hagekit.training.run import protocol_warnings, resolve_settings
     from hagekit.training.splits import make_folds
 
     file_settings, method_params = _split_config(config_file)
@@ -476,7 +476,6 @@ def load_bench_inputs(
         raise DataError(at(genes_path, "gene panel not found (--genes)"))
     genes = read_gene_list(genes_path)
     emb = None
-    warnings: list[str] = []
     if need_hage:
         if embeddings_path is None or not Path(embeddings_path).is_file():
             raise DataError(at(embeddings_path or "--gene-embeddings",
@@ -487,14 +486,7 @@ def load_bench_inputs(
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections, target=settings.target,
                         progress=progress)
     folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
-    if need_hage:
-        test_sections = sorted({s for f in folds for s in f.test_sections})
-        leak = check_embedding_leak(Path(embeddings_path), test_sections, allow_leak=settings.allow_leak)
-        if leak:
-            warnings.append(f"gene embeddings were trained on held-out section(s) {', '.join(leak)}")
-    if settings.split == "section" and any(f.same_patient_in_train for f in folds):
-        warnings.append("--split section keeps other sections of the held-out patient in training "
-                        "(the paper's protocol); --split patient is leak-free")
+    warnings = protocol_warnings(folds, settings, Path(embeddings_path) if need_hage else None)[0]
     record = {
         "data_root": str(Path(data_root).resolve()),
         "features_dir": str(Path(features_dir).resolve()),

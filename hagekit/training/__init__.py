@@ -1,1 +1,1 @@
-"""Training protocol: splits, dataset assembly, fit loop, runs."""
+"""Training: splits, dataset assembly, the one training loop (loop.py), the estimator base (estimator.py), HAGE on the loop (fit.py), the protocol and runs."""

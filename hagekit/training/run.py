@@ -166,6 +166,22 @@ def check_embedding_leak(
     return leak
 
 
+def protocol_warnings(folds: Sequence[Any], settings: Any, embeddings_path: Path | None) -> tuple[list[str], list[str]]:
+    """One-line warnings about the protocol (embeddings trained on a held-out section; the
+    section split keeping the held-out patient's other sections) and the leaked sections."""
+    warnings: list[str] = []
+    leak: list[str] = []
+    if embeddings_path is not None:
+        test_sections = sorted({s for f in folds for s in f.test_sections})
+        leak = check_embedding_leak(Path(embeddings_path), test_sections, allow_leak=settings.allow_leak)
+        if leak:
+            warnings.append(f"gene embeddings were trained on held-out section(s) {', '.join(leak)}")
+    if settings.split == "section" and any(f.same_patient_in_train for f in folds):
+        warnings.append("--split section keeps other sections of the held-out patient in training "
+                        "(the paper's protocol); --split patient is leak-free")
+    return warnings, list(leak)
+
+
 def train_run(
     *,
     data_root: Path | str,
@@ -205,14 +221,7 @@ def train_run(
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections,
                         target=settings.target, progress=progress)
     folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
-    test_sections = sorted({s for f in folds for s in f.test_sections})
-    warnings: list[str] = []
-    leak = check_embedding_leak(embeddings_path, test_sections, allow_leak=settings.allow_leak)
-    if leak:
-        warnings.append(f"gene embeddings were trained on held-out section(s) {', '.join(leak)}")
-    if settings.split == "section" and any(f.same_patient_in_train for f in folds):
-        warnings.append("--split section keeps other sections of the held-out patient in training "
-                        "(the paper's protocol); --split patient is leak-free")
+    warnings, leak = protocol_warnings(folds, settings, embeddings_path)
     run_config = {
         "hage": config.to_dict(),
         "genes_path": str(genes_path.resolve()),
