@@ -221,7 +221,17 @@ def embed(
         f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
     )
     if emb.unmatched:
-        console.print(f"[yellow]{len(emb.unmatched)} panel genes got no vector[/] (no partner): {', '.join(emb.unmatched[:10])}")
+        from hagekit.genes.embeddings import write_embedded_panel
+
+        written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
+        shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+        console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
+                      f"training sections): {shown}")
+        if genes is None:
+            console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
+                          f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")
+        else:
+            console.print(f"panel of the embedded genes: {written}; train with --genes {written}")
     if quality is not None:
         _print_quality(quality)
 

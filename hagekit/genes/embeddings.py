@@ -36,6 +36,7 @@ __all__ = [
     "write_gene2vec_text",
     "write_gene_embeddings",
     "describe_provenance",
+    "write_embedded_panel",
 ]
 
 log = logging.getLogger(__name__)
@@ -200,9 +201,9 @@ def embeddings_for_panel(path: Path | str, genes: Sequence[str]) -> np.ndarray:
             at(
                 path,
                 f"{len(emb.unmatched)} of {len(genes)} panel genes have no embedding "
-                f"({_examples(emb.unmatched)}); build a panel inside the vocabulary with "
-                f"`hagekit genes select --vocab {path}` or train embeddings for this panel with "
-                "`hagekit genes embed --genes PANEL`",
+                f"({_examples(emb.unmatched)}); keep the panel genes that have one with "
+                f"`hagekit genes check {path} --genes PANEL --out matched.txt` and train with --genes matched.txt, "
+                f"or build a panel inside the vocabulary with `hagekit genes select --vocab {path}`",
             )
         )
     return emb.vectors
@@ -502,3 +503,38 @@ def describe_provenance(provenance: dict[str, Any]) -> str:
     if provenance.get("seed") is not None:
         parts.append(f"seed {provenance['seed']}")
     return ", ".join(parts)
+
+
+def write_embedded_panel(
+    panel_path: Path | str, embedded: Sequence[str], *, replace: bool, embeddings_path: Path | str
+) -> tuple[Path, list[str]]:
+    """The panel restricted to the genes that got a vector, so ``train`` accepts the pair.
+
+    ``replace``: rewrite ``panel_path`` itself (the workspace panel), keeping the original as
+    ``panel_full.txt`` (+ its sidecar); else write ``<embeddings stem>.panel.txt`` beside the
+    embeddings. Returns (the panel written, the genes dropped), in panel order.
+    """
+    import shutil
+
+    from hagekit.io.genelist import read_gene_list, write_gene_list
+
+    panel_path, embeddings_path = Path(panel_path), Path(embeddings_path)
+    panel = read_gene_list(panel_path)
+    have = {g.upper() for g in embedded}
+    kept = [g for g in panel if g.upper() in have]
+    dropped = [g for g in panel if g.upper() not in have]
+    if not replace:
+        target = embeddings_path.with_name(embeddings_path.stem + ".panel.txt")
+        return write_gene_list(target, kept), dropped
+    full = panel_path.with_name("panel_full.txt")
+    if not full.exists():
+        shutil.copyfile(panel_path, full)
+        if sidecar_path(panel_path).is_file():
+            shutil.copyfile(sidecar_path(panel_path), sidecar_path(full))
+    write_gene_list(panel_path, kept)
+    side = read_sidecar(panel_path)
+    side.update({"dropped_without_embedding": dropped, "embeddings": str(embeddings_path), "full_panel": str(full)})
+    from hagekit.io.atomic import write_text
+
+    write_text(sidecar_path(panel_path), json.dumps(side, indent=2) + "\n")
+    return panel_path, dropped

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.data.section import make_section, read_section, write_section
-from hagekit.errors import ConfigError, DataError
+from hagekit.errors import ConfigError, DataError, ProvenanceError
 from hagekit.genes.coexpression import auto_epochs, coexpression_sentences, train_gene_embeddings
 from hagekit.genes.embeddings import (
     GeneEmbeddings,
@@ -180,3 +180,28 @@ def test_auto_epochs_budget():
 def test_write_provenance_round_trip(tmp_path):
     path = write_gene_embeddings(tmp_path / "e.npz", ["A", "B"], np.eye(2), provenance={"sections": ["X1"]})
     assert embedding_training_sections(path) == {"X1"}
+
+
+def test_embed_writes_the_panel_train_accepts(tmp_path):
+    """Genes without a vector are dropped from the workspace panel (full panel kept) or, for
+    an explicit --genes panel, written beside the embeddings; train then takes the pair."""
+    from hagekit.genes.embeddings import (
+        embeddings_for_panel,
+        write_embedded_panel,
+        write_gene_embeddings,
+    )
+
+    panel = tmp_path / "panel.txt"
+    panel.write_text("G1\nMT1A\nG2\n")
+    (tmp_path / "panel.txt.json").write_text('{"rule": "min-sections:8"}')
+    emb = write_gene_embeddings(tmp_path / "embeddings.txt", ["g2", "G1"], np.ones((2, 3), np.float32))
+    with pytest.raises(ProvenanceError, match=r"1 of 3 panel genes have no embedding \(MT1A\).*genes check"):
+        embeddings_for_panel(emb, panel.read_text().split())
+    side_path, dropped = write_embedded_panel(panel, ["g2", "G1"], replace=False, embeddings_path=emb)
+    assert side_path == tmp_path / "embeddings.panel.txt" and side_path.read_text().split() == ["G1", "G2"]
+    assert dropped == ["MT1A"] and panel.read_text().split() == ["G1", "MT1A", "G2"]  # untouched
+    written, dropped = write_embedded_panel(panel, ["g2", "G1"], replace=True, embeddings_path=emb)
+    assert written == panel and panel.read_text().split() == ["G1", "G2"] and dropped == ["MT1A"]
+    assert (tmp_path / "panel_full.txt").read_text().split() == ["G1", "MT1A", "G2"]
+    assert json.loads((tmp_path / "panel.txt.json").read_text())["dropped_without_embedding"] == ["MT1A"]
+    assert embeddings_for_panel(emb, panel.read_text().split()).shape == (2, 3)
