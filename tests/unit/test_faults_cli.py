@@ -19,7 +19,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,14 +66,7 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if is_temporary(p) or ".tmp-" in p.name]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -534,3 +530,135 @@ def test_corrupt_archive_is_one_line(tmp_path):
     with pytest.raises(DataError, match="x.tar.gz: corrupt"):
         safe_extract(bad, tmp_path / "x")
     assert not (tmp_path / "x").exists() and not leftovers(tmp_path)
+
+
+# SIGKILL while writing: readers ignore the temporary, writers clean it --------------------------
+
+#: Runs the CLI and SIGKILLs itself the moment the finished temporary of its n-th ``<suffix>``
+#: output (argument ``SUFFIX:N``) would be renamed: the state a kill mid-write leaves
+#: (deterministic, unlike a timed kill).
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    real, (suffix, nth) = os.replace, sys.argv[1].split(":")
+    seen = [0]
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(suffix):
+            seen[0] += 1
+            if seen[0] == int(nth):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *args, **kwargs)
+    os.replace = replace
+    from hagekit.cli.main import main
+    sys.argv = ["hagekit", "-q", *sys.argv[2:]]
+    main()
+    """
+)
+
+
+def _subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _killed(suffix: str, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-c", KILLER, suffix, *args], env=_subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+
+def test_sigkill_during_data_prepare_then_list_select_and_rerun(tmp_path):
+    from test_data_fixtures import make_her2st
+
+    raw = make_her2st(tmp_path / "her2st")
+    w = tmp_path / "w"
+    _killed(".h5ad:2", "data", "prepare", "her2st", "--raw", str(raw), "-w", str(w))
+    assert leftovers(w / "data"), "the kill should leave a temporary behind"
+    listed = invoke("data", "list", "-w", str(w))
+    assert listed.exit_code == 0 and ".tmp-" not in listed.output and "1 section(s)" in flat(listed.output), listed.output
+    rerun = invoke("data", "prepare", "her2st", "--raw", str(raw), "-w", str(w))
+    assert rerun.exit_code == 0, rerun.output
+    assert not leftovers(w) and len(list((w / "data" / "her2").glob("*.h5ad"))) == 3
+    selected = invoke("genes", "select", "-w", str(w), "-d", "her2", "--top", "4")
+    assert selected.exit_code == 0, selected.output
+
+
+def test_sigkill_during_synth_and_extract_then_list_train_and_rerun(ws, tmp_path):
+    w = tmp_path / "w"
+    shutil.copytree(ws, w, ignore=shutil.ignore_patterns("runs"))
+    _killed(".h5ad:1", "data", "synth", "-w", str(w), "--sections", "3", "--spots", "40", "--genes", "30", "--overwrite")
+    _killed(".h5:1", "extract", "-w", str(w), "-d", "synth", "--device", "cpu", "--num-workers", "0", "--overwrite")
+    left = leftovers(w)
+    assert {p.suffix for p in left} >= {".h5ad", ".h5"}, left
+    listed = invoke("data", "list", "-w", str(w))
+    assert listed.exit_code == 0 and "3 section(s)" in flat(listed.output), listed.output
+    trained = invoke(*_train(w, "--out", str(tmp_path / "run")))
+    assert trained.exit_code == 0, trained.output
+    for args in (["data", "synth", "-w", str(w), "--sections", "3", "--spots", "40", "--genes", "30", "--overwrite"],
+                 ["extract", "-w", str(w), "-d", "synth", "--device", "cpu", "--num-workers", "0", "--overwrite"]):
+        rerun = invoke(*args)
+        assert rerun.exit_code == 0, rerun.output
+    assert not leftovers(w) and not leftovers(tmp_path / "run")
+
+
+# Disk full ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Iterator[Path]:
+    """A 512 KiB tmpfs filled but for ~24 KiB (skips where no tmpfs can be mounted)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and `mount`; the injected-ENOSPC test covers this case")
+    with _tmpfs(tmp_path / "full", "size=512k") as d:
+        st = os.statvfs(d)
+        (d / "ballast").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 24 * 1024))
+        yield d
+
+
+@pytest.mark.parametrize(
+    "name,build",
+    [
+        ("data synth", lambda w, d: ["data", "synth", "--out", str(d / "o"), "--sections", "2", "--spots", "40", "--genes", "30"]),
+        ("extract", lambda w, d: ["extract", "-w", str(w), "-d", "synth", "--device", "cpu", "--num-workers", "0",
+                                  "--out", str(d / "o")]),
+    ],
+    ids=["data synth", "extract"],
+)
+def test_disk_full_is_one_line_and_leaves_no_partial_file(ws, full_disk, name, build):
+    # a subprocess: HDF5 objects that failed to flush must not live on in pytest's own process
+    done = subprocess.run([sys.executable, "-m", "hagekit", "-q", *build(ws, full_disk)], env=_subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"no space left on {full_disk / 'o'}" in errors[0], done.stderr[-3000:]
+    _no_partial_file(full_disk)
+
+
+def test_disk_full_during_train_is_one_line(ws, full_disk):
+    # in-process: training writes JSON and safetensors only (no HDF5)
+    res = invoke(*_train(ws, "--out", str(full_disk / "o")))
+    assert_one_line_error(res, f"no space left on {full_disk / 'o'}")
+    _no_partial_file(full_disk)
+
+
+def _no_partial_file(folder: Path) -> None:
+    assert not leftovers(folder)
+    assert not [p for p in folder.rglob("*") if p.suffix in (".h5ad", ".h5", ".safetensors")]
+
+
+def test_disk_full_injected_at_the_write_boundary(ws, tmp_path, monkeypatch):
+    """Where no tmpfs can be mounted: ENOSPC raised by the rename that would publish the model."""
+    import errno
+
+    real = os.replace
+
+    def no_space(src, dst, *args, **kwargs):
+        if str(dst).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", no_space)
+    out = tmp_path / "run"
+    res = invoke(*_train(ws, "--out", str(out)))
+    assert_one_line_error(res, f"no space left on {out / 'A1' / 'trial0' / 'model.safetensors'}")
+    assert not (out / "A1" / "trial0").exists() and not leftovers(out)
