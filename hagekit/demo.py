@@ -11,15 +11,14 @@ extraction and 4-40x faster per training epoch than the defaults (small models a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hagekit.device import torch_threads
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["DemoResult", "run_demo", "DEMO_OVERRIDES"]
@@ -50,18 +49,6 @@ class DemoResult:
     n_genes: int = 0
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _one_thread() -> None:
     """Re-assert one torch thread: scanpy's HVG step (panel selection) resets it to all cores."""
     import torch
@@ -71,7 +58,7 @@ def _one_thread() -> None:
 
 def run_demo(out: Path | str, *, seed: int = 0, overwrite: bool = False, progress: Reporter | None = None) -> DemoResult:
     """Run the end-to-end demo into ``out`` (data, genes, features, run, report)."""
-    with _torch_threads(1):
+    with torch_threads(1):
         return _run_demo(Path(out), seed=seed, overwrite=overwrite, progress=progress)
 
 

@@ -7,8 +7,10 @@ training and benchmarks make the same choice from the same inputs. Under ``torch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hagekit.errors import ConfigError
@@ -16,7 +18,7 @@ from hagekit.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "default_num_workers", "usable_cpus"]
+__all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "default_num_workers", "usable_cpus", "torch_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +95,16 @@ def default_num_workers(device: torch.device) -> int:
     if device.type == "cuda":
         return max(1, min(8, cpus - 1))
     return 0 if cpus < 8 else min(4, cpus // 8)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -92,11 +92,18 @@ def her2_builtin_features(her2_root: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def one_torch_thread():
-    """Run the test with one torch thread (tiny models are fastest so, and results do not depend
-    on the thread count); restores the previous setting."""
-    import torch
+    """The test runs with one torch thread: tiny models are fastest so and do not fight other test
+    processes for cores (use as ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    from hagekit.device import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_module():
+    """One torch thread for a whole module, module-scoped fixtures included."""
+    from hagekit.device import torch_threads
+
+    with torch_threads(1):
+        yield

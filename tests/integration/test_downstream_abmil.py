@@ -26,14 +26,7 @@ SLIDES = ("cmu-1-small-region", "tcga-cr-7395-01a-01-ts1")
 TILING = {"mpp": 0.5, "target_mpp": 1.0, "tile_size": 224}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from hagekit.io.h5 import write_features
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_bags(root: Path, n_bags: int = 32, dim: int = 16, seed: int = 0) -> dict[str, np.ndarray]:

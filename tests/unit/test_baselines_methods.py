@@ -11,16 +11,7 @@ from hagekit.baselines import get_baseline, list_baselines, make_baseline
 from hagekit.errors import ConfigError, DataError
 from hagekit.metrics import evaluate_section
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and do not fight other test processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_module")
 
 
 def _linear(n=360, d=12, g=10, seed=0, noise=0.05):

@@ -12,14 +12,7 @@ from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.hierarchy import CentroidBank, batch_centroids, build_hierarchy, kmeans
 from hagekit.hage.model import HAGEConfig, HAGEModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other tests for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _naive_ge(ge: GeneInformedEncoder, x: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:

@@ -16,15 +16,7 @@ from test_probe_datasets import he_crops, write_pcam  # noqa: E402
 from hagekit.bench import linear_probe as lp  # noqa: E402
 from hagekit.bench.patch_datasets import read_pcam  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,7 @@ from hagekit.bench.linear_probe import (
 )
 from hagekit.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: threads only add contention on shared CI cores."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n: int = 600, d: int = 32, k: int = 3, sep: float = 1.0, seed: int = 0):

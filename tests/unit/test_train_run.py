@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from clitext import flat
 from typer.testing import CliRunner
 
@@ -21,12 +20,7 @@ toy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(toy)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(run: Path) -> list[dict]:
