@@ -60,6 +60,8 @@ class FeatureFile:
         """Spot/tile centres in level-0 px: the ``centres`` dataset, else coords + half a patch."""
         if self.centres is not None:
             return np.asarray(self.centres, dtype=np.float64)
+        if str(self.coords_attrs.get("anchor", "")) == "centre":  # older hagekit spot files: coords were the centres
+            return np.asarray(self.coords, dtype=np.float64)
         half = float(self.coords_attrs.get("patch_size_level0", 0) or 0) / 2.0
         return np.asarray(self.coords, dtype=np.float64) + half
 

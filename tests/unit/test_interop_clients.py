@@ -22,7 +22,7 @@ from PIL import Image
 
 from hagekit.data.section import make_section, read_section, section_image_path, write_section
 from hagekit.extract import extract_sections
-from hagekit.io.clam import export_clam
+from hagekit.io.clam import clam_coords, export_clam
 
 TRIDENT_COORDS = ("patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap",
                   "name", "savetodir", "level0_width", "level0_height")
@@ -164,3 +164,20 @@ def test_image_path_is_relative_and_survives_a_move(tmp_path):
     a.write_h5ad(moved / "toy" / "old.h5ad")
     old = read_section(moved / "toy" / "old.h5ad")
     assert section_image_path(old, tmp_path / "anywhere.h5ad") == (moved / "toy" / "images" / "A1.png").resolve()
+
+
+def test_spot_centres_of_new_old_and_foreign_files(spot_feats, tmp_path):
+    from hagekit.io.h5 import read_features, write_features
+
+    out, _, centres = spot_feats
+    np.testing.assert_allclose(read_features(out / "A1.h5").spot_centres, centres)
+    old = write_features(tmp_path / "old.h5", np.ones((3, 2)), centres, attrs={"encoder": "builtin"},
+                         coords_attrs={"anchor": "centre", "patch_size_level0": 140})
+    np.testing.assert_allclose(read_features(old).spot_centres, centres)  # older files: coords were centres
+    tiles = write_features(tmp_path / "t.h5", np.ones((1, 2)), np.array([[0, 512]]), attrs={"encoder": "x"},
+                           coords_attrs={"patch_size_level0": 512})
+    np.testing.assert_allclose(read_features(tiles).spot_centres, [[256.0, 768.0]])
+    # an older spot file converts to CLAM's top-left corners
+    coords, attrs = clam_coords(read_features(old).coords, read_features(old).coords_attrs)
+    np.testing.assert_array_equal(coords, np.round(centres - 70).astype(np.int64))
+    assert attrs["anchor"] == "top-left" and attrs["patch_size"] == 140
