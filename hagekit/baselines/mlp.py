@@ -20,17 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def _build(d_in: int, hidden: int, d_out: int, dropout: float) -> Any:
+    """Linear-ReLU-Dropout twice (d_in -> hidden -> hidden), then Linear to d_out."""
     from torch import nn
 
-    return nn.Sequential(
-        nn.Linear(d_in, hidden),
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, d_out),
-    )
+    layers: list[nn.Module] = []
+    for a in (d_in, hidden):
+        layers += [nn.Linear(a, hidden), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers, nn.Linear(hidden, d_out))
 
 
 class MLPRegressor(TrainedBaseline):

@@ -9,7 +9,6 @@ early stopping on validation PCC and keeps the best weights (the shared loop, vi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,16 +218,14 @@ class HAGERegressor(Regressor):
         from safetensors.torch import load_file
 
         from hagekit.hage.model import HAGEModel
+        from hagekit.io.jsonfile import read_json_object
 
         directory = Path(directory)
         meta_path, weights_path = directory / ESTIMATOR_FILE, directory / MODEL_FILE
-        for path in (meta_path, weights_path):
-            if not path.is_file():
-                raise DataError(at(path, "not found; is this a trained HAGE model folder (<run>/<fold>/trial<k>)?"))
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(at(meta_path, f"not valid JSON ({exc.msg})")) from None
+        hint = "not found; is this a trained HAGE model folder (<run>/<fold>/trial<k>)?"
+        meta = read_json_object(meta_path, missing=hint)
+        if not weights_path.is_file():
+            raise DataError(at(weights_path, hint))
         if meta.get("format") != ESTIMATOR_FORMAT:
             raise DataError(at(meta_path, f"format {meta.get('format')!r} is not {ESTIMATOR_FORMAT!r}"))
         config = HAGEConfig.from_dict(meta["config"], source=str(meta_path))

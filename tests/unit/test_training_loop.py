@@ -168,3 +168,22 @@ def test_classification_metrics_match_sklearn():
     assert out["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
     assert out["auroc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-5)
     assert out["recall"] == pytest.approx(recall_score(labels, probs.argmax(1), average="macro"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_on_cuda(precision):
+    x, y = _problem()
+    x, y = x.cuda(), y.cuda()
+    model = torch.nn.Linear(5, 1).cuda()
+    dtypes = []
+
+    def step(idx):
+        out = model(x[idx])
+        dtypes.append(out.dtype)
+        return ((out.float() - y[idx]) ** 2).mean()
+
+    res = train_loop(model, torch.optim.Adam(model.parameters(), lr=1e-2), step, n=64,
+                     config=LoopConfig(epochs=20, batch_size=16, precision=precision, grad_clip=1.0))
+    assert set(dtypes) == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert res.history[-1]["loss"] < res.history[0]["loss"] and model.weight.dtype == torch.float32
