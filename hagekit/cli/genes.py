@@ -162,6 +162,7 @@ def embed(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Train Gene2Vec-style embeddings from co-expression in your sections, and report their AUC."""
+    from hagekit.errors import ConfigError
     from hagekit.genes.coexpression import (
         DEFAULT_MIN_PARTNERS,
         DEFAULT_THRESHOLD,
@@ -193,6 +194,11 @@ def embed(
         held_out: list[str] = []
     else:
         held_out = split_csv(eval_sections) or [s for s in sorted(everything) if s not in set(train)]
+    unknown = [s for s in held_out if s not in set(everything)]
+    if unknown:
+        raise ConfigError(f"--eval-sections: unknown section(s) {', '.join(unknown)} (available: {', '.join(everything)})")
+    if eval_threshold is not None and not -1.0 <= eval_threshold < 1.0:
+        raise ConfigError(f"--eval-threshold: a Pearson r in [-1, 1), got {eval_threshold}")
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     with reporting() as progress:
         emb = train_gene_embeddings(
@@ -211,7 +217,7 @@ def embed(
         quality = None
         if held_out:
             quality = coexpression_auc(
-                emb, root, dataset, held_out, seed=seed, progress=progress,
+                emb, root, dataset, held_out, seed=seed, progress=progress, option="--eval-sections",
                 threshold=DEFAULT_EVAL_THRESHOLD if eval_threshold is None else eval_threshold,
             )
             emb.provenance["quality"] = quality

@@ -346,6 +346,12 @@ def match_barcodes(
     Returns (row indices into counts, row indices into spots, number dropped). Raises if no
     spot matches (the two files describe different sections or use other id formats).
     """
+    for ids, path in ((count_ids, counts_file), (spot_ids, spots_file)):
+        seen: set[str] = set()
+        dup = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        if dup:
+            raise DataError(at(path, f"{len(dup)} duplicated spot id(s), e.g. {', '.join(map(str, dup[:3]))}; "
+                               "each spot must appear once"))
     spot_pos: dict[str, int] = {}
     for k, sid in enumerate(spot_ids):
         spot_pos.setdefault(sid, k)

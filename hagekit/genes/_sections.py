@@ -27,8 +27,12 @@ def load_sections(
     sections: Sequence[str] | None = None,
     *,
     progress: Reporter | None = None,
+    option: str = "--sections",
 ) -> dict[str, anndata.AnnData]:
-    """Read the chosen sections of a dataset (all when ``sections`` is None), in the given order."""
+    """Read the chosen sections of a dataset (all when ``sections`` is None), in the given order.
+
+    ``option`` is how the command calls the section list in its errors.
+    """
     from hagekit.data.section import dataset_sections, read_section
 
     files = {f.stem: f for f in dataset_sections(data_root, dataset)}
@@ -36,7 +40,7 @@ def load_sections(
     unknown = [s for s in names if s not in files]
     if unknown:
         raise ConfigError(
-            f"--sections: unknown section(s) {', '.join(unknown)} in {Path(data_root) / dataset} "
+            f"{option}: unknown section(s) {', '.join(unknown)} in {Path(data_root) / dataset} "
             f"(available: {', '.join(files)})"
         )
     return {s: read_section(files[s]) for s in track(names, f"reading {len(names)} sections", progress=progress)}

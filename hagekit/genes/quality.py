@@ -73,7 +73,7 @@ def coexpression_auc_from_sections(
     if not sections:
         raise ConfigError("--sections: no evaluation sections chosen")
     if not -1.0 <= threshold < 1.0:
-        raise ConfigError(f"--threshold: a Pearson r in [-1, 1), got {threshold}")
+        raise ConfigError(f"--eval-threshold: a Pearson r in [-1, 1), got {threshold}")
     shared = common_genes(sections)
     emb_idx, absent = match_symbols(shared, emb.symbols)
     missing = set(absent)
@@ -135,16 +135,19 @@ def coexpression_auc(
     seed: int = 0,
     max_pairs: int = MAX_PAIRS,
     progress: Reporter | None = None,
+    option: str = "--sections",
 ) -> dict[str, Any]:
     """ROC AUC of cosine similarity for co-expressed vs random gene pairs on ``sections``.
+
+    ``option`` names the section list in errors (``genes embed`` calls it ``--eval-sections``).
 
     Use sections the embeddings were not trained on; a random embedding gives 0.5.
     """
     from hagekit.genes._sections import load_sections
 
     if not sections:
-        raise ConfigError("--sections: no evaluation sections chosen")
-    loaded = load_sections(data_root, dataset, sections, progress=progress)
+        raise ConfigError(f"{option}: no evaluation sections chosen")
+    loaded = load_sections(data_root, dataset, sections, progress=progress, option=option)
     return coexpression_auc_from_sections(
         emb, loaded, threshold=threshold, seed=seed, max_pairs=max_pairs, progress=progress
     )

@@ -197,8 +197,34 @@ def load_dataset(
         loaded[s] = load_section_data(
             files[s], fdir / f"{s}.h5" if fdir is not None else None, genes, target=target
         )
+    widths = {s: int(d.features.shape[1]) for s, d in loaded.items()}
+    if len(set(widths.values())) > 1:
+        common = max(set(widths.values()), key=list(widths.values()).count)
+        odd = next(s for s, w in widths.items() if w != common)
+        raise DataError(at(loaded[odd].feature_path or odd, f"features are {widths[odd]} wide, the other sections' "
+                           f"{common}; extract every section with the same encoder (`hagekit extract --overwrite`)"))
+    if fdir is not None and not sections:
+        _warn_unfeatured(files, chosen, fdir)
     log.info("loaded %d sections, %d spots, %d genes", len(loaded),
              sum(d.n_spots for d in loaded.values()), len(genes))
     first_attrs = next(iter(attrs_by_file.values()), {})
     feature_attrs = {**{k: first_attrs[k] for k in first_attrs if k not in ("section", "dataset")}, **shared}
     return STDataset(canonical_dataset(dataset), genes, loaded, feature_attrs, target)
+
+
+def _warn_unfeatured(files: dict[str, Path], chosen: Sequence[str], fdir: Path) -> None:
+    """Name image sections left out for lack of a feature file (not silently dropped)."""
+    from hagekit.data.section import section_info
+
+    missing = []
+    for name, path in files.items():
+        if name in chosen:
+            continue
+        try:
+            if section_info(path).has_image:
+                missing.append(name)
+        except DataError:
+            continue
+    if missing:
+        log.warning("%s: no feature file for image section(s) %s; they are left out (run `hagekit extract`)",
+                    fdir, ", ".join(missing))

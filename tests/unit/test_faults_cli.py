@@ -208,6 +208,21 @@ def _nan_counts_root(w: Path, t: Path) -> Path:
     return root
 
 
+def _narrow_features(w: Path, t: Path) -> Path:
+    """A copy of the feature folder whose B1.h5 holds 8-wide features (attributes kept)."""
+    import h5py
+
+    out = t / "feats"
+    shutil.copytree(feats(w), out)
+    with h5py.File(out / "B1.h5", "r+") as f:
+        n = f["features"].shape[0]
+        attrs = dict(f["features"].attrs)
+        del f["features"]
+        f.create_dataset("features", data=np.ones((n, 8), np.float32))
+        f["features"].attrs.update(attrs)
+    return out
+
+
 def _train(w: Path, *extra: str) -> list[str]:
     return ["train", "-w", str(w), "-d", "synth", *TRAIN, *extra]
 
@@ -319,6 +334,15 @@ BAD: list[tuple[str, Callable[[Path, Path, Path], list[str]], str, str | None]] 
     ("bench baselines alphas='x'", lambda w, t, m: ["bench", "baselines", "-w", str(w), "-d", "synth", "--methods", "ridge",
                                                     "--config", str(_toml(t, '[baselines.ridge]\nalphas = "x"\n')),
                                                     "--out", str(t / "o")], "ridge: parameter alphas must be", "o"),
+    # options named as the command spells them; feature files checked before anything is written
+    ("genes embed --eval-sections Z9", lambda w, t, m: ["genes", "embed", "-w", str(w), "-d", "synth", "--dim", "8", "--epochs",
+                                                        "1", "--eval-sections", "Z9", "--out", str(t / "e.txt")],
+     "--eval-sections: unknown section(s) Z9", "e.txt"),
+    ("genes embed --eval-threshold 5", lambda w, t, m: ["genes", "embed", "-w", str(w), "-d", "synth", "--dim", "8", "--epochs",
+                                                        "1", "--eval-threshold", "5", "--out", str(t / "e.txt")],
+     "--eval-threshold", "e.txt"),
+    ("train features of another width", lambda w, t, m: _train(w, "--features", str(_narrow_features(w, t)), "--out",
+                                                               str(t / "o")), "B1.h5", "o"),
     ("extract --overlap >= tile", lambda w, t, m: ["extract", "--slides", str(w / "data/synth/images/A1.jpg"), "--mpp", "1",
                                                    "--overlap", "256", "--out", str(t / "o")], "--overlap", "o"),
 ]
@@ -662,3 +686,22 @@ def test_disk_full_injected_at_the_write_boundary(ws, tmp_path, monkeypatch):
     res = invoke(*_train(ws, "--out", str(out)))
     assert_one_line_error(res, f"no space left on {out / 'A1' / 'trial0' / 'model.safetensors'}")
     assert not (out / "A1" / "trial0").exists() and not leftovers(out)
+
+
+def test_image_section_without_features_is_named_not_silently_dropped(ws, tmp_path):
+    partial = tmp_path / "feats"
+    shutil.copytree(feats(ws), partial)
+    (partial / "B1.h5").unlink()
+    res = invoke(*_train(ws, "--features", str(partial), "--out", str(tmp_path / "run")))
+    assert res.exit_code == 0, res.output
+    assert "no feature file for image section(s) B1" in flat(res.output)
+
+
+def test_duplicate_spot_ids_name_the_file():
+    from hagekit.data.prepare import match_barcodes
+    from hagekit.errors import DataError
+
+    with pytest.raises(DataError, match=r"C2\.tsv: 1 duplicated spot id\(s\), e\.g\. 1x1"):
+        match_barcodes(["1x1", "1x1", "2x2"], ["1x1", "2x2"], counts_file="C2.tsv", spots_file="C2_sel.tsv")
+    with pytest.raises(DataError, match="C2_sel.tsv: 1 duplicated"):
+        match_barcodes(["1x1", "2x2"], ["1x1", "2x2", "2x2"], counts_file="C2.tsv", spots_file="C2_sel.tsv")
