@@ -200,7 +200,7 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f}/s" if speed else "  -/s", style="progress.data.speed")
 
 
-def make_progress() -> Progress:
+def make_progress(enabled: bool = True) -> Progress:
     """The house progress bar: description, bar, n/total, rate, elapsed, remaining, status."""
     return Progress(
         SpinnerColumn(),
@@ -213,15 +213,21 @@ def make_progress() -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
-        disable=state.quiet,
+        disable=state.quiet or not enabled,
     )
 
 
 class reporting:
-    """Context manager yielding a :class:`RichReporter` (``with reporting() as progress:``)."""
+    """Context manager yielding a :class:`RichReporter` (``with reporting() as progress:``).
+
+    ``enabled=False`` (e.g. torchrun ranks other than 0) draws nothing.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
 
     def __enter__(self) -> RichReporter:
-        self._progress = make_progress()
+        self._progress = make_progress(self.enabled)
         self._progress.__enter__()
         return RichReporter(self._progress)
 

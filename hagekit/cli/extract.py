@@ -15,6 +15,7 @@ from hagekit.cli._common import console, fail, handle_errors, reporting, split_c
 _SPOT = "Spots (--dataset)"
 _SLIDE = "Whole slides (--slides)"
 _ENC = "Encoder and speed"
+_SCALE = "Many jobs (torchrun ranks or --shard)"
 
 
 @handle_errors
@@ -76,6 +77,13 @@ def extract_cmd(
     num_workers: Annotated[
         int | None, typer.Option("--num-workers", help="DataLoader reader workers (default: auto).", rich_help_panel=_ENC)
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="K/N: this job's deterministic share (Slurm array: $SLURM_ARRAY_TASK_ID/16); per-item locks keep jobs sharing --out apart.", rich_help_panel=_SCALE),
+    ] = None,
+    lock_timeout: Annotated[
+        float, typer.Option("--lock-timeout", help="Seconds without heartbeat after which another job's item lock is stale and reclaimed.", rich_help_panel=_SCALE)
+    ] = 600.0,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides)."),
@@ -86,7 +94,11 @@ def extract_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """Extract patch features for ST spots (--dataset) or whole slides (--slides)."""
+    """Extract patch features for ST spots (--dataset) or whole slides (--slides).
+
+    Runs as one process, as `torchrun --nproc_per_node N -m hagekit extract ...` (one rank per
+    GPU, slides dealt by tile count; rank 0 prints the summary), or as one of N --shard jobs.
+    """
     if (dataset is None) == (not slides):
         raise fail("give either --dataset (ST spots) or --slides (whole slides)")
     if layout not in ("flat", "clam"):
@@ -109,6 +121,7 @@ def extract_cmd(
         if bad:
             raise fail(f"{', '.join(bad)}: only apply with --dataset")
 
+    from hagekit.distributed import is_main_process
     from hagekit.extract import extract_sections, extract_slides
     from hagekit.io.atomic import check_output_dir
     from hagekit.workspace import Workspace, encoder_slug
@@ -116,13 +129,15 @@ def extract_cmd(
     if out is not None:
         check_output_dir(out, "--out")
 
-    with reporting() as progress:
+    main = is_main_process()  # under torchrun only rank 0 draws progress and prints
+    with reporting(enabled=main) as progress:
         if dataset is not None:
             summary = extract_sections(
                 data_root, dataset, encoder=encoder, out_dir=out, sections=split_csv(sections),
                 patch_um=patch_um, weights=weights, random_weights=random_weights, device=device,
                 precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, dump_patches=dump_patches, progress=progress, workspace=workspace,
+                overwrite=overwrite, dump_patches=dump_patches, shard=shard, lock_timeout=lock_timeout,
+                progress=progress, workspace=workspace,
             )
         else:
             out_dir = out if out is not None else Workspace.resolve(workspace).root / "features" / "slides" / encoder_slug(encoder)
@@ -131,8 +146,10 @@ def extract_cmd(
                 magnification=magnification, tile_size=tile_size, overlap=overlap, min_tissue=min_tissue,
                 coords_dir=coords, preview=preview, weights=weights, random_weights=random_weights,
                 device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, progress=progress,
+                overwrite=overwrite, shard=shard, lock_timeout=lock_timeout, progress=progress,
             )
+    if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
+        raise typer.Exit(code=0 if summary.ok else 1)
     _print_summary(summary)
     if layout == "clam" and any(i.status != "failed" for i in summary.items):
         from hagekit.io.clam import export_clam
@@ -157,11 +174,22 @@ def _print_summary(summary) -> None:
             f"{item.seconds:.1f}" if item.status == "done" else "-", rate, item.reason,
         )
     console.print(table)
+    if len(summary.ranks) > 1:
+        ranks = Table(title="per rank", header_style="bold")
+        for col in ("rank", "host", "device", "done", "patches", "busy s", "patches/s", "batch"):
+            ranks.add_column(col, justify="left" if col in ("host", "device") else "right")
+        for r in summary.ranks:
+            rate = f"{r.patches_per_s:,.1f}" if r.busy_seconds > 0 else "-"
+            ranks.add_row(str(r.rank), r.host, r.device, str(r.n_done), str(r.n_patches), f"{r.busy_seconds:.1f}",
+                          rate, str(r.batch_size))
+        console.print(ranks)
     rate = summary.patches_per_s
     console.print(
         f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed · "
         f"{summary.n_patches} patches" + (f" at {rate:,.1f} patches/s" if rate == rate else "")
-        + f" · {summary.device} {summary.precision} · {summary.seconds:.1f}s",
+        + f" · {summary.device} {summary.precision} · {summary.seconds:.1f}s"
+        + (f" · {len(summary.ranks)} ranks" if len(summary.ranks) > 1 else "")
+        + (f" · shard {summary.shard}" if summary.shard else ""),
         highlight=False,
     )
 

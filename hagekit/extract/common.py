@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Per-item errors that fail one section/slide but let the run continue.
-ITEM_ERRORS: tuple[type[BaseException], ...] = (HagekitError, OSError, ValueError, RuntimeError, MemoryError)
+#: Input faults (unreadable, truncated, missing mpp, mismatched output): they fail one
+#: section/slide and the run goes on. Anything else (MemoryError, TypeError, bugs) stops it.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (HagekitError, OSError)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def pending_inputs(
         if target.exists() and not overwrite:
             try:
                 existing_output(target, spec=spec, settings=settings)
-            except ITEM_ERRORS as exc:
+            except INPUT_ERRORS as exc:
                 summary.items.append(ItemResult(f.stem, "failed", reason=str(exc), path=target))
                 continue
             reporter.message(f"skip {f.stem}: {target} exists (use --overwrite to recompute)")

@@ -18,16 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.errors import ConfigError, DataError, at, is_fatal_os_error
-from hagekit.extract.common import (
-    ITEM_ERRORS,
-    EncoderSetup,
-    pending_inputs,
-    provenance,
-    setup_for,
-)
+from hagekit.distributed import parse_shard
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.extract.common import EncoderSetup, provenance
 from hagekit.extract.engine import PRECISIONS, run_encoder
-from hagekit.extract.summary import ExtractSummary, ItemResult
+from hagekit.extract.runner import EncoderOptions, SkipItem, run_items
+from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["extract_sections", "SpotDataset", "DEFAULT_PATCH_UM"]
@@ -65,6 +61,8 @@ def _read_spots(path: Path) -> dict[str, Any]:
 
     adata = read_section(path, backed=True)
     try:
+        if "hagekit" not in adata.uns or "spatial" not in adata.obsm:
+            raise DataError(at(path, "not a prepared section (no uns['hagekit'] or obsm['spatial'])"))
         meta = dict(adata.uns["hagekit"])
         return {
             "section": str(meta.get("section", path.stem)),
@@ -171,14 +169,17 @@ def extract_sections(
     num_workers: int | None = None,
     overwrite: bool = False,
     dump_patches: bool = False,
+    shard: str | None = None,
+    lock_timeout: float | None = None,
     progress: Reporter | None = None,
     workspace: Path | str | None = None,
 ) -> ExtractSummary:
     """Spot features of every imaged section of ``dataset`` (or of ``sections``).
 
     ``data_root``/``out_dir`` default to the workspace (``<ws>/data``,
-    ``<ws>/features/<dataset>/<encoder>``). Returns the per-section summary; only bad
-    options or an unusable encoder raise.
+    ``<ws>/features/<dataset>/<encoder>``). Under torchrun, or with ``shard`` ("K/N"), this
+    process encodes its share (:mod:`hagekit.extract.runner`). Returns the per-section
+    summary; bad options, an unusable encoder and non-input errors raise.
     """
     from hagekit.data.section import dataset_sections
     from hagekit.workspace import Workspace, canonical_dataset
@@ -204,37 +205,24 @@ def extract_sections(
         files = [by_name[s] for s in sections]
     out = Path(out_dir) if out_dir is not None else ws.features_dir(ds_name, encoder)
     reporter = reporter_or_null(progress)
-    summary = ExtractSummary(encoder=encoder.strip(), out_dir=out)
-    settings = {"patch_size_um": patch_um}
 
-    todo = pending_inputs(files, out, spec=encoder.strip(), settings=settings, overwrite=overwrite,
-                          summary=summary, reporter=reporter)
-    setup, workers = setup_for(todo, encoder, weights=weights, random_weights=random_weights, device=device,
-                               precision=precision, num_workers=num_workers, summary=summary)
-    for f in todo:
-        assert setup is not None
-        t0 = time.perf_counter()
-        target = out / f"{f.stem}.h5"
-        try:
-            spots = _read_spots(f)
-            if not spots["has_image"]:
-                summary.items.append(ItemResult(f.stem, "skipped", reason="no image"))
-                reporter.message(f"skip {f.stem}: section has no image")
-                continue
-            n = _extract_one(
-                f, spots, setup, out_path=target, dataset=ds_name, patch_um=patch_um,
-                batch_size=batch_size, num_workers=workers,
-                dump_dir=out / "patches" if dump_patches else None, reporter=reporter,
-            )
-        except ITEM_ERRORS as exc:
-            if is_fatal_os_error(exc):
-                raise
-            log.debug("section %s failed", f.stem, exc_info=True)
-            reporter.message(f"failed {f.stem}: {exc}")
-            summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))
-            continue
-        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0, path=target))
-    order = [f.stem for f in files]
-    summary.items.sort(key=lambda i: order.index(i.name))
-    summary.seconds = time.perf_counter() - t_run
+    def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:
+        spots = _read_spots(f)
+        if not spots["has_image"]:
+            raise SkipItem("no image")
+        return _extract_one(
+            f, spots, setup, out_path=target, dataset=ds_name, patch_um=patch_um, batch_size=batch,
+            num_workers=workers, dump_dir=out / "patches" if dump_patches else None, reporter=reporter,
+        )
+
+    opts = EncoderOptions(encoder.strip(), weights, random_weights, device, precision, batch_size, num_workers)
+    summary = run_items(files, out, extract, opts=opts, settings={"patch_size_um": patch_um}, weigh=_n_spots,
+                        overwrite=overwrite, shard=parse_shard(shard), lock_timeout=lock_timeout, reporter=reporter)
+    summary.seconds = max(summary.seconds, time.perf_counter() - t_run)
     return summary
+
+
+def _n_spots(path: Path) -> float:
+    """Dealing weight of a section: its imaged spots (0 without image)."""
+    spots = _read_spots(path)
+    return float(len(spots["barcodes"])) if spots["has_image"] else 0.0

@@ -12,19 +12,16 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hagekit.errors import ConfigError, DataError, at, is_fatal_os_error
-from hagekit.extract.common import (
-    ITEM_ERRORS,
-    EncoderSetup,
-    pending_inputs,
-    provenance,
-    setup_for,
-)
+from hagekit.distributed import parse_shard
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.extract.common import EncoderSetup, provenance
 from hagekit.extract.engine import PRECISIONS, run_encoder
-from hagekit.extract.summary import ExtractSummary, ItemResult
+from hagekit.extract.runner import EncoderOptions, run_items
+from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["extract_slides", "TileDataset", "collect_slides"]
@@ -98,42 +95,60 @@ def collect_slides(slides: Sequence[Path | str] | Path | str) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """How one slide is tiled (the same settings for every slide of a run)."""
+
+    mpp: float | None
+    target_mpp: float
+    tile_size: int
+    overlap: int
+    min_tissue: float
+    coords_dir: Path | None
+
+    def grid(self, path: Path, reader: Any) -> tuple[Any, Any, Any, float]:
+        """(grid, tissue mask, thumbnail, thumbnail scale) of the slide open in ``reader``."""
+        from hagekit.slides.tiling import find_coords_file, plan_grid, read_coords
+        from hagekit.slides.tissue import tissue_mask
+
+        if self.coords_dir is not None:  # without mpp, read_coords takes the coords' level0_magnification
+            return read_coords(find_coords_file(self.coords_dir, path.stem), reader, tile_size=self.tile_size), None, None, 1.0
+        if reader.mpp is None:
+            raise DataError(at(path, "no microns-per-pixel metadata; pass --mpp (e.g. --mpp 0.25 for a 40x scan)"))
+        thumb, scale = reader.thumbnail(_THUMB_SIDE)
+        mask = tissue_mask(thumb)
+        grid = plan_grid(reader, target_mpp=self.target_mpp, tile_size=self.tile_size, overlap=self.overlap,
+                         mask=mask, mask_scale=scale, min_tissue=self.min_tissue)
+        return grid, mask, thumb, scale
+
+    def n_tiles(self, path: Path) -> float:
+        """Dealing weight of a slide: its tile count."""
+        from hagekit.slides.reader import open_slide
+
+        reader = open_slide(path, mpp=self.mpp)
+        try:
+            return float(len(self.grid(path, reader)[0]))
+        finally:
+            reader.close()
+
+
 def _extract_slide(
     path: Path,
     setup: EncoderSetup,
     *,
+    plan: TilePlan,
     out_path: Path,
-    mpp: float | None,
-    target_mpp: float,
-    tile_size: int,
-    overlap: int,
-    min_tissue: float,
-    coords_dir: Path | None,
     preview_dir: Path | None,
     batch_size: int,
     num_workers: int,
     reporter: Reporter,
 ) -> int:
     from hagekit.io.h5 import write_features
-    from hagekit.slides.reader import open_slide
-    from hagekit.slides.tiling import find_coords_file, plan_grid, read_coords
-    from hagekit.slides.tissue import tissue_mask
+    from hagekit.slides.reader import OpenSlideReader, open_slide
 
-    reader = open_slide(path, mpp=mpp)
+    reader = open_slide(path, mpp=plan.mpp)
     try:
-        mask = thumb = None
-        scale = 1.0
-        if coords_dir is not None:  # without mpp, read_coords takes the coords' level0_magnification
-            grid = read_coords(find_coords_file(coords_dir, path.stem), reader, tile_size=tile_size)
-        else:
-            if reader.mpp is None:
-                raise DataError(at(path, "no microns-per-pixel metadata; pass --mpp (e.g. --mpp 0.25 for a 40x scan)"))
-            thumb, scale = reader.thumbnail(_THUMB_SIDE)
-            mask = tissue_mask(thumb)
-            grid = plan_grid(
-                reader, target_mpp=target_mpp, tile_size=tile_size, overlap=overlap,
-                mask=mask, mask_scale=scale, min_tissue=min_tissue,
-            )
+        grid, mask, thumb, scale = plan.grid(path, reader)
         if preview_dir is not None:
             from hagekit.slides.preview import write_preview
 
@@ -147,8 +162,6 @@ def _extract_slide(
                 "(patch_size px at patch_level) needs `hagekit export-features --to clam`",
                 path.name, grid.target_mpp, grid.read_size, grid.read_level, grid.patch_size,
             )
-        from hagekit.slides.reader import OpenSlideReader
-
         shared = None if isinstance(reader, OpenSlideReader) else reader  # plain images: decoded once
         ds = TileDataset(path, grid, setup.bundle.transform, mpp=reader.mpp, reader=shared)
         task = reporter.task(path.stem, total=len(ds))
@@ -195,13 +208,16 @@ def extract_slides(
     batch_size: int = 64,
     num_workers: int | None = None,
     overwrite: bool = False,
+    shard: str | None = None,
+    lock_timeout: float | None = None,
     progress: Reporter | None = None,
 ) -> ExtractSummary:
     """Tile features of whole slides into ``<out_dir>/<slide_stem>.h5`` (TRIDENT/CLAM layout).
 
     Tiles: ``tile_size`` px at ``target_mpp`` (or ``magnification``: 20x = 0.5 µm/px) over the
     tissue, or the tiles of a CLAM/TRIDENT coords file in ``coords_dir``. A slide without mpp
-    metadata fails unless ``mpp`` is given; one failing slide never stops the others.
+    metadata fails unless ``mpp`` is given; one unreadable slide never stops the others. Under
+    torchrun ranks are dealt slides balanced by tile count; ``shard`` ("K/N") takes one share.
     """
     from hagekit.slides.tiling import target_mpp_from
 
@@ -226,33 +242,15 @@ def extract_slides(
         raise DataError(at(coords_dir, "--coords folder not found"))
     out = Path(out_dir)
     reporter = reporter_or_null(progress)
-    summary = ExtractSummary(encoder=encoder.strip(), out_dir=out)
     settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": tile_size}
+    plan = TilePlan(mpp, tmpp, tile_size, overlap, min_tissue, Path(coords_dir) if coords_dir is not None else None)
 
-    todo = pending_inputs(files, out, spec=encoder.strip(), settings=settings, overwrite=overwrite,
-                          summary=summary, reporter=reporter)
-    setup, workers = setup_for(todo, encoder, weights=weights, random_weights=random_weights, device=device,
-                               precision=precision, num_workers=num_workers, summary=summary)
-    for f in todo:
-        assert setup is not None
-        t0 = time.perf_counter()
-        target = out / f"{f.stem}.h5"
-        try:
-            n = _extract_slide(
-                f, setup, out_path=target, mpp=mpp, target_mpp=tmpp, tile_size=tile_size, overlap=overlap,
-                min_tissue=min_tissue, coords_dir=Path(coords_dir) if coords_dir is not None else None,
-                preview_dir=out / "previews" if preview else None,
-                batch_size=batch_size, num_workers=workers, reporter=reporter,
-            )
-        except ITEM_ERRORS as exc:
-            if is_fatal_os_error(exc):
-                raise
-            log.debug("slide %s failed", f.name, exc_info=True)
-            reporter.message(f"failed {f.name}: {exc}")
-            summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0, reason=str(exc)))
-            continue
-        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0, path=target))
-    order = [f.stem for f in files]
-    summary.items.sort(key=lambda i: order.index(i.name))
-    summary.seconds = time.perf_counter() - t_run
+    def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:
+        return _extract_slide(f, setup, plan=plan, out_path=target, preview_dir=out / "previews" if preview else None,
+                              batch_size=batch, num_workers=workers, reporter=reporter)
+
+    opts = EncoderOptions(encoder.strip(), weights, random_weights, device, precision, batch_size, num_workers)
+    summary = run_items(files, out, extract, opts=opts, settings=settings, weigh=plan.n_tiles, overwrite=overwrite,
+                        shard=parse_shard(shard), lock_timeout=lock_timeout, reporter=reporter)
+    summary.seconds = max(summary.seconds, time.perf_counter() - t_run)
     return summary

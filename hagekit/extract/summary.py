@@ -1,4 +1,5 @@
-"""What an extraction run did: per section/slide done, skipped or failed (with the reason)."""
+"""What an extraction run did: per section/slide done, skipped or failed (with the reason),
+and per rank (torchrun) the patches and patches/s each process delivered."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ItemResult", "ExtractSummary"]
+__all__ = ["ItemResult", "ExtractSummary", "RankStats", "merge_summaries"]
 
 
 @dataclass
@@ -19,10 +20,35 @@ class ItemResult:
     seconds: float = 0.0
     reason: str = ""
     path: Path | None = None
+    rank: int = 0
 
     @property
     def patches_per_s(self) -> float:
         return self.n_patches / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class RankStats:
+    """One process's share: items done, patches, seconds encoding (busy) and in all (wall)."""
+
+    rank: int
+    host: str
+    device: str
+    n_done: int
+    n_patches: int
+    busy_seconds: float
+    wall_seconds: float
+    batch_size: int
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.n_patches / self.busy_seconds if self.busy_seconds > 0 else float("nan")
+
+    @classmethod
+    def of(cls, summary: ExtractSummary, *, rank: int, host: str, batch_size: int) -> RankStats:
+        done = summary.done
+        return cls(rank, host, summary.device, len(done), sum(i.n_patches for i in done),
+                   sum(i.seconds for i in done), summary.seconds, batch_size)
 
 
 @dataclass
@@ -35,6 +61,8 @@ class ExtractSummary:
     seconds: float = 0.0
     device: str = "cpu"
     precision: str = "fp32"
+    ranks: list[RankStats] = field(default_factory=list)
+    shard: str = ""
 
     def _with(self, status: str) -> list[ItemResult]:
         return [i for i in self.items if i.status == status]
@@ -62,8 +90,11 @@ class ExtractSummary:
 
     @property
     def patches_per_s(self) -> float:
-        """Patches per second over the sections/slides computed in this run."""
-        secs = sum(i.seconds for i in self.done)
+        """Patches per second of the whole run: all patches over the busiest rank's encoding time."""
+        if self.ranks:
+            secs = max(r.busy_seconds for r in self.ranks)
+        else:
+            secs = sum(i.seconds for i in self.done)
         return self.n_patches / secs if secs > 0 else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,5 +106,24 @@ class ExtractSummary:
             "precision": self.precision,
             "n_patches": self.n_patches,
             "patches_per_s": self.patches_per_s,
+            "shard": self.shard,
+            "ranks": [{**asdict(r), "patches_per_s": r.patches_per_s} for r in self.ranks],
             "items": [{**asdict(i), "path": str(i.path) if i.path else ""} for i in self.items],
         }
+
+
+def merge_summaries(parts: list[ExtractSummary]) -> ExtractSummary:
+    """One summary from every rank's (rank order): all items, per-rank stats, the longest wall time."""
+    first = parts[0]
+    devices = sorted({p.device for p in parts if p.done}) or [first.device]
+    precisions = sorted({p.precision for p in parts if p.done}) or [first.precision]
+    return ExtractSummary(
+        encoder=first.encoder,
+        out_dir=first.out_dir,
+        items=[i for p in parts for i in p.items],
+        seconds=max(p.seconds for p in parts),
+        device=", ".join(devices),
+        precision=", ".join(precisions),
+        ranks=[r for p in parts for r in p.ranks],
+        shard=first.shard,
+    )

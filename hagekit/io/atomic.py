@@ -1,4 +1,4 @@
-"""Atomic outputs: write to ``<name>.tmp-<pid>`` beside the target, then ``os.replace``.
+"""Atomic outputs: write to ``.<name>.tmp-<host>-<pid>-<random>`` beside the target, then ``os.replace``.
 
 A crash or Ctrl-C never leaves a half-written file under the final name, and a rerun can
 trust that every existing output is complete. Temporaries are hidden (leading dot): readers
@@ -15,14 +15,20 @@ import glob
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hagekit.io.tmpnames import TMP_NAME as _TMP_NAME
-from hagekit.io.tmpnames import is_temporary, public_path, tmp_path_for
+from hagekit.io.tmpnames import (
+    is_temporary,
+    public_path,
+    tag_owner,
+    this_host,
+    tmp_path_for,
+    tmp_tag,
+)
 
 __all__ = [
     "atomic_path",
@@ -68,8 +74,8 @@ def remove_stale_temporaries(path: Path | str) -> list[Path]:
         m = _TMP_NAME.match(cand.name)
         if m is None or public_path(cand) != path:
             continue
-        pid = re.match(r"\d+", m.group("tag"))
-        if pid is None or _pid_alive(int(pid.group())):
+        pid, host = tag_owner(m.group("tag"))
+        if pid is None or host != this_host() or _pid_alive(pid):  # another node's writer may be alive
             continue
         if cand.is_dir() and not cand.is_symlink():
             shutil.rmtree(cand, ignore_errors=True)
@@ -120,7 +126,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{tmp_tag()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()

@@ -10,16 +10,39 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["TMP_NAME", "tmp_path_for", "is_temporary", "public_path"]
+__all__ = ["TMP_NAME", "tmp_path_for", "tmp_tag", "tag_owner", "this_host", "is_temporary", "public_path"]
 
-#: ``.<stem>.tmp-<tag><suffix>`` (files) or ``.<name>.tmp-<tag>`` (folders); ``<tag>`` starts with the pid.
+#: ``.<stem>.tmp-<tag><suffix>`` (files) or ``.<name>.tmp-<tag>`` (folders); ``<tag>`` is
+#: ``<pid>-<host>-<random>`` (older files: ``<pid>`` alone).
 TMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-(?P<tag>[A-Za-z0-9_-]+)(?P<suffix>\.[^.]*)?$")
+
+
+def this_host() -> str:
+    """This machine's name as it appears in temporary names (letters, digits, ``-``, ``_``)."""
+    import socket
+
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:32]
+
+
+def tmp_tag() -> str:
+    """``<pid>-<host>-<random>``: unique across the nodes and jobs that share one output folder."""
+    import uuid
+
+    return f"{os.getpid()}-{this_host()}-{uuid.uuid4().hex[:8]}"
+
+
+def tag_owner(tag: str) -> tuple[int | None, str]:
+    """(pid, host) of a temporary's tag; a bare ``<pid>`` tag is taken as this host's."""
+    m = re.match(r"^(\d+)(?:-(.*)-[0-9a-f]{8})?$", tag)
+    if m is None:
+        return None, ""
+    return int(m.group(1)), m.group(2) if m.group(2) is not None else this_host()
 
 
 def tmp_path_for(path: Path) -> Path:
     """The temporary sibling used while ``path`` is being written (keeps the suffix)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.stem}.tmp-{tmp_tag()}{path.suffix}")
 
 
 def is_temporary(path: Path | str) -> bool:
