@@ -107,3 +107,36 @@ def one_torch_thread_module():
 
     with torch_threads(1):
         yield
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _h5_items(path: Path) -> dict:
+    """Every dataset's bytes and every attribute of an h5 file, except the folder it was written to."""
+    import h5py
+    import numpy as np
+
+    items: dict = {}
+
+    def visit(name, obj):
+        for k, v in obj.attrs.items():
+            if k != "savetodir":  # TRIDENT's attribute: the output folder itself
+                items[f"{name}@{k}"] = np.asarray(v).tobytes()
+        if isinstance(obj, h5py.Dataset):
+            data = obj[()]
+            items[name] = (str(obj.dtype), obj.shape, np.asarray(data).tobytes())
+
+    with h5py.File(path, "r") as h5:
+        for k, v in h5.attrs.items():
+            items[f"/@{k}"] = np.asarray(v).tobytes()
+        h5.visititems(visit)
+    return items
+
+
+@pytest.fixture()
+def same_h5():
+    """``same_h5(a, b)``: True when two feature files hold identical bytes in every dataset and
+    attribute (bar TRIDENT's ``savetodir``, which names the output folder)."""
+    return lambda a, b: _h5_items(Path(a)) == _h5_items(Path(b))

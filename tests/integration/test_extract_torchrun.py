@@ -20,7 +20,7 @@ def _torchrun(args, tmp_path):
     return r.returncode, " ".join(r.stdout.split()), r.stderr
 
 
-def test_slides_two_ranks_same_bytes(wsi_dir, tmp_path):
+def test_slides_two_ranks_same_bytes(wsi_dir, tmp_path, same_h5):
     from hagekit.extract import extract_slides
 
     slides = [wsi_dir / "cmu-1-small-region.svs", wsi_dir / "tcga-cr-7395-01a-01-ts1.svs"]
@@ -31,14 +31,14 @@ def test_slides_two_ranks_same_bytes(wsi_dir, tmp_path):
     assert rc == 0, err[-3000:]
     assert out.count("2 done, 0 skipped, 0 failed") == 1 and "2 ranks" in out  # one summary, from rank 0
     for item in ref.done:
-        assert (tmp_path / "two" / f"{item.name}.h5").read_bytes() == item.path.read_bytes()
+        assert same_h5(tmp_path / "two" / f"{item.name}.h5", item.path)
 
 
-def test_sections_two_ranks_same_bytes(her2_root, her2_builtin_features, tmp_path):
+def test_sections_two_ranks_same_bytes(her2_root, her2_builtin_features, tmp_path, same_h5):
     rc, out, err = _torchrun(["--dataset", "her2", "--data-root", str(her2_root), "--sections", "C2,C3",
                               "--out", str(tmp_path / "two")], tmp_path)
     assert rc == 0, err[-3000:]
     assert out.count("2 done, 0 skipped, 0 failed") == 1 and "2 ranks" in out
     for s in ("C2", "C3"):
-        assert (tmp_path / "two" / f"{s}.h5").read_bytes() == (her2_builtin_features / f"{s}.h5").read_bytes()
+        assert same_h5(tmp_path / "two" / f"{s}.h5", her2_builtin_features / f"{s}.h5")
     assert not [p for p in (tmp_path / "two").iterdir() if ".tmp-" in p.name or p.suffix == ".lock"]
