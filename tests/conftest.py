@@ -107,10 +107,6 @@ def one_torch_thread_module():
 
     with torch_threads(1):
         yield
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _h5_items(path: Path) -> dict:
