@@ -116,6 +116,29 @@ def mil(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def raw_her2st(tmp_path_factory) -> Path:
+    """A mini her2st repository (3 sections, 2 imaged) for `data prepare`."""
+    from test_data_fixtures import make_her2st
+
+    return make_her2st(tmp_path_factory.mktemp("faults_raw") / "her2st")
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory) -> Path:
+    """12 tiny patches in two class folders for `bench linear-probe`."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("faults_patches")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        cls = root / ("dark" if i % 2 else "light")
+        cls.mkdir(exist_ok=True)
+        base = 60 if i % 2 else 200
+        Image.fromarray(rng.integers(base - 20, base + 20, (32, 32, 3)).astype(np.uint8)).save(cls / f"p{i}.png")
+    return root
+
+
 # Minimal valid inputs: every command runs ---------------------------------------------------
 
 
@@ -133,6 +156,9 @@ def _valid_cases() -> list[tuple[str, Callable[[Path, Path, Path], list[str]], s
                                             str(t / "ge.safetensors")], "wrote"),
         ("bench baselines", lambda w, t, m: ["bench", "baselines", "-w", str(w), "-d", "synth", "--methods", "ridge",
                                              "--trials", "1", "--folds", "A1", "--out", str(t / "b")], "ridge"),
+        ("extract --slides", lambda w, t, m: ["extract", "--slides", str(w / "data/synth/images/A1.jpg"), "--mpp", "1",
+                                              "--tile-size", "64", "--device", "cpu", "--num-workers", "0",
+                                              "--out", str(t / "s")], "done"),
         ("bench abmil 6 slides / 3 folds", lambda w, t, m: [
             "bench", "abmil", "--dataset", "csv", "--labels", str(m / "l6.csv"), "--features", str(m / "feats"),
             "--folds", "3", "--epochs", "2", "--min-epochs", "1", "--out", str(t / "ab")], "wrote"),
@@ -144,6 +170,8 @@ def _valid_cases() -> list[tuple[str, Callable[[Path, Path, Path], list[str]], s
 
 @pytest.mark.parametrize("name,build,needle", _valid_cases(), ids=[c[0] for c in _valid_cases()])
 def test_every_command_runs_on_minimal_valid_input(ws, mil, tmp_path, name, build, needle):
+    """`data prepare` and `data download` run in the SIGKILL and download tests; `demo` (minutes) only
+    on bad input here; `bench ablation`/`grid` in test_bench_tables_compare."""
     res = invoke(*build(ws, tmp_path, mil))
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
@@ -590,10 +618,8 @@ def _killed(suffix: str, *args: str) -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
 
-def test_sigkill_during_data_prepare_then_list_select_and_rerun(tmp_path):
-    from test_data_fixtures import make_her2st
-
-    raw = make_her2st(tmp_path / "her2st")
+def test_sigkill_during_data_prepare_then_list_select_and_rerun(raw_her2st, tmp_path):
+    raw = raw_her2st
     w = tmp_path / "w"
     _killed(".h5ad:2", "data", "prepare", "her2st", "--raw", str(raw), "-w", str(w))
     assert leftovers(w / "data"), "the kill should leave a temporary behind"
@@ -705,3 +731,21 @@ def test_duplicate_spot_ids_name_the_file():
         match_barcodes(["1x1", "1x1", "2x2"], ["1x1", "2x2"], counts_file="C2.tsv", spots_file="C2_sel.tsv")
     with pytest.raises(DataError, match="C2_sel.tsv: 1 duplicated"):
         match_barcodes(["1x1", "2x2"], ["1x1", "2x2", "2x2"], counts_file="C2.tsv", spots_file="C2_sel.tsv")
+
+
+def test_linear_probe_and_prepare_run_and_refuse_bad_outputs(patches, raw_her2st, tmp_path):
+    res = invoke("bench", "linear-probe", "-d", "folder", "--data", str(patches), "-e", "builtin", "--folds", "2",
+                 "--epochs", "2", "--out", str(tmp_path / "lp"), "--cache-dir", str(tmp_path / "cache"))
+    assert res.exit_code == 0, res.output
+    res = invoke("bench", "linear-probe", "-d", "folder", "--data", str(patches), "-e", "builtin", "--folds", "2",
+                 "--epochs", "2", "--out", str(_file(tmp_path) / "lp"), "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(res, "a_file")
+    res = invoke("data", "prepare", "her2st", "--raw", str(raw_her2st), "--out", str(_file(tmp_path)))
+    assert_one_line_error(res, "is a file")
+    assert not leftovers(tmp_path)
+
+
+def test_prepare_into_a_read_only_folder_is_one_line(raw_her2st, readonly_dir):
+    res = invoke("data", "prepare", "her2st", "--raw", str(raw_her2st), "--out", str(readonly_dir / "d"))
+    assert_one_line_error(res, str(readonly_dir))
+    assert not any(readonly_dir.iterdir())
