@@ -13,7 +13,6 @@ else ``pixel_size_um_embedded``, else the TIFF resolution tags.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -44,15 +43,9 @@ DATASET = "hest"
 
 def read_hest_metadata(path: Path) -> dict[str, Any]:
     """The sample's metadata JSON as a dict (one-line error when missing or malformed)."""
-    if not path.is_file():
-        raise DataError(at(path, "metadata file not found"))
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(at(path, f"not valid JSON ({exc})")) from None
-    if not isinstance(meta, dict):
-        raise DataError(at(path, "metadata must be a JSON object"))
-    return meta
+    from hagekit.io.jsonfile import read_json_object
+
+    return read_json_object(path, missing="metadata file not found")
 
 
 def _positive(value: Any) -> float | None:

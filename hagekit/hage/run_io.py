@@ -6,7 +6,6 @@ Below both its users (``hagekit.predict`` and the ``ge:`` encoder in
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,17 +36,11 @@ def load_run(run: Path | str) -> RunInfo:
     """Read a HAGE run folder (``config.json``, ``genes.txt``, ``<fold>/trial<k>/model.safetensors``)."""
     from hagekit.io.atomic import visible_files
     from hagekit.io.genelist import read_gene_list
+    from hagekit.io.jsonfile import read_json_object
 
     run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise DataError(at(run, "not a run folder (no config.json); train one with `hagekit train`"))
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(at(cfg_path, f"not valid JSON ({getattr(exc, 'msg', exc)})")) from None
-    if not isinstance(config, dict):
-        raise DataError(at(cfg_path, "not a run's config (expected a JSON object)"))
+    hint = "not a run folder (no config.json); train one with `hagekit train`"
+    config = read_json_object(run / "config.json", missing=hint)
     protocol = config.get("protocol", {})
     if protocol.get("method", "hage") != "hage":
         raise DataError(at(run, f"run of method {protocol.get('method')!r}, not a HAGE run"))
