@@ -528,8 +528,7 @@ def baseline_specs(methods: Sequence[str], *, epochs: int | None, device: str,
         if method_accepts(m, "device"):
             params["device"] = device
         params.update(method_params.get(m, {}))
-        if m != "hage":  # HAGE's parameters need its gene embeddings; run_methods checks them
-            make_method(m, **params)  # validate parameters before anything runs
+        make_method(m, **params)  # validate parameters before anything runs
         specs.append(MethodSpec(m, m, params))
     return specs
 
