@@ -60,4 +60,4 @@ Trials = Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/v
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same numbers.")]
 SeedOrConfig = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present; this rank's GPU under torchrun), cpu, cuda or cuda:N.")]

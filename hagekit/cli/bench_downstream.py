@@ -84,7 +84,7 @@ def linear_probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Probe batch size.")] = 128,
     embed_batch_size: Annotated[int, typer.Option("--embed-batch-size", help="Patches per encoder forward pass.")] = 64,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Data loader workers for embedding.")] = 0,
-    device: opt.Device = "cpu",
+    device: opt.Device = "auto",
     seed: opt.Seed = 0,
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
@@ -138,8 +138,9 @@ def abmil(
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 2e-4,
     max_instances: Annotated[int | None, typer.Option("--max-instances", help="Random tiles per bag per training step (memory cap; default all).")] = None,
     heatmap: Annotated[list[str] | None, typer.Option("--heatmap", help="Slide id whose attention to draw over its thumbnail; repeatable.")] = None,
+    pack: Annotated[str, typer.Option("--pack", help="Pack each feature folder's bags once into one memory-mapped file: fp32 (exact), fp16 (half the bytes) or none (read the h5 files).")] = "fp32",
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Drop slides without a slide or feature file instead of failing.")] = False,
-    device: opt.Device = "cpu",
+    device: opt.Device = "auto",
     seed: opt.Seed = 0,
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
@@ -206,7 +207,8 @@ def abmil(
             extra = {"slides": str(slides), "mpp": mpp, "target_mpp": target_mpp, "magnification": mag, "tile_size": tile_size, "failed": failed_all}
         result = run_abmil(
             lab, feat_dirs, out_dir=out_dir, config=config, dataset=key, slides=slide_files,
-            heatmaps=heatmap or [], allow_missing=allow_missing, overwrite=overwrite, extra_config=extra, progress=progress,
+            heatmaps=heatmap or [], allow_missing=allow_missing, overwrite=overwrite, extra_config=extra,
+            pack=None if pack == "none" else pack, progress=progress,
         )
     console.print(_scores_table(result, f"AB-MIL on {key}: {lab.n} slides, {len(set(lab.case_ids))} cases, {folds}-fold CV by case"))
     console.print(f"wrote {out_dir}/summary.csv, folds.csv, figure3.png and per-encoder predictions.csv + attention/")

@@ -26,7 +26,7 @@ def predict(
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Average the predictions of every fold and trial.")] = False,
     plot: Annotated[list[str] | None, typer.Option("--plot", help="Draw Figure 2 for these genes (repeat --plot or comma-separate: --plot ERBB2,GNAS).")] = None,
     plot_dir: Annotated[Path | None, typer.Option("--plot-dir", help="Folder for the PNGs (default: beside --out).")] = None,
-    device: opt.Device = "cpu",
+    device: opt.Device = "auto",
 ) -> None:
     """Predict a section's panel expression with a run's model(s); optionally draw Figure 2."""
     from hagekit.io.atomic import check_output_dir, check_output_file

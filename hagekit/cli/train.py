@@ -67,7 +67,7 @@ def train(
     no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Ablation: no hierarchical (centroid) alignment.")] = False,
     single_level: Annotated[bool, typer.Option("--single-level", help="Ablation: k1*k2 clusters on expression only.")] = False,
     allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")] = False,
-    device: opt.Device = "cpu",
+    device: opt.Device = "auto",
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
 ) -> None:

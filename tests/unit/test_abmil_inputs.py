@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from hagekit.bench.abmil import (
     BagStore,
-    _patch_size_level0,
     draw_attention_heatmap,
     find_feature_files,
     find_slide_files,
     make_slide_folds,
+    patch_size_level0,
     read_slide_labels,
 )
 from hagekit.cli.main import app
@@ -105,14 +105,14 @@ def test_clam_and_trident_feature_files(tmp_path):
     assert store.check() == 8
     feats, coords = store.get("s1")
     assert feats.shape == (4, 8) and coords.shape == (4, 2)
-    assert _patch_size_level0(store.attrs["s1"], coords) == 512.0
+    assert patch_size_level0(store.attrs["s1"], coords) == 512.0
     trident = tmp_path / "trident"
     trident.mkdir()
     write_features(trident / "s1.h5", np.zeros((3, 8)), np.array([[0, 0], [448, 0], [0, 448]]),
                    coords_attrs={"patch_size": 224, "patch_size_level0": 448})
     st = BagStore(find_feature_files(trident, ["s1"]))
     st.get("s1")
-    assert _patch_size_level0(st.attrs["s1"], np.zeros((1, 2))) == 448.0
+    assert patch_size_level0(st.attrs["s1"], np.zeros((1, 2))) == 448.0
     with pytest.raises(DataError, match="no feature file for 1 of 2 slides"):
         find_feature_files(trident, ["s1", "s2"])
     assert list(find_feature_files(trident, ["s1", "s2"], allow_missing=True)) == ["s1"]
