@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hagekit.bench.abmil import ABMILConfig, BagStore, PackedBags, cross_validate_abmil, pack_bags, read_slide_labels
+from hagekit.bench.abmil import (
+    ABMILConfig,
+    BagStore,
+    PackedBags,
+    cross_validate_abmil,
+    pack_bags,
+    read_slide_labels,
+)
 from hagekit.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
