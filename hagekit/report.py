@@ -17,6 +17,7 @@ import numpy as np
 
 from hagekit.errors import DataError, at
 from hagekit.io.atomic import visible_files, write_text
+from hagekit.io.jsonfile import read_json_object
 
 __all__ = ["RunReport", "report_run", "per_gene_table", "summary_markdown", "LOG_BASES", "error_label",
            "error_note", "rescale_errors"]
@@ -92,10 +93,7 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
     genes = read_gene_list(run / "genes.txt")
     rows, labels = [], []
     for path in visible_files(run, "*/trial*/metrics.json"):
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(at(path, f"not valid JSON ({exc.msg})")) from None
+        saved = read_json_object(path, what="a trial's metrics")
         for section, values in (saved.get("per_gene_pcc") or {}).items():
             if len(values) != len(genes):
                 raise DataError(at(path, f"{len(values)} per-gene PCCs for {len(genes)} genes"))
@@ -132,10 +130,7 @@ def report_run(run: Path | str, *, out: Path | str | None = None, log_base: str 
     summary_path = run / "summary.json"
     if not summary_path.is_file():
         raise DataError(at(run, "no summary.json; is this a finished run (`hagekit train`)?"))
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(at(summary_path, f"not valid JSON ({exc.msg})")) from None
+    summary = read_json_object(summary_path, what="a run summary")
     summary = rescale_errors(summary, log_base, target=_run_target(run, summary))
     genes, table, labels = per_gene_table(run)
     with np.errstate(invalid="ignore"):

@@ -122,18 +122,11 @@ prepare_cscc_cmd = prepare_app.command("cscc")(
 def prepare_visium_cmd(
     raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5, spatial/).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Section name to write (file <name>.h5ad).")],
-    image: Annotated[
-        Path | None,
-        typer.Option("--image", help="Full-resolution H&E the spots were aligned to (default: counts only).", show_default=False),
-    ] = None,
-    patient: Annotated[
-        str | None, typer.Option("--patient", help="Patient id (default: the section name).", show_default=False)
-    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Full-resolution H&E the spots were aligned to (default: counts only).")] = None,
+    patient: Annotated[str | None, typer.Option("--patient", help="Patient id (default: the section name).")] = None,
     out: OutOpt = None,
     dataset: opt.DatasetFolder = "visium",
-    all_spots: Annotated[
-        bool, typer.Option("--all-spots", help="Keep spots outside the tissue (default: in_tissue == 1 only).")
-    ] = False,
+    all_spots: Annotated[bool, typer.Option("--all-spots", help="Keep spots outside the tissue (default: in_tissue == 1 only).")] = False,
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
@@ -148,9 +141,7 @@ def prepare_visium_cmd(
 @handle_errors
 def prepare_hest_cmd(
     raw: Annotated[Path, typer.Option("--raw", help="HEST-1k folder (st/<id>.h5ad, wsis/<id>.tif, metadata/<id>.json).")],
-    ids: Annotated[
-        str | None, typer.Option("--ids", help="Comma-separated HEST sample ids (default: every st/<id>.h5ad).", show_default=False)
-    ] = None,
+    ids: Annotated[str | None, typer.Option("--ids", help="Comma-separated HEST sample ids (default: every st/<id>.h5ad).")] = None,
     out: OutOpt = None,
     dataset: opt.DatasetFolder = "hest",
     overwrite: opt.Overwrite = False,
@@ -170,9 +161,7 @@ def synth_cmd(
     sections: Annotated[int, typer.Option("--sections", help="Number of sections.")] = 4,
     spots: Annotated[int, typer.Option("--spots", help="Spots per section (grid, 100 µm pitch).")] = 300,
     genes: Annotated[int, typer.Option("--genes", help="Genes per section.")] = 200,
-    patients: Annotated[
-        int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).", show_default=False)
-    ] = None,
+    patients: Annotated[int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).")] = None,
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
@@ -228,13 +217,8 @@ def _print_list(infos: list[Any], *, title: str) -> None:
 @data_app.command("list")
 @handle_errors
 def list_cmd(
-    root: Annotated[
-        Path | None,
-        typer.Argument(help="Data root holding <dataset>/<section>.h5ad (default: <workspace>/data).", show_default=False),
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Only this dataset.", show_default=False)
-    ] = None,
+    root: Annotated[Path | None, typer.Argument(help="Data root holding <dataset>/<section>.h5ad (default: <workspace>/data).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
     workspace: opt.Workspace = None,
 ) -> None:
     """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp."""
@@ -259,20 +243,10 @@ def list_cmd(
 @data_app.command("download")
 @handle_errors
 def download_cmd(
-    name: Annotated[
-        str | None,
-        typer.Argument(help="Manifest name (her2st, cscc, pcam, skincancer, tcga-brca, sln-breast, hest, uni, gene2vec).", show_default=False),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Folder to download into (default: <workspace>/raw/<name>).", show_default=False),
-    ] = None,
-    files: Annotated[
-        str | None, typer.Option("--files", help="Comma-separated file names from the manifest (default: all).", show_default=False)
-    ] = None,
-    manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="A manifest YAML file instead of a built-in name.", show_default=False)
-    ] = None,
+    name: Annotated[str | None, typer.Argument(help="Manifest name (her2st, cscc, pcam, skincancer, tcga-brca, sln-breast, hest, uni, gene2vec).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to download into (default: <workspace>/raw/<name>).")] = None,
+    files: Annotated[str | None, typer.Option("--files", help="Comma-separated file names from the manifest (default: all).")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="A manifest YAML file instead of a built-in name.")] = None,
     extract: Annotated[bool, typer.Option("--extract/--no-extract", help="Unpack archives the manifest marks for extraction.")] = True,
     show: Annotated[bool, typer.Option("--list", help="List the built-in manifests and exit.")] = False,
     workspace: opt.Workspace = None,

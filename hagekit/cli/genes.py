@@ -60,26 +60,14 @@ def _steps_table(result: Any) -> Any:
 def select(
     dataset: opt.Dataset,
     data_root: opt.DataRoot = None,
-    sections: Annotated[
-        str | None, typer.Option("--sections", help="Comma-separated sections (default: all sections of the dataset).", show_default=False)
-    ] = None,
+    sections: Annotated[str | None, typer.Option("--sections", help="Comma-separated sections (default: all sections of the dataset).")] = None,
     top: Annotated[int, typer.Option("--top", help="Highly variable genes taken per section.")] = 1000,
     flavor: Annotated[str, typer.Option("--flavor", help="scanpy HVG flavor: seurat, cell_ranger, seurat_v3.")] = "seurat",
-    rule: Annotated[
-        str, typer.Option("--rule", help="Combine sections: intersect | union | min-sections:K (HVG in >= K sections).")
-    ] = "intersect",
-    min_spots: Annotated[
-        int | None, typer.Option("--min-spots", help="Keep genes detected in >= N spots over all chosen sections.", show_default=False)
-    ] = None,
-    vocab: Annotated[
-        Path | None, typer.Option("--vocab", help="Keep only genes this embeddings file has (case-insensitive).", show_default=False)
-    ] = None,
-    compare: Annotated[
-        Path | None, typer.Option("--compare", help="A published panel to report the Jaccard index against.", show_default=False)
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Panel file (default: <workspace>/genes/<dataset>/panel.txt).", show_default=False)
-    ] = None,
+    rule: Annotated[str, typer.Option("--rule", help="Combine sections: intersect | union | min-sections:K (HVG in >= K sections).")] = "intersect",
+    min_spots: Annotated[int | None, typer.Option("--min-spots", help="Keep genes detected in >= N spots over all chosen sections.")] = None,
+    vocab: Annotated[Path | None, typer.Option("--vocab", help="Keep only genes this embeddings file has (case-insensitive).")] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="A published panel to report the Jaccard index against.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Panel file (default: <workspace>/genes/<dataset>/panel.txt).")] = None,
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
 ) -> None:
@@ -136,27 +124,15 @@ def _image_less_sections(data_root: Path, dataset: str) -> tuple[list[str], list
 def embed(
     dataset: opt.Dataset,
     data_root: opt.DataRoot = None,
-    sections: Annotated[
-        str | None,
-        typer.Option("--sections", help="Training sections (default: the sections without an image, so image sections stay unseen).", show_default=False),
-    ] = None,
+    sections: Annotated[str | None, typer.Option("--sections", help="Training sections (default: the sections without an image, so image sections stay unseen).")] = None,
     genes: opt.Panel = None,
     dim: Annotated[int, typer.Option("--dim", help="Embedding dimension (Gene2Vec: 200).")] = 200,
     threshold: ThresholdOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Word2Vec passes over the pairs (default: enough for ~5M pair updates, 10..100).", show_default=False)] = None,
-    min_partners: Annotated[
-        int | None,
-        typer.Option("--min-partners", help="Strongest partners per gene and section always kept (default 2).", show_default=False),
-    ] = None,
-    eval_sections: Annotated[
-        str | None,
-        typer.Option("--eval-sections", help="Sections for the held-out AUC (default: the dataset's other sections; 'none' skips).", show_default=False),
-    ] = None,
+    min_partners: Annotated[int | None, typer.Option("--min-partners", help="Strongest partners per gene and section always kept (default 2).")] = None,
+    eval_sections: Annotated[str | None, typer.Option("--eval-sections", help="Sections for the held-out AUC (default: the dataset's other sections; 'none' skips).")] = None,
     eval_threshold: EvalThresholdOpt = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Embeddings file, Gene2Vec text (default: <workspace>/genes/<dataset>/embeddings.txt).", show_default=False),
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Embeddings file, Gene2Vec text (default: <workspace>/genes/<dataset>/embeddings.txt).")] = None,
     seed: opt.Seed = 0,
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
@@ -258,22 +234,13 @@ def _print_quality(q: dict[str, Any]) -> None:
 def check(
     embeddings: Annotated[Path, typer.Argument(help="Embeddings file: Gene2Vec text (_w2v too), .npy (+ .genes.txt), .npz or .h5.")],
     genes: opt.Panel = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Dataset for the held-out AUC (skipped when not given).", show_default=False)
-    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset for the held-out AUC (skipped when not given).")] = None,
     data_root: opt.DataRoot = None,
-    sections: Annotated[
-        str | None,
-        typer.Option("--sections", help="Sections for the AUC (default: the dataset's sections the embeddings were not trained on).", show_default=False),
-    ] = None,
+    sections: Annotated[str | None, typer.Option("--sections", help="Sections for the AUC (default: the dataset's sections the embeddings were not trained on).")] = None,
     eval_threshold: EvalThresholdOpt = None,
     seed: opt.Seed = 0,
     workspace: opt.Workspace = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write the matched panel (panel genes that have an embedding, "
-                     "in panel order), e.g. the 785-gene HER2+ panel -> Gene2Vec's 771.", show_default=False),
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the matched panel (panel genes that have an embedding, " "in panel order), e.g. the 785-gene HER2+ panel -> Gene2Vec's 771.")] = None,
 ) -> None:
     """Validate an embeddings file, match it to a panel, and measure its co-expression AUC."""
     from rich.table import Table

@@ -16,7 +16,6 @@ Visium spots are 55 µm across, so microns per pixel = 55 / ``spot_diameter_full
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from hagekit.data.prepare import (
     require_file,
 )
 from hagekit.errors import DataError, at
+from hagekit.io.jsonfile import read_json_object
 from hagekit.progress import Reporter
 
 if TYPE_CHECKING:
@@ -121,10 +121,7 @@ def read_tissue_positions(spatial_dir: Path) -> tuple[pd.DataFrame, Path]:
 
 def _scalefactors(spatial_dir: Path) -> tuple[dict, Path]:
     path = require_file(spatial_dir / "scalefactors_json.json", "scale factors file")
-    try:
-        sf = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(at(path, f"not valid JSON ({exc})")) from None
+    sf = read_json_object(path, what="a Space Ranger scale factors file")
     d = sf.get("spot_diameter_fullres")
     if not isinstance(d, (int, float)) or not d > 0:
         raise DataError(at(path, "lacks a positive spot_diameter_fullres"))

@@ -23,6 +23,7 @@ import numpy as np
 
 from hagekit.errors import DataError, ProvenanceError, at
 from hagekit.io.atomic import atomic_path
+from hagekit.io.jsonfile import read_json_object
 
 __all__ = [
     "GeneEmbeddings",
@@ -131,13 +132,7 @@ def read_sidecar(path: Path | str) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
         return {}
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(at(side, f"unreadable provenance sidecar ({exc})")) from None
-    if not isinstance(data, dict):
-        raise DataError(at(side, "provenance sidecar must hold a JSON object"))
-    return data
+    return read_json_object(side, what="a provenance sidecar")
 
 
 def embedding_training_sections(path: Path | str) -> set[str]:

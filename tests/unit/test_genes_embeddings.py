@@ -157,6 +157,6 @@ def test_writes_are_atomic_and_refuse_bad_vectors(tmp_path):
     write_gene2vec_text(out, SYMBOLS, _vectors())
     assert read_sidecar(out) == {} and embedding_training_sections(out) == set()
     (tmp_path / "e.txt.json").write_text("{not json")
-    with pytest.raises(DataError, match="unreadable provenance sidecar"):
+    with pytest.raises(DataError, match=r"e.txt.json: not valid JSON"):
         embedding_training_sections(out)
     json.dumps(read_sidecar(tmp_path / "other.txt"))
