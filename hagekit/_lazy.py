@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["lazy_exports", "by_module"]
 
 
 def lazy_exports(package: str, api: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -33,3 +33,14 @@ def lazy_exports(package: str, api: Mapping[str, str]) -> tuple[Callable[[str], 
         return sorted(getattr(sys.modules[package], "__all__", api))
 
     return __getattr__, __dir__
+
+
+def by_module(modules: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """``{module: public names}`` as ``{name: module}`` (a package lists its API by module)."""
+    api: dict[str, str] = {}
+    for module, names in modules.items():
+        for name in names:
+            if name in api:
+                raise ValueError(f"{name!r} exported from both {api[name]} and {module}")
+            api[name] = module
+    return api

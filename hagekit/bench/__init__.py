@@ -3,19 +3,15 @@ grid (Table 3). Heavy modules load on first use."""
 
 from __future__ import annotations
 
-from hagekit._lazy import lazy_exports
+from hagekit._lazy import by_module, lazy_exports
 
-_API = {
-    "MethodSpec": "hagekit.bench.compare",
-    "BenchResult": "hagekit.bench.compare",
-    "run_methods": "hagekit.bench.compare",
-    "bench_baselines": "hagekit.bench.compare",
-    "paired_comparison": "hagekit.bench.compare",
-    "build_tables": "hagekit.bench.compare",
-    "bench_ablation": "hagekit.bench.ablation",
-    "bench_grid": "hagekit.bench.ablation",
-    "ABLATION_VARIANTS": "hagekit.bench.ablation",
-}
+#: module -> the public names it defines (loaded on first use)
+_API = by_module(
+    {
+        "hagekit.bench.compare": ["MethodSpec", "BenchResult", "run_methods", "bench_baselines", "paired_comparison", "build_tables"],
+        "hagekit.bench.ablation": ["bench_ablation", "bench_grid", "ABLATION_VARIANTS"],
+    }
+)
 
 __all__ = list(_API)
 

@@ -48,21 +48,22 @@ def _fmt_mpp(mpp: float) -> str:
     return f"{mpp:.3f}" if math.isfinite(mpp) else "-"
 
 
-def _print_prepare(report: Any) -> None:
+#: Columns of every sections table; numbers right-aligned.
+_SECTION_COLUMNS = ("section", "patient", "spots", "genes", "image", "mpp")
+_NUMERIC = {"spots", "genes", "mpp", "dropped"}
+
+
+def _sections_table(title: str, *, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{report.dataset}: {len(report.sections)} section(s) in {report.folder}")
-    for col, justify in (
-        ("section", "left"),
-        ("patient", "left"),
-        ("spots", "right"),
-        ("genes", "right"),
-        ("image", "left"),
-        ("mpp", "right"),
-        ("dropped", "right"),
-        ("status", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=title)
+    for col in (*before, *_SECTION_COLUMNS, *after):
+        table.add_column(col, justify="right" if col in _NUMERIC else "left")
+    return table
+
+
+def _print_prepare(report: Any) -> None:
+    table = _sections_table(f"{report.dataset}: {len(report.sections)} section(s) in {report.folder}", after=("dropped", "status"))
     for s in report.sections:
         table.add_row(
             s.section,
@@ -188,19 +189,7 @@ def synth_cmd(
 
 
 def _print_list(infos: list[Any], *, title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col, justify in (
-        ("dataset", "left"),
-        ("section", "left"),
-        ("patient", "left"),
-        ("spots", "right"),
-        ("genes", "right"),
-        ("image", "left"),
-        ("mpp", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = _sections_table(title, before=("dataset",))
     for i in infos:
         table.add_row(
             i.dataset,

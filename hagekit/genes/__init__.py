@@ -5,28 +5,17 @@ Submodules load lazily so that importing :mod:`hagekit.genes` stays cheap.
 
 from __future__ import annotations
 
-from hagekit._lazy import lazy_exports
+from hagekit._lazy import by_module, lazy_exports
 
-_API: dict[str, str] = {
-    "GeneEmbeddings": "hagekit.genes.embeddings",
-    "load_gene_embeddings": "hagekit.genes.embeddings",
-    "embeddings_for_panel": "hagekit.genes.embeddings",
-    "embedding_training_sections": "hagekit.genes.embeddings",
-    "write_gene2vec_text": "hagekit.genes.embeddings",
-    "write_gene_embeddings": "hagekit.genes.embeddings",
-    "read_sidecar": "hagekit.genes.embeddings",
-    "match_symbols": "hagekit.genes.embeddings",
-    "PanelResult": "hagekit.genes.panel",
-    "PanelStep": "hagekit.genes.panel",
-    "select_panel": "hagekit.genes.panel",
-    "panel_from_sections": "hagekit.genes.panel",
-    "write_panel": "hagekit.genes.panel",
-    "jaccard": "hagekit.genes.panel",
-    "train_gene_embeddings": "hagekit.genes.coexpression",
-    "embeddings_from_sections": "hagekit.genes.coexpression",
-    "coexpression_auc": "hagekit.genes.quality",
-    "coexpression_auc_from_sections": "hagekit.genes.quality",
-}
+#: module -> the public names it defines (loaded on first use)
+_API = by_module(
+    {
+        "hagekit.genes.embeddings": ["GeneEmbeddings", "load_gene_embeddings", "embeddings_for_panel", "embedding_training_sections", "write_gene2vec_text", "write_gene_embeddings", "read_sidecar", "match_symbols"],
+        "hagekit.genes.panel": ["PanelResult", "PanelStep", "select_panel", "panel_from_sections", "write_panel", "jaccard"],
+        "hagekit.genes.coexpression": ["train_gene_embeddings", "embeddings_from_sections"],
+        "hagekit.genes.quality": ["coexpression_auc", "coexpression_auc_from_sections"],
+    }
+)
 
 __all__ = list(_API)
 

@@ -3,23 +3,20 @@ hierarchical alignment, the model and its sklearn-like estimator. Loaded lazily 
 
 from __future__ import annotations
 
-from hagekit._lazy import lazy_exports
+from hagekit._lazy import by_module, lazy_exports
 
-_API = {
-    "HAGEConfig": "hagekit.hage.model",
-    "HAGEModel": "hagekit.hage.model",
-    "HAGERegressor": "hagekit.hage.estimator",
-    "GeneInformedEncoder": "hagekit.hage.gene_encoder",
-    "MLPImageEncoder": "hagekit.hage.gene_encoder",
-    "ExpressionEncoder": "hagekit.hage.expression",
-    "ExpressionPredictor": "hagekit.hage.expression",
-    "cyclip_loss": "hagekit.hage.losses",
-    "clip_loss": "hagekit.hage.losses",
-    "pcc_loss": "hagekit.hage.losses",
-    "build_hierarchy": "hagekit.hage.hierarchy",
-    "build_ge_encoder": "hagekit.hage.ge_encoder",
-    "export_encoder": "hagekit.hage.ge_encoder",
-}
+#: module -> the public names it defines (loaded on first use)
+_API = by_module(
+    {
+        "hagekit.hage.model": ["HAGEConfig", "HAGEModel"],
+        "hagekit.hage.estimator": ["HAGERegressor"],
+        "hagekit.hage.gene_encoder": ["GeneInformedEncoder", "MLPImageEncoder"],
+        "hagekit.hage.expression": ["ExpressionEncoder", "ExpressionPredictor"],
+        "hagekit.hage.losses": ["cyclip_loss", "clip_loss", "pcc_loss"],
+        "hagekit.hage.hierarchy": ["build_hierarchy"],
+        "hagekit.hage.ge_encoder": ["build_ge_encoder", "export_encoder"],
+    }
+)
 
 __all__ = list(_API)
 
