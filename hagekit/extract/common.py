@@ -116,6 +116,11 @@ def pending_inputs(
     todo: list[Path] = []
     for f in files:
         target = out / f"{f.stem}.h5"
+        if target.exists() and not overwrite and not whole_feature_file(target):
+            log.warning("%s: damaged feature file (unreadable or mis-shaped); extracting it again", target)
+            reporter.message(f"redo {f.stem}: {target} is damaged")
+            todo.append(f)
+            continue
         if target.exists() and not overwrite:
             try:
                 existing_output(target, spec=spec, settings=settings)
@@ -127,6 +132,21 @@ def pending_inputs(
             continue
         todo.append(f)
     return todo
+
+
+def whole_feature_file(path: Path) -> bool:
+    """Resume trusts a finished feature file only if it opens and ``features``/``coords`` agree in rows."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            feats, coords = h5["features"], h5["coords"]
+            ok = feats.ndim == 2 and coords.ndim == 2 and feats.shape[0] == coords.shape[0]
+            if ok and feats.shape[0]:
+                feats[-1]  # the last row is readable: the data are all there
+            return bool(ok)
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return False
 
 
 def setup_for(

@@ -32,7 +32,13 @@ from hagekit.distributed import (
     init_distributed,
 )
 from hagekit.errors import ConfigError, is_fatal_os_error
-from hagekit.extract.common import INPUT_ERRORS, EncoderSetup, pending_inputs, setup_for
+from hagekit.extract.common import (
+    INPUT_ERRORS,
+    EncoderSetup,
+    pending_inputs,
+    setup_for,
+    whole_feature_file,
+)
 from hagekit.extract.summary import ExtractSummary, ItemResult, RankStats, merge_summaries
 from hagekit.progress import Reporter
 
@@ -190,7 +196,7 @@ def run_items(
                 summary.items.append(ItemResult(f.stem, "skipped", reason=f"locked by {lock.host}:{lock.pid}",
                                                 rank=ctx.rank))
                 continue
-            if target.exists() and not overwrite:  # finished by another job since we listed it
+            if target.exists() and not overwrite and whole_feature_file(target):  # finished by another job meanwhile
                 summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target, rank=ctx.rank))
                 continue
             try:

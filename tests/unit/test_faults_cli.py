@@ -749,3 +749,24 @@ def test_prepare_into_a_read_only_folder_is_one_line(raw_her2st, readonly_dir):
     res = invoke("data", "prepare", "her2st", "--raw", str(raw_her2st), "--out", str(readonly_dir / "d"))
     assert_one_line_error(res, str(readonly_dir))
     assert not any(readonly_dir.iterdir())
+
+
+def test_extract_resume_redoes_a_damaged_feature_file(ws, tmp_path):
+    from hagekit.io.h5 import read_features
+
+    out = tmp_path / "feats"
+    shutil.copytree(feats(ws), out)
+    (out / "A1.h5").write_bytes((out / "A1.h5").read_bytes()[:3000])
+    res = invoke("extract", "-w", str(ws), "-d", "synth", "--device", "cpu", "--num-workers", "0", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert read_features(out / "A1.h5").features.shape == read_features(feats(ws) / "A1.h5").features.shape
+    assert "skipped" in flat(res.output) and not leftovers(out)
+
+
+def test_one_damaged_section_does_not_hide_the_others(ws, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(ws / "data", root)
+    (root / "synth" / "B1.h5ad").write_bytes(b"not an h5ad")
+    res = invoke("data", "list", "-w", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "2 section(s)" in flat(res.output) and "B1.h5ad" in flat(res.output)
