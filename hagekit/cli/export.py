@@ -42,10 +42,11 @@ def export_encoder(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.safetensors), loadable as --encoder ge:FILE.")],
     fold: Annotated[str | None, typer.Option("--fold", help="Fold whose model to export (default: the first).")] = None,
     trial: Annotated[int | None, typer.Option("--trial", help="Trial of --fold (default 0).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Export even if the run's embeddings collapsed.")] = False,
 ) -> None:
     """Export the GE module (weights, config, gene embeddings, base encoder spec) of a run."""
     from hagekit.hage.ge_encoder import export_encoder as export
     from hagekit.io.atomic import check_output_file
 
-    path = export(run, check_output_file(out, "--out"), fold=fold, trial=trial)
+    path = export(run, check_output_file(out, "--out"), fold=fold, trial=trial, force=force)
     console.print(f"wrote {path}; use it with --encoder ge:{path}")

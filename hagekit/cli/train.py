@@ -50,6 +50,7 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: workspace runs/<dataset>/<name>).")] = None,
     name: Annotated[str, typer.Option("--name", help="Run name under the workspace when --out is not given.")] = "hage",
     config: opt.Config = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="default (tuned, see README) or paper (the paper's literal settings), or a TOML file; --config and flags override it.")] = None,
     split: opt.Split = None,
     folds: opt.Folds = None,
     trials: opt.Trials = None,
@@ -79,7 +80,7 @@ def train(
     overrides = {
         "split": split, "folds": folds, "trials": trials, "seed": seed, "val_fraction": val_fraction,
         "target": target, "d": d, "k1": k1, "k2": k2, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "patience": patience,
+        "lr": lr, "patience": patience, "recipe": recipe,
         "use_ge": False if no_ge else None,
         "use_hierarchy": False if no_hierarchy else None,
         "single_level": True if single_level else None,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
-from hagekit.hage.model import HAGEConfig
+from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter
 from hagekit.training.estimator import Regressor
 
@@ -136,6 +136,13 @@ class HAGERegressor(Regressor):
             raw = predict_batches(model, torch.as_tensor(Xc, device=device))
             scale, shift = calibration(raw, Yc)
             model.set_calibration(torch.as_tensor(scale), torch.as_tensor(shift))
+        xs, ys = (X_val, Y_val) if has_val and len(X_val) >= 2 else (X, Y)
+        with torch.no_grad():
+            self.embedding_cosines_ = model.embedding_cosines(torch.as_tensor(xs[:4096], device=device),
+                                                              torch.as_tensor(ys[:4096], device=device))
+        warning = collapse_message(**self.embedding_cosines_)
+        if warning:
+            log.warning("%s: %s", self.label, warning)
         self.model_ = model
         self.n_features_in_ = int(X.shape[1])
         self.n_clusters_ = int(n_clusters)
@@ -208,6 +215,7 @@ class HAGERegressor(Regressor):
             "best_epoch": self.best_epoch_,
             "best_val_pcc": self.best_val_pcc_,
             "stopped_early": self.stopped_early_,
+            "embedding_cosines": getattr(self, "embedding_cosines_", None),
             "history": self.history_,
         }
 
@@ -252,6 +260,8 @@ class HAGERegressor(Regressor):
         best = meta.get("best_val_pcc")
         est.best_val_pcc_ = float(best) if best is not None else float("nan")
         est.stopped_early_ = bool(meta.get("stopped_early", False))
+        if meta.get("embedding_cosines"):
+            est.embedding_cosines_ = {k: float(v) for k, v in meta["embedding_cosines"].items()}
         return est
 
     # -- helpers -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from torch import nn
 from hagekit.encoders.registry import EncoderBundle, create_encoder, register_encoder
 from hagekit.errors import EncoderError, HagekitError
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
-from hagekit.hage.model import HAGEConfig
+from hagekit.hage.model import HAGEConfig, collapse_message
 
 __all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT"]
 
@@ -84,6 +84,26 @@ class _Source:
     meta: dict[str, Any]
     #: The run's features came from a seeded ``--random-weights`` base encoder.
     base_random_weights: bool = False
+    #: Final mean pairwise cosines ``{"zi_cos", "ze_cos"}`` of the trained model (collapse check).
+    cosines: dict[str, float] | None = None
+
+
+def _run_cosines(meta: dict[str, Any]) -> dict[str, float] | None:
+    """A trained model's collapse diagnostics: recorded ones, else the last epoch's batch means."""
+    cos = meta.get("embedding_cosines")
+    if not cos and meta.get("history"):
+        last = meta["history"][-1]
+        cos = {k: last[k] for k in ("zi_cos", "ze_cos") if k in last}
+    return {k: float(v) for k, v in cos.items()} if cos and len(cos) == 2 else None
+
+
+def refuse_collapsed(src: _Source, what: str, *, force: bool) -> None:
+    """Raise (unless ``force``) when the source model's embeddings collapsed."""
+    msg = collapse_message(**src.cosines) if src.cosines else None
+    if msg and not force:
+        raise EncoderError(f"{what}: {msg}; pass --force (export-encoder) or ge:<run>:force to use it anyway")
+    if msg:
+        log.warning("%s: %s (forced)", what, msg)
 
 
 def _head_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -149,6 +169,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         label=f"{run}:{fold}:{trial}",
         meta={"run": str(run.resolve()), "fold": fold, "trial": trial},
         base_random_weights=str(info.feature_attrs.get("random_weights", "")).lower() in ("true", "1"),
+        cosines=_run_cosines(meta),
     )
 
 
@@ -175,13 +196,14 @@ def _from_file(path: Path) -> _Source:
             genes=json.loads(meta.get("genes", "[]")),
             label=str(path),
             meta={k: meta[k] for k in ("run", "fold", "trial") if k in meta},
+            cosines=json.loads(meta["embedding_cosines"]) if meta.get("embedding_cosines") else None,
         )
     except (KeyError, ValueError) as exc:
         raise EncoderError(f"ge:{path}: incomplete encoder metadata ({exc})") from None
 
 
 def _parse_target(target: str) -> tuple[Path, str | None, int | None]:
-    text = target.strip()
+    text = target.strip().removesuffix(":force")
     path = Path(text).expanduser()
     if path.exists():
         return path, None, None
@@ -195,9 +217,11 @@ def _parse_target(target: str) -> tuple[Path, str | None, int | None]:
 
 
 def load_ge_head(target: str | Path) -> tuple[GEHead, _Source]:
-    """The trained GE module (features -> z^i) of a run (``run[:fold:trial]``) or exported file."""
+    """The trained GE module (features -> z^i) of a run (``run[:fold:trial]``) or exported file;
+    a collapsed model is refused unless the target ends in ``:force``."""
     path, fold, trial = _parse_target(str(target))
     src = _from_file(path) if path.is_file() else _from_run(path, fold, trial)
+    refuse_collapsed(src, f"ge:{target}", force=str(target).strip().endswith(":force"))
     if "gene_embeddings" not in src.state:
         raise EncoderError(f"ge:{target}: no gene embeddings in the weights")
     head = GEHead(src.config, src.d_in, src.state["gene_embeddings"])
@@ -258,8 +282,10 @@ def build_ge_encoder(target: str, *, device: str = "cpu") -> EncoderBundle:
     )
 
 
-def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None, trial: int | None = None) -> Path:
-    """Write a self-contained ``.safetensors``: GE weights, gene embeddings, config, base encoder spec."""
+def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None, trial: int | None = None,
+                   force: bool = False) -> Path:
+    """Write a self-contained ``.safetensors``: GE weights, gene embeddings, config, base encoder spec.
+    A collapsed model (:func:`hagekit.hage.model.collapse_message`) is refused unless ``force``."""
     from safetensors.torch import save_file
 
     from hagekit.errors import ConfigError
@@ -273,6 +299,7 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
     if trial is not None and fold is None:
         raise ConfigError("--trial needs --fold")
     src = _from_run(run, fold, trial)
+    refuse_collapsed(src, f"export-encoder {run}", force=force)
     tensors = {k: v.detach().cpu().contiguous() for k, v in src.state.items()}
     metadata = {
         "format": GE_FORMAT,
@@ -283,6 +310,7 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         "base_weights_sha256": src.base_sha256,
         "base_random_weights": "true" if src.base_random_weights else "false",
         "genes": json.dumps(src.genes),
+        **({"embedding_cosines": json.dumps(src.cosines)} if src.cosines else {}),
         **{k: str(v) for k, v in src.meta.items()},
     }
     with atomic_path(out) as tmp:

@@ -37,9 +37,11 @@ def predict_batches(model: HAGEModel, x: torch.Tensor, *, batch_size: int = 4096
 
 def loop_config(config: HAGEConfig, *, seed: int = 0, description: str = "train",
                 precision: str | None = "fp32") -> LoopConfig:
-    """The loop settings a :class:`HAGEConfig` implies (epochs, batch, patience on val PCC)."""
+    """The loop settings a :class:`HAGEConfig` implies (epochs, min steps, batch, patience on val PCC)."""
     return LoopConfig(
         epochs=config.epochs,
+        min_steps=config.min_steps,
+        scheduler_interval="epoch" if config.schedule == "step" else "step",
         batch_size=config.batch_size,
         min_batch=2,
         merge_tail=True,
@@ -69,19 +71,34 @@ def fit_model(
 ) -> LoopResult:
     """Train ``model`` in place on (x, y) tensors already on its device; the best weights are loaded.
 
-    ``labels`` (N,) are the fixed hierarchy sub-cluster ids; ``y_val`` (tensor or array) is
+    ``labels`` (N,) are the fixed hierarchy sub-cluster ids (attached to the model, which looks
+    them up by the batch's indices); the LR schedule is the paper's StepLR per epoch
+    (``schedule="step"``) or warmup + cosine/constant per step over the planned budget; ``y_val`` (tensor or array) is
     compared with the predictions on ``x_val`` after every epoch.
     """
     import torch
 
     from hagekit.metrics.device import mean_gene_pcc
 
+    from hagekit.training.loop import planned_steps, steps_per_epoch, warmup_schedule
+
+    loop_cfg = loop_config(config, seed=seed, description=description, precision=precision)
+    n = int(x.shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    if config.schedule == "step":  # the paper: StepLR per epoch
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    else:  # linear warmup, then cosine or constant, per optimiser step over the planned budget
+        sched = warmup_schedule(opt, warmup_steps=config.warmup_steps, total_steps=planned_steps(n, loop_cfg),
+                                decay=config.schedule)
+    if labels is not None and getattr(model, "hier_labels", None) is None:
+        model.attach_hierarchy(labels, n_clusters)
+    per_epoch, calls = steps_per_epoch(n, loop_cfg), [0]
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        lab = labels[idx] if labels is not None else None
-        return model.losses(x[idx], y[idx], lab, n_clusters)
+        if calls[0] % per_epoch == 0:  # first step of an epoch: whole-cluster centroid bank
+            model.start_epoch(x, y)
+        calls[0] += 1
+        return model.losses(x[idx], y[idx], index=idx)
 
     validate = None
     if x_val is not None and y_val is not None and len(y_val):
@@ -90,7 +107,4 @@ def fit_model(
         def validate() -> dict[str, float]:
             return {"val_pcc": mean_gene_pcc(predict_in_batches(model, x_val), yv)}
 
-    return train_loop(
-        model, opt, step, n=int(x.shape[0]), validate=validate, scheduler=sched, progress=progress,
-        config=loop_config(config, seed=seed, description=description, precision=precision),
-    )
+    return train_loop(model, opt, step, n=n, validate=validate, scheduler=sched, progress=progress, config=loop_cfg)

@@ -19,7 +19,8 @@ from hagekit.errors import ConfigError, DataError, ProvenanceError, at
 from hagekit.hage.model import HAGEConfig
 from hagekit.progress import Reporter, reporter_or_null
 
-__all__ = ["RunSettings", "TrainResult", "RUN_KEYS", "load_config_file", "resolve_settings", "train_run"]
+__all__ = ["RunSettings", "TrainResult", "RUN_KEYS", "RECIPES", "load_config_file", "load_recipe", "resolve_settings",
+           "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class RunSettings:
 
 
 RUN_KEYS = ("split", "folds", "trials", "seed", "val_fraction", "target", "allow_leak")
+RECIPES = ("default", "paper")
+"""Shipped recipes: ``default`` (:class:`HAGEConfig`'s defaults, chosen by ``bench tune``) and
+``paper`` (``hagekit/recipes/paper.toml``: the paper's literal settings)."""
 
 
 @dataclass
@@ -87,10 +91,28 @@ def load_config_file(path: Path | str) -> dict[str, Any]:
     return flat
 
 
+def load_recipe(recipe: str | Path, dataset: str | None = None) -> dict[str, Any]:
+    """Settings of a recipe: a shipped name (:data:`RECIPES`) or a TOML/YAML file. A recipe's
+    ``[datasets.<name>]`` table applies on top when ``dataset`` is that name."""
+    name = str(recipe)
+    if name == "default":
+        return {}
+    path = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.toml" if name in RECIPES else Path(name)
+    if name not in RECIPES and not path.is_file():
+        raise ConfigError(f"--recipe: {name!r} is neither a shipped recipe ({', '.join(RECIPES)}) nor a config file")
+    flat = load_config_file(path)
+    per_dataset = flat.pop("datasets", {}) or {}
+    if dataset and isinstance(per_dataset, dict) and isinstance(per_dataset.get(dataset), dict):
+        flat.update(per_dataset[dataset])
+    return flat
+
+
 def resolve_settings(
-    config_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None
+    config_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None, *, dataset: str | None = None
 ) -> tuple[HAGEConfig, RunSettings]:
-    """Defaults < file < overrides (``None`` override values mean 'not given')."""
+    """Defaults < recipe < file < overrides (``None`` override values mean 'not given').
+
+    The recipe is the ``recipe`` key of the file or of the overrides (``--recipe``)."""
     merged: dict[str, Any] = {}
     source = "config"
     if config_file is not None:
@@ -99,6 +121,9 @@ def resolve_settings(
     for key, value in (overrides or {}).items():
         if value is not None:
             merged[key] = value
+    recipe = merged.pop("recipe", None)
+    if recipe is not None:
+        merged = {**load_recipe(recipe, dataset), **merged}
     for key, value in merged.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{source}: {key} must be a finite number, got {value}")
@@ -211,7 +236,7 @@ def train_run(
     from hagekit.training.protocol import FoldContext, run_protocol
     from hagekit.training.splits import make_folds
 
-    config, settings = resolve_settings(config_file, overrides)
+    config, settings = resolve_settings(config_file, overrides, dataset=dataset)
     genes_path, embeddings_path, out = Path(genes_path), Path(embeddings_path), Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(at(out, "--out exists and is not a folder"))

@@ -1,0 +1,215 @@
+"""``hagekit bench tune``: choose HAGE's training recipe by nested validation only.
+
+For every outer fold (a held-out test section or patient) the test section is set aside and
+never read. Among the fold's training sections one *inner validation section* is held out in
+turn (rotating over the outer folds); HAGE is fitted on the remaining training sections, with
+early stopping on their own 4:1 spot split (as the protocol does), and scored by PCC(all) on
+the inner validation section. A configuration's score is the mean over outer folds.
+
+The search is a coordinate search over a small documented space (:data:`SEARCH_SPACE`), in the
+order of :data:`SEARCH_ORDER`: each setting in turn takes the value with the best score, the
+others held at their current best. It starts from the base config (the shipped defaults, or a
+file) and writes the chosen config as TOML, with every score, to the output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hagekit.hage.model import HAGEConfig
+from hagekit.progress import Reporter, reporter_or_null
+from hagekit.training.dataset import STDataset
+
+__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
+
+log = logging.getLogger(__name__)
+
+SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
+    "lr": (1e-4, 3e-4, 1e-3, 3e-3),
+    "min_steps": (0, 100, 300),
+    "cyclip_reduction": ("paper", "mean"),
+    "batch_size": (128, 256),
+    "centroids": ("batch", "memory", "epoch"),
+}
+"""Values tried per setting: learning rate, minimum optimiser steps, CyCLIP reduction, batch
+size and the hierarchy's centroids (batch members vs whole sub-clusters)."""
+
+SEARCH_ORDER = ("lr", "min_steps", "cyclip_reduction", "batch_size", "centroids")
+
+
+@dataclass(frozen=True)
+class InnerFold:
+    """One nested evaluation: fit on ``train_sections``, score on ``val_section``; ``outer`` names
+    the outer fold whose test sections are excluded."""
+
+    outer: str
+    train_sections: tuple[str, ...]
+    val_section: str
+
+
+@dataclass
+class TuneResult:
+    """The chosen config, every tried config's scores, and the inner folds used."""
+
+    best: HAGEConfig
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    folds: list[InnerFold] = field(default_factory=list)
+
+
+def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str] | None = None) -> list[InnerFold]:
+    """One inner fold per outer fold: the k-th outer fold validates on the k-th (mod) of its
+    training sections, so the inner validation sections rotate and no test section is used."""
+    from hagekit.training.splits import make_folds
+
+    out = []
+    for k, fold in enumerate(make_folds(data.patients(), split=split, folds=folds)):
+        train = fold.train_sections
+        if len(train) < 2:
+            continue
+        val = train[k % len(train)]
+        out.append(InnerFold(fold.name, tuple(s for s in train if s != val), val))
+    if not out:
+        from hagekit.errors import ConfigError
+
+        raise ConfigError("bench tune: every fold has fewer than 2 training sections; nothing to validate on")
+    return out
+
+
+def score_config(
+    data: STDataset,
+    gene_embeddings: np.ndarray,
+    config: HAGEConfig,
+    inner: Sequence[InnerFold],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> dict[str, Any]:
+    """Fit ``config`` on every inner fold; mean PCC(all)/PCC(HEG) on the inner validation sections,
+    wall and CPU seconds per fit (CPU time is comparable on a shared machine), and the collapse diagnostics (max over fits of z^i, z^e mean cosine)."""
+    from hagekit.hage.estimator import HAGERegressor
+    from hagekit.metrics import evaluate_section
+    from hagekit.training.splits import train_val_split, trial_seed
+
+    pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
+    for f in inner:
+        X, Y, _, _ = data.stack(f.train_sections)
+        name = f"{f.outer}/{f.val_section}"
+        tr, va = train_val_split(len(X), seed=seed, fold=name, val_fraction=val_fraction)
+        est = HAGERegressor(config, gene_embeddings, seed=trial_seed(seed, name, 0), device=device,
+                            genes=list(data.genes), label=f"tune {name}")
+        t0, c0 = time.perf_counter(), time.process_time()
+        est.fit(X[tr], Y[tr], X_val=X[va], Y_val=Y[va], progress=progress)
+        secs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        sec = data.sections[f.val_section]
+        m = evaluate_section(sec.targets, est.predict(sec.features))
+        pcc.append(m.pcc_all)
+        heg.append(m.pcc_heg)
+        zi.append(est.embedding_cosines_["zi_cos"])
+        ze.append(est.embedding_cosines_["ze_cos"])
+        steps.append(int(est.history_[-1]["steps"]) if est.history_ else 0)
+    return {
+        "pcc_all": float(np.mean(pcc)), "pcc_heg": float(np.mean(heg)),
+        "per_fold_pcc_all": [float(v) for v in pcc], "fit_seconds": float(np.mean(secs)),
+        "fit_cpu_seconds": float(np.mean(cpu)),
+        "zi_cos": float(np.max(zi)), "ze_cos": float(np.max(ze)), "steps": float(np.mean(steps)),
+    }
+
+
+def tune(
+    data: STDataset,
+    gene_embeddings: np.ndarray,
+    *,
+    base: HAGEConfig | None = None,
+    space: Mapping[str, Sequence[Any]] | None = None,
+    order: Sequence[str] | None = None,
+    split: str = "section",
+    folds: Sequence[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> TuneResult:
+    """Coordinate search of ``space`` (default :data:`SEARCH_SPACE`) from ``base`` by nested validation."""
+    from hagekit.errors import ConfigError
+
+    base = base or HAGEConfig()
+    space = dict(space or SEARCH_SPACE)
+    order = tuple(order or [k for k in SEARCH_ORDER if k in space] + [k for k in space if k not in SEARCH_ORDER])
+    bad = sorted(set(space) - set(HAGEConfig.field_names()))
+    if bad:
+        raise ConfigError(f"bench tune: unknown setting(s) {', '.join(bad)} (valid: {', '.join(HAGEConfig.field_names())})")
+    inner = inner_folds(data, split=split, folds=folds)
+    rep = reporter_or_null(progress)
+    cache: dict[tuple, dict[str, Any]] = {}
+    trials: list[dict[str, Any]] = []
+
+    def evaluate(cfg: HAGEConfig, stage: str) -> dict[str, Any]:
+        key = tuple(sorted((k, repr(getattr(cfg, k))) for k in space))
+        if key not in cache:
+            res = score_config(data, gene_embeddings, cfg, inner, seed=seed, device=device, progress=progress)
+            cache[key] = res
+            row = {"stage": stage, **{k: getattr(cfg, k) for k in order}, **res}
+            trials.append(row)
+            rep.message(f"tune [{stage}] " + ", ".join(f"{k}={getattr(cfg, k)}" for k in order)
+                        + f": PCC(all) {res['pcc_all']:.4f}, {res['fit_seconds']:.1f} s/fit, "
+                        f"cos z^i {res['zi_cos']:.2f} z^e {res['ze_cos']:.2f}")
+        return cache[key]
+
+    best = base
+    best_score = evaluate(best, "base")["pcc_all"]
+    for name in order:
+        for value in space[name]:
+            cand = best.replace(**{name: value})
+            score = evaluate(cand, name)["pcc_all"]
+            if score > best_score:
+                best, best_score = cand, score
+    return TuneResult(best, trials, list(inner))
+
+
+def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequence[Any]] | None = None) -> Path:
+    """Write ``chosen.toml`` (the chosen [hage] settings that differ from the shipped defaults, and
+    the searched ones), ``trials.csv`` and ``tune.json`` into ``out_dir``; returns the TOML path."""
+    import csv
+    import io
+
+    from hagekit.io.atomic import write_json, write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    searched = list(space or SEARCH_SPACE)
+    default = HAGEConfig()
+    chosen = result.best.to_dict()
+    keys = [k for k in chosen if k in searched or chosen[k] != getattr(default, k)]
+    lines = ["# HAGE settings chosen by `hagekit bench tune` (nested validation; see tune.json)", "[hage]"]
+    lines += [f"{k} = {_toml(chosen[k])}" for k in keys]
+    toml_path = write_text(out / "chosen.toml", "\n".join(lines) + "\n")
+    buf = io.StringIO()
+    if result.trials:
+        cols = [c for c in result.trials[0] if c != "per_fold_pcc_all"]
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(result.trials)
+    write_text(out / "trials.csv", buf.getvalue())
+    write_json(out / "tune.json", {
+        "chosen": chosen, "trials": result.trials,
+        "inner_folds": [{"outer": f.outer, "train": list(f.train_sections), "validate": f.val_section}
+                        for f in result.folds],
+    })
+    return toml_path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
