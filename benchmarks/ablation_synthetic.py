@@ -50,7 +50,7 @@ def run_variant(dataset, emb: np.ndarray, config, seed: int) -> dict[str, float]
     from hagekit.training.protocol import run_protocol
 
     def factory(ctx):
-        return HAGERegressor(config, emb, seed=ctx.seed, genes=list(ctx.genes))
+        return HAGERegressor(config, emb, random_state=ctx.seed, genes=list(ctx.genes))
 
     res = run_protocol(dataset, factory, split="section", trials=1, seed=seed)
     return {r["section"]: float(r["pcc_all"]) for r in res.rows}

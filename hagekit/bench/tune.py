@@ -104,7 +104,7 @@ def score_config(
         X, Y, _, _ = data.stack(f.train_sections)
         name = f"{f.outer}/{f.val_section}"
         tr, va = train_val_split(len(X), seed=seed, fold=name, val_fraction=val_fraction)
-        est = HAGERegressor(config, gene_embeddings, seed=trial_seed(seed, name, 0), device=device,
+        est = HAGERegressor(config, gene_embeddings, random_state=trial_seed(seed, name, 0), device=device,
                             genes=list(data.genes), label=f"tune {name}")
         t0, c0 = time.perf_counter(), time.process_time()
         est.fit(X[tr], Y[tr], X_val=X[va], Y_val=Y[va], progress=progress)

@@ -79,7 +79,6 @@ def fit_model(
     import torch
 
     from hagekit.metrics.device import mean_gene_pcc
-
     from hagekit.training.loop import planned_steps, steps_per_epoch, warmup_schedule
 
     loop_cfg = loop_config(config, seed=seed, description=description, precision=precision)

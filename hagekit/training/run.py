@@ -268,9 +268,13 @@ def train_run(
         f"{len(folds)} fold(s) x {settings.trials} trial(s), d={config.d}, epochs={config.epochs}"
     )
 
+    fitted: list[HAGERegressor] = []
+
     def factory(ctx: FoldContext) -> HAGERegressor:
-        return HAGERegressor(config, emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
-                             label=f"{ctx.fold} trial {ctx.trial}")
+        est = HAGERegressor(config, emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
+                            label=f"{ctx.fold} trial {ctx.trial}")
+        fitted.append(est)
+        return est
 
     result = run_protocol(
         data,
@@ -286,4 +290,17 @@ def train_run(
         overwrite=overwrite,
         progress=progress,
     )
+    warnings.extend(_collapse_summary(fitted))
     return TrainResult(out, result.rows, result.summary, config, settings, warnings)
+
+
+def _collapse_summary(fitted: Sequence[Any]) -> list[str]:
+    """One line when some fitted models ended with collapsed embeddings (``embedding_cosines_``)."""
+    from hagekit.hage.model import collapse_message
+
+    cos = [e.embedding_cosines_ for e in fitted if getattr(e, "embedding_cosines_", None)]
+    bad = [c for c in cos if collapse_message(**c)]
+    if not bad:
+        return []
+    worst = max(bad, key=lambda c: max(c.values()))
+    return [f"{len(bad)} of {len(cos)} fits: " + str(collapse_message(**worst))]

@@ -25,7 +25,6 @@ HAGE_PAPER = {
     "lambda_cyclip": 10.0,
     "cyclip_reduction": "paper",
     "cyclip_normalize": True,
-    "centroids": "batch",
     "schedule": "step",
     "min_steps": 0,
     "warmup_steps": 0,

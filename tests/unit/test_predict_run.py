@@ -131,7 +131,7 @@ def test_export_encoder_and_ge_registry_entry(trained):
     tmp, _, feats = trained
     out = tmp / "ge.safetensors"
     res = runner.invoke(app, ["export-encoder", "--run", str(tmp / "run"), "--out", str(out),
-                              "--fold", "B1", "--trial", "0"])
+                              "--fold", "B1", "--trial", "0", "--force"])  # a 3-epoch toy run may collapse
     assert res.exit_code == 0, res.output
     from safetensors import safe_open
 
@@ -142,8 +142,8 @@ def test_export_encoder_and_ge_registry_entry(trained):
     # the run folder can go: the exported file is self-contained
     moved = tmp / "moved_run"
     shutil.copytree(tmp / "run", moved)
-    from_file = create_encoder(f"ge:{out}")
-    from_run = create_encoder(f"ge:{moved}:B1:0")
+    from_file = create_encoder(f"ge:{out}:force")
+    from_run = create_encoder(f"ge:{moved}:B1:0:force")
     assert from_file.dim == from_run.dim == toy.FAST["d"]
     base = create_encoder("builtin")
     images = torch.rand(3, 3, base.input_size, base.input_size)
@@ -174,7 +174,7 @@ def test_ge_encoder_rebuilds_a_random_weight_base(tmp_path: Path):
                                            random_weights=True)
     train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
               out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1"})
-    bundle = build_ge_encoder(str(tmp_path / "run"))
+    bundle = build_ge_encoder(str(tmp_path / "run") + ":force")
     assert bundle.random_weights and bundle.config["base_weights_sha256"] == base.weights_sha256
     z = bundle.model(torch.zeros(2, 3, base.input_size, base.input_size))
     assert z.shape == (2, toy.FAST["d"])
@@ -221,3 +221,32 @@ def test_report_states_and_converts_the_log_base(trained, tmp_path):
     assert "MSE (log10)" in flat(res.output) and "--log-base 10" in flat(res.output)
     bad = runner.invoke(app, ["report", str(tmp / "run"), "--out", str(tmp_path / "d"), "--log-base", "2"])
     assert bad.exit_code == 2 and "--log-base: '2' is not one of e, 10" in flat(bad.stderr)
+
+
+def test_collapsed_runs_are_refused_unless_forced(trained):
+    from hagekit.encoders import create_encoder
+
+    tmp, _, _ = trained
+    run = tmp / "collapse_run"
+    shutil.copytree(tmp / "run", run)
+    meta_path = run / "B1" / "trial0" / "estimator.json"
+    meta = json.loads(meta_path.read_text())
+    out = tmp / "collapsed.safetensors"
+    args = ["export-encoder", "--run", str(run), "--out", str(out), "--fold", "B1", "--trial", "0"]
+    for cos, refused in ((0.93, True), (0.12, False)):
+        meta["embedding_cosines"] = {"zi_cos": cos, "ze_cos": 0.2}
+        meta_path.write_text(json.dumps(meta))
+        res = runner.invoke(app, args)
+        if refused:
+            assert res.exit_code == 2 and "collapsed" in flat(res.output) and not out.exists()
+            with pytest.raises(EncoderError, match="collapsed"):
+                create_encoder(f"ge:{run}:B1:0")
+            res = runner.invoke(app, [*args, "--force"])
+            assert res.exit_code == 0, res.output
+            with pytest.raises(EncoderError, match="collapsed"):  # the exported file remembers
+                create_encoder(f"ge:{out}")
+            assert create_encoder(f"ge:{out}:force").dim == toy.FAST["d"]
+            out.unlink()
+        else:
+            assert res.exit_code == 0, res.output
+            assert create_encoder(f"ge:{out}").dim == toy.FAST["d"]
