@@ -21,7 +21,6 @@ from hagekit.data.her2st import build_her2st_section
 from hagekit.data.prepare import (
     PrepareReport,
     SectionSource,
-    prepare_dataset,
     require_dir,
     select_sections,
 )
@@ -106,18 +105,9 @@ def find_cscc_sections(
     return sources
 
 
-def prepare_cscc(
-    raw: Path | str,
-    out_root: Path | str,
-    *,
-    sections: Sequence[str] | None = None,
-    dataset: str = DATASET,
-    overwrite: bool = False,
-    progress: Reporter | None = None,
-) -> PrepareReport:
+def prepare_cscc(raw: Path | str, out_root: Path | str, *, sections: Sequence[str] | None = None, dataset: str = DATASET,
+                 overwrite: bool = False, progress: Reporter | None = None) -> PrepareReport:
     """Prepare cSCC sections from a GSE144240_RAW folder into ``<out_root>/<dataset>/``."""
-    from hagekit.workspace import canonical_dataset
+    from hagekit.data.prepare import prepare_layout
 
-    ds = canonical_dataset(dataset)
-    sources = find_cscc_sections(raw, sections, dataset=ds)
-    return prepare_dataset(sources, out_root, ds, overwrite=overwrite, progress=progress)
+    return prepare_layout(find_cscc_sections, raw, sections, out_root, dataset, overwrite=overwrite, progress=progress)

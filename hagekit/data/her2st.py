@@ -232,22 +232,9 @@ def _labels(label_file: Path, barcodes: Sequence[str]) -> list[str]:
     return out
 
 
-def prepare_her2st(
-    raw: Path | str,
-    out_root: Path | str,
-    *,
-    sections: Sequence[str] | None = None,
-    dataset: str = DATASET,
-    overwrite: bool = False,
-    progress: Reporter | None = None,
-) -> PrepareReport:
-    """Prepare her2st sections from ``raw`` into ``<out_root>/<dataset>/`` (default dataset ``her2``).
+def prepare_her2st(raw: Path | str, out_root: Path | str, *, sections: Sequence[str] | None = None, dataset: str = DATASET,
+                   overwrite: bool = False, progress: Reporter | None = None) -> PrepareReport:
+    """Prepare her2st sections from ``raw`` into ``<out_root>/<dataset>/`` (default dataset ``her2``)."""
+    from hagekit.data.prepare import prepare_layout
 
-    Returns the :class:`~hagekit.data.prepare.PrepareReport`.
-    """
-    from hagekit.data.prepare import prepare_dataset
-    from hagekit.workspace import canonical_dataset
-
-    ds = canonical_dataset(dataset)
-    sources = find_her2st_sections(raw, sections, dataset=ds)
-    return prepare_dataset(sources, out_root, ds, overwrite=overwrite, progress=progress)
+    return prepare_layout(find_her2st_sections, raw, sections, out_root, dataset, overwrite=overwrite, progress=progress)

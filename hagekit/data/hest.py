@@ -24,7 +24,6 @@ import numpy as np
 from hagekit.data.prepare import (
     PrepareReport,
     SectionSource,
-    prepare_dataset,
     require_dir,
     select_sections,
 )
@@ -198,18 +197,9 @@ def _check_hest_counts(X: Any, src: anndata.AnnData, path: Path) -> None:
         raise DataError(at(path, "counts are not integers (normalised data? raw counts expected)"))
 
 
-def prepare_hest(
-    raw: Path | str,
-    out_root: Path | str,
-    *,
-    ids: Sequence[str] | None = None,
-    dataset: str = DATASET,
-    overwrite: bool = False,
-    progress: Reporter | None = None,
-) -> PrepareReport:
+def prepare_hest(raw: Path | str, out_root: Path | str, *, ids: Sequence[str] | None = None, dataset: str = DATASET,
+                 overwrite: bool = False, progress: Reporter | None = None) -> PrepareReport:
     """Prepare HEST-1k samples (all under ``st/``, or ``ids``) into ``<out_root>/<dataset>/``."""
-    from hagekit.workspace import canonical_dataset
+    from hagekit.data.prepare import prepare_layout
 
-    ds = canonical_dataset(dataset)
-    sources = find_hest_samples(raw, ids, dataset=ds)
-    return prepare_dataset(sources, out_root, ds, overwrite=overwrite, progress=progress)
+    return prepare_layout(find_hest_samples, raw, ids, out_root, dataset, overwrite=overwrite, progress=progress)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ __all__ = [
     "PrepareReport",
     "CountsTable",
     "prepare_dataset",
+    "prepare_layout",
     "read_counts_tsv",
     "read_table",
     "match_barcodes",
@@ -117,6 +118,22 @@ def select_sections(found: Sequence[str], wanted: Sequence[str] | None, *, optio
         shown = ", ".join(list(found)[:40]) + (" ..." if len(found) > 40 else "")
         raise ConfigError(f"{option}: unknown section(s) {', '.join(missing)} (valid choices: {shown})")
     return list(wanted)
+
+
+def prepare_layout(
+    find: Callable[..., Sequence[SectionSource]],
+    raw: Path | str,
+    selection: Sequence[str] | None,
+    out_root: Path | str,
+    dataset: str,
+    **kwargs: Any,
+) -> PrepareReport:
+    """``find(raw, selection, dataset=...)`` then :func:`prepare_dataset`: every published layout's
+    ``prepare_*`` (her2st, cscc, hest), with the dataset name made canonical first."""
+    from hagekit.workspace import canonical_dataset
+
+    ds = canonical_dataset(dataset)
+    return prepare_dataset(find(raw, selection, dataset=ds), out_root, ds, **kwargs)
 
 
 def prepare_dataset(
