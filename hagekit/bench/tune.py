@@ -213,3 +213,51 @@ def _toml(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return repr(value)
+
+
+def bench_tune(
+    *,
+    data_root: Path | str,
+    dataset: str,
+    features_dir: Path | str,
+    genes_path: Path | str,
+    embeddings_path: Path | str,
+    out: Path | str,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    space: Mapping[str, Sequence[Any]] | None = None,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> tuple[TuneResult, Path, list[str]]:
+    """``hagekit bench tune``: load the inputs as ``bench baselines`` does (the same leak checks),
+    search ``space`` from the resolved HAGE config, write ``out``; returns (result, TOML, warnings)."""
+    from hagekit.bench.compare import load_bench_inputs
+
+    inputs = load_bench_inputs(
+        data_root=data_root, dataset=dataset, features_dir=features_dir, genes_path=genes_path,
+        embeddings_path=embeddings_path, need_hage=True, config_file=config_file, overrides=overrides,
+        progress=progress,
+    )
+    s = inputs.settings
+    result = tune(inputs.data, inputs.gene_embeddings, base=inputs.hage_config, space=space, split=s.split,
+                  folds=s.folds, seed=s.seed, device=device, progress=progress)
+    return result, write_tune(result, out, space), inputs.warnings
+
+
+def parse_space(text: str | None) -> dict[str, tuple[Any, ...]] | None:
+    """``"lr=1e-3,3e-3;min_steps=100,300"`` -> a search space (values typed like the defaults)."""
+    from hagekit.errors import ConfigError
+
+    if not text:
+        return None
+    space: dict[str, tuple[Any, ...]] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or key not in HAGEConfig.field_names():
+            raise ConfigError(f"--space: {part.strip()!r} is not KEY=V1,V2 with a HAGE setting "
+                              f"(valid: {', '.join(HAGEConfig.field_names())})")
+        space[key] = tuple(getattr(HAGEConfig().replace(**{key: v.strip()}), key) for v in values.split(",") if v.strip())
+    return space

@@ -1,0 +1,56 @@
+"""``hagekit bench tune``: re-derive HAGE's training recipe on your own data by nested validation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hagekit.cli import _options as opt
+from hagekit.cli._common import console, err_console, handle_errors, reporting
+
+
+def add_commands(bench_app: typer.Typer) -> None:
+    """Add ``tune`` to the ``bench`` group."""
+    bench_app.command("tune", no_args_is_help=False)(tune)
+
+
+@handle_errors
+def tune(
+    dataset: opt.Dataset = "her2",
+    data_root: opt.DataRoot = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
+    genes: opt.Panel = None,
+    gene_embeddings: opt.GeneEmbeddings = None,
+    split: opt.Split = None,
+    folds: opt.Folds = None,
+    seed: opt.SeedOrConfig = None,
+    config: opt.Config = None,
+    space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids; see README).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
+    device: opt.Device = "cpu",
+    workspace: opt.Workspace = None,
+) -> None:
+    """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""
+    from pathlib import Path
+
+    from hagekit.bench.tune import bench_tune, parse_space
+    from hagekit.workspace import Workspace
+
+    ws = Workspace.resolve(workspace)
+    out_dir = Path(out) if out else ws.run_dir(dataset, "bench-tune")
+    overrides = {"split": split, "folds": folds, "seed": seed}
+    with reporting() as progress:
+        result, toml_path, warnings = bench_tune(
+            data_root=data_root or ws.data_root, dataset=dataset,
+            features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
+            embeddings_path=gene_embeddings or ws.embeddings_path(dataset), out=out_dir, config_file=config,
+            overrides=overrides, space=parse_space(space), device=device, progress=progress,
+        )
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for row in result.trials:
+        console.print(f"[{row['stage']}] PCC(all) {row['pcc_all']:.4f}  {row['fit_seconds']:.1f} s/fit  "
+                      f"cos z^i {row['zi_cos']:.2f} z^e {row['ze_cos']:.2f}", highlight=False)
+    console.print(f"chosen settings: {toml_path}; use them with `hagekit train --config {toml_path}`")

@@ -1,0 +1,63 @@
+"""``hagekit bench tune``: nested validation never reads a test section; chosen config written."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hagekit.cli.main import app
+from hagekit.errors import ConfigError
+
+_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
+    import tomllib
+
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    cfg = tmp_path / "base.toml"
+    cfg.write_text("[hage]\nd = 16\nn_heads = 4\nk1 = 3\nbatch_size = 32\nmin_steps = 12\nepochs = 1\n")
+    out = tmp_path / "tune"
+    res = CliRunner().invoke(app, ["bench", "tune", "--data-root", str(root), "--dataset", "toy", "--features",
+                                   str(feats), "--genes", str(panel), "--gene-embeddings", str(emb),
+                                   "--config", str(cfg), "--space", "lr=1e-3,3e-3;centroids=batch,memory",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "tune.json").read_text())
+    for f in info["inner_folds"]:  # the outer fold's test section is never trained on nor validated on
+        assert f["outer"] not in f["train"] and f["validate"] != f["outer"] and f["validate"] not in f["train"]
+    assert len(info["inner_folds"]) == 3
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert rows[0]["stage"] == "base" and {r["stage"] for r in rows} <= {"base", "lr", "centroids"}
+    assert len(rows) >= 3
+    chosen = tomllib.loads((out / "chosen.toml").read_text())["hage"]
+    best = max(rows, key=lambda r: float(r["pcc_all"]))
+    assert chosen["lr"] == pytest.approx(float(best["lr"])) and chosen["d"] == 16
+    # the chosen file is a valid --config for train
+    from hagekit.training.run import resolve_settings
+
+    assert resolve_settings(out / "chosen.toml")[0].lr == chosen["lr"]
+
+
+def test_parse_space_rejects_unknown_settings():
+    from hagekit.bench.tune import parse_space
+
+    assert parse_space("lr=1e-3,3e-3;min_steps=0,100") == {"lr": (1e-3, 3e-3), "min_steps": (0, 100)}
+    with pytest.raises(ConfigError, match="--space"):
+        parse_space("speed=1,2")
