@@ -81,11 +81,16 @@ def plot_expression_maps(
     if pcc is not None and np.isfinite(pcc):
         head += f"  (PCC = {pcc:.3f})"
     fig.suptitle(head, fontsize=11)
+    return _save_png(fig, out, dpi)
+
+
+def _save_png(fig, out: Path | str, dpi: int) -> Path:
+    """Lay out, write ``out`` atomically as PNG and free the figure."""
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 
@@ -122,9 +127,4 @@ def plot_pcc_histogram(out: Path | str, pcc: np.ndarray, *, title: str = "", dpi
     ax.set_xlabel("PCC per gene")
     ax.set_ylabel("genes")
     ax.set_title(title or f"{len(vals)} genes", fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return out
+    return _save_png(fig, out, dpi)
