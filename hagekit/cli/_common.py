@@ -1,4 +1,4 @@
-"""What every command shares: consoles, error handling, progress bars, common options.
+"""What every command shares: consoles, error handling, progress bars (options: ``_options.py``).
 
 Only ``hagekit.cli`` prints. User errors (:class:`~hagekit.errors.HagekitError`) become one
 red line on stderr and exit code 2; ``--verbose`` shows the traceback instead. This is also

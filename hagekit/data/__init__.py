@@ -1,1 +1,3 @@
-"""The data layer: one standard section layout (AnnData ``.h5ad``) and readers into it."""
+"""The data layer: one standard section layout (AnnData ``.h5ad``) and readers into it.
+
+Images are read through :mod:`hagekit.slides` (the one image layer), never here."""

@@ -1,1 +1,2 @@
-"""Small, shared I/O helpers: atomic writes, feature h5 files, gene lists."""
+"""Small, shared file helpers: atomic writes and temporary names, feature h5 files (CLAM/TRIDENT),
+gene lists, JSON objects, per-item locks, safetensors checks, HEST patch files."""
