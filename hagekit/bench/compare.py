@@ -513,8 +513,9 @@ def features_header(data: Any, settings: Any, n_methods: int) -> str:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(at(out, "--out exists and is not a folder"))
+    from hagekit.io.atomic import check_output_dir
+
+    check_output_dir(out, "--out")
 
 
 def baseline_specs(methods: Sequence[str], *, epochs: int | None, device: str,

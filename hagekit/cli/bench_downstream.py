@@ -13,6 +13,7 @@ import typer
 
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
+from hagekit.io.atomic import check_output_dir
 
 EncoderOpt = Annotated[
     list[str] | None,
@@ -103,7 +104,7 @@ def linear_probe(
     config = ProbeConfig(epochs=epochs, lr=lr, batch_size=batch_size, folds=folds, seed=seed, device=dev).validate()
     wmap = _weights_map(weights, encoders)
     ds = open_patch_dataset(dataset, data, splits=split_csv(splits), group_regex=group_regex, groups_csv=groups_csv)
-    out_dir = out or ws.root / "bench" / f"linear-probe-{ds.name}"
+    out_dir = check_output_dir(out or ws.root / "bench" / f"linear-probe-{ds.name}", "--out")
     with reporting() as progress:
         result = run_linear_probe(
             ds, encoders, out_dir=out_dir, cache_dir=cache_dir or ws.root / "cache" / "embeddings",
@@ -175,7 +176,7 @@ def abmil(
         max_instances=max_instances, seed=seed, device=dev,
     ).validate()
     lab = read_slide_labels(labels, dataset=key)
-    out_dir = out or ws.root / "bench" / f"abmil-{key}"
+    out_dir = check_output_dir(out or ws.root / "bench" / f"abmil-{key}", "--out")
     extra: dict[str, Any] = {}
     with reporting() as progress:
         slide_files = None
