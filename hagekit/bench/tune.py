@@ -216,32 +216,23 @@ def _toml(value: Any) -> str:
 
 
 def bench_tune(
-    *,
-    data_root: Path | str,
-    dataset: str,
-    features_dir: Path | str,
-    genes_path: Path | str,
-    embeddings_path: Path | str,
     out: Path | str,
-    config_file: Path | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    *,
     space: Mapping[str, Sequence[Any]] | None = None,
     device: str = "cpu",
     progress: Reporter | None = None,
+    **inputs: Any,
 ) -> tuple[TuneResult, Path, list[str]]:
-    """``hagekit bench tune``: load the inputs as ``bench baselines`` does (the same leak checks),
-    search ``space`` from the resolved HAGE config, write ``out``; returns (result, TOML, warnings)."""
+    """``hagekit bench tune``: load ``inputs`` (data_root, dataset, features_dir, genes_path,
+    embeddings_path, config_file, overrides) as ``bench baselines`` does, with the same leak checks;
+    search ``space`` from the resolved HAGE config; write ``out``. Returns (result, TOML, warnings)."""
     from hagekit.bench.compare import load_bench_inputs
 
-    inputs = load_bench_inputs(
-        data_root=data_root, dataset=dataset, features_dir=features_dir, genes_path=genes_path,
-        embeddings_path=embeddings_path, need_hage=True, config_file=config_file, overrides=overrides,
-        progress=progress,
-    )
-    s = inputs.settings
-    result = tune(inputs.data, inputs.gene_embeddings, base=inputs.hage_config, space=space, split=s.split,
+    loaded = load_bench_inputs(need_hage=True, progress=progress, **inputs)
+    s = loaded.settings
+    result = tune(loaded.data, loaded.gene_embeddings, base=loaded.hage_config, space=space, split=s.split,
                   folds=s.folds, seed=s.seed, device=device, progress=progress)
-    return result, write_tune(result, out, space), inputs.warnings
+    return result, write_tune(result, out, space), loaded.warnings
 
 
 def parse_space(text: str | None) -> dict[str, tuple[Any, ...]] | None:

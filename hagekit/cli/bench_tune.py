@@ -17,18 +17,18 @@ def add_commands(bench_app: typer.Typer) -> None:
 
 @handle_errors
 def tune(
+    space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids; see README).")] = None,
+    config: opt.Config = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
     data_root: opt.DataRoot = None,
-    features: opt.Features = None,
-    encoder: opt.FeatureEncoder = "builtin",
     genes: opt.Panel = None,
     gene_embeddings: opt.GeneEmbeddings = None,
+    features: opt.Features = None,
+    encoder: opt.FeatureEncoder = "builtin",
     split: opt.Split = None,
     folds: opt.Folds = None,
     seed: opt.SeedOrConfig = None,
-    config: opt.Config = None,
-    space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids; see README).")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     device: opt.Device = "cpu",
     workspace: opt.Workspace = None,
 ) -> None:
@@ -39,14 +39,13 @@ def tune(
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
-    out_dir = Path(out) if out else ws.run_dir(dataset, "bench-tune")
-    overrides = {"split": split, "folds": folds, "seed": seed}
     with reporting() as progress:
         result, toml_path, warnings = bench_tune(
-            data_root=data_root or ws.data_root, dataset=dataset,
+            Path(out) if out else ws.run_dir(dataset, "bench-tune"), space=parse_space(space), device=device,
+            progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
             features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
-            embeddings_path=gene_embeddings or ws.embeddings_path(dataset), out=out_dir, config_file=config,
-            overrides=overrides, space=parse_space(space), device=device, progress=progress,
+            embeddings_path=gene_embeddings or ws.embeddings_path(dataset), config_file=config,
+            overrides={"split": split, "folds": folds, "seed": seed},
         )
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)

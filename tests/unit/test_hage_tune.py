@@ -19,17 +19,10 @@ toy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(toy)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
     import tomllib
 
+    torch.set_num_threads(1)  # tiny models; the CLI runner does not restore it, nothing else here needs more
     root, feats, panel, emb = toy.make_toy(tmp_path)
     cfg = tmp_path / "base.toml"
     cfg.write_text("[hage]\nd = 16\nn_heads = 4\nk1 = 3\nbatch_size = 32\nmin_steps = 12\nepochs = 1\n")
