@@ -39,6 +39,8 @@ __all__ = [
     "subsample_indices",
     "embedding_cache_path",
     "embed_patch_dataset",
+    "split_ge_bundle",
+    "apply_head",
     "run_linear_probe",
 ]
 
@@ -56,7 +58,7 @@ class ProbeConfig:
     folds: int = 5
     seed: int = 0
     standardize: bool = True
-    device: str = "cpu"
+    device: str = "auto"
 
     def validate(self) -> ProbeConfig:
         if self.epochs < 1:
@@ -138,7 +140,9 @@ def fit_linear_probe(
     else:
         mean = np.zeros(x.shape[1], dtype=np.float32)
         scale = np.ones(x.shape[1], dtype=np.float32)
-    device = torch.device(config.device)
+    from hagekit.device import resolve_device
+
+    device = resolve_device(config.device)
     xt = torch.from_numpy((x - mean) / scale).to(device)
     yt = torch.from_numpy(y).to(device)
     layer = torch.nn.Linear(x.shape[1], n_classes).to(device)
@@ -264,10 +268,44 @@ def _open_cache(path: Path, n: int, dim: int | None, attrs: Mapping[str, Any]): 
     return h5
 
 
-def _encode_images_fn() -> Any:
-    from hagekit.extract.engine import encode_images
+class _PatchBatches:
+    """Batches of a :class:`PatchDataset` for a DataLoader: item ``b`` is batch ``b`` read (one
+    h5 slice, or the image files decoded) and transformed inside a worker process."""
 
-    return encode_images
+    def __init__(self, dataset: PatchDataset, indices: np.ndarray, transform: Any, batch_size: int) -> None:
+        self.dataset, self.indices, self.transform, self.batch_size = dataset, indices, transform, batch_size
+
+    def __len__(self) -> int:
+        return -(-int(self.indices.size) // self.batch_size)
+
+    def __getitem__(self, b: int) -> Any:
+        import torch
+
+        part = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
+        images = self.dataset.read(part)
+        x = torch.stack([self.transform(np.asarray(im)) for im in images])
+        return x, torch.from_numpy(part)
+
+
+def _encode_rows(
+    dataset: PatchDataset, bundle: Any, rows: np.ndarray, *, batch_size: int, device: str, num_workers: int,
+    on_features: Any, progress: Reporter | None,
+) -> None:
+    """Encode ``rows`` of ``dataset`` through one DataLoader (decoding in its workers)."""
+    from hagekit.device import resolve_device, resolve_precision
+    from hagekit.extract.engine import run_encoder
+
+    dev = resolve_device(device)
+    bundle.model.to(dev)
+    task = reporter_or_null(progress).task(f"embed {bundle.name}", total=int(rows.size))
+    try:
+        run_encoder(
+            bundle, _PatchBatches(dataset, rows, bundle.transform, batch_size), batch_size=batch_size, device=dev,
+            precision=resolve_precision(None, dev, bundle.precision), num_workers=num_workers, task=task,
+            on_features=on_features, n_rows=int(rows.size),
+        )
+    finally:
+        task.close()
 
 
 def embed_patch_dataset(
@@ -277,19 +315,17 @@ def embed_patch_dataset(
     *,
     cache_dir: Path | None = None,
     batch_size: int = 64,
-    device: str = "cpu",
+    device: str = "auto",
     num_workers: int = 0,
-    chunk: int | None = None,
+    chunk: int = 4096,
     progress: Reporter | None = None,
 ) -> np.ndarray:
     """Embeddings (len(indices), D) of ``dataset`` items by encoder ``bundle``, through the cache.
 
-    Only items not yet in the cache are encoded; the cache records finished rows, so an
-    interrupted run resumes. Random-weight encoders are never cached.
+    Only items not yet in the cache are encoded, in one pass of one DataLoader whose workers
+    read and decode the images; the cache records finished rows (flushed every ``chunk``
+    rows), so an interrupted run resumes. Random-weight encoders are never cached.
     """
-    encode_images = _encode_images_fn()
-    if chunk is None:  # images read per step: small PCAM patches from h5, larger tiles from files
-        chunk = 256 if dataset.files is not None else 1024
     idx = np.arange(dataset.n) if indices is None else np.asarray(indices, dtype=np.int64)
     use_cache = cache_dir is not None and not bool(getattr(bundle, "random_weights", False))
     fp = dataset.fingerprint()
@@ -300,38 +336,38 @@ def embed_patch_dataset(
         "encoder_weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
         "n_items": dataset.n,
     }
-    h5 = None
     path = embedding_cache_path(Path(cache_dir), dataset, bundle, fp) if use_cache else None
-    if path is not None:
-        h5 = _open_cache(path, dataset.n, None, attrs)
+    state: dict[str, Any] = {"h5": _open_cache(path, dataset.n, None, attrs) if path is not None else None, "since": 0}
     try:
-        if h5 is not None:
-            done = np.asarray(h5["done"][:], dtype=bool)
+        if state["h5"] is not None:
+            done = np.asarray(state["h5"]["done"][:], dtype=bool)
             missing = np.unique(idx[~done[idx]])
         else:
             missing = np.unique(idx)
         out_rows: dict[int, np.ndarray] = {}
-        task = reporter_or_null(progress).task(f"embed {bundle.name}", total=int(missing.size))
-        try:
-            for start in range(0, missing.size, chunk):
-                part = missing[start : start + chunk]
-                feats = np.asarray(
-                    encode_images(bundle, dataset.read(part), batch_size=batch_size, device=device, num_workers=num_workers),
-                    dtype=np.float32,
-                )
-                if feats.shape[0] != part.size:
-                    raise DataError(f"encoder {bundle.name} returned {feats.shape[0]} rows for {part.size} images")
-                if path is not None:
-                    if h5 is None:
-                        h5 = _open_cache(path, dataset.n, int(feats.shape[1]), attrs)
-                    h5["features"][part] = feats
-                    h5["done"][part] = True
-                    h5.flush()
-                else:
-                    out_rows.update(zip(part.tolist(), feats, strict=True))
-                task.advance(int(part.size))
-        finally:
-            task.close()
+
+        def keep(feats: np.ndarray, rest: Any) -> None:
+            part = rest[0].numpy()
+            if feats.shape[0] != part.size:
+                raise DataError(f"encoder {bundle.name} returned {feats.shape[0]} rows for {part.size} images")
+            if path is None:
+                out_rows.update(zip(part.tolist(), feats.copy(), strict=True))
+                return
+            if state["h5"] is None:
+                state["h5"] = _open_cache(path, dataset.n, int(feats.shape[1]), attrs)
+            h5 = state["h5"]
+            order = np.argsort(part)  # h5py writes need increasing indices
+            h5["features"][part[order]] = feats[order]
+            h5["done"][part[order]] = True
+            state["since"] += part.size
+            if state["since"] >= chunk:
+                h5.flush()
+                state["since"] = 0
+
+        if missing.size:
+            _encode_rows(dataset, bundle, missing, batch_size=batch_size, device=device, num_workers=num_workers,
+                         on_features=keep, progress=progress)
+        h5 = state["h5"]
         if h5 is not None:
             uniq, inverse = np.unique(idx, return_inverse=True)
             return np.asarray(h5["features"][uniq], dtype=np.float32)[inverse]
@@ -339,8 +375,46 @@ def embed_patch_dataset(
             raise DataError("no items to embed")
         return np.stack([out_rows[int(i)] for i in idx]).astype(np.float32)
     finally:
-        if h5 is not None:
-            h5.close()
+        if state["h5"] is not None:
+            state["h5"].close()
+
+
+def split_ge_bundle(bundle: Any) -> tuple[Any, Any] | None:
+    """``(base bundle, GE head)`` of a ``ge:`` encoder, so the base runs once for several heads; else None."""
+    from hagekit.encoders.registry import EncoderBundle
+
+    model, cfg = bundle.model, dict(getattr(bundle, "config", {}) or {})
+    if not (hasattr(model, "base") and hasattr(model, "head") and "base_encoder" in cfg):
+        return None
+    base = EncoderBundle(
+        name=str(cfg["base_encoder"]), model=model.base, transform=bundle.transform, dim=int(model.head.d_in),
+        input_size=bundle.input_size, weights_sha256=str(cfg.get("base_weights_sha256", "")),
+        random_weights=bool(bundle.random_weights), precision=bundle.precision,
+        config={"spec": str(cfg["base_encoder"])},
+    )
+    return base, model.head
+
+
+def base_key(bundle: Any) -> tuple[str, str, bool]:
+    """What identifies an image encoder's output: its spec, weights sha256 and random flag."""
+    cfg = dict(getattr(bundle, "config", {}) or {})
+    return str(cfg.get("spec", bundle.name)), str(bundle.weights_sha256), bool(bundle.random_weights)
+
+
+def apply_head(head: Any, features: np.ndarray, *, device: str = "auto", batch_size: int = 4096) -> np.ndarray:
+    """A GE head over cached base features (N, d_in) -> (N, d), in batches on ``device``."""
+    import torch
+
+    from hagekit.device import resolve_device
+
+    dev = resolve_device(device)
+    head = head.to(dev).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, features.shape[0], batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size])).to(dev)
+            out.append(head(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.dim), np.float32)
 
 
 # The whole benchmark -----------------------------------------------------------------------
@@ -362,9 +436,11 @@ def run_linear_probe(
     progress: Reporter | None = None,
 ) -> DownstreamResult:
     """Embed ``dataset`` with each encoder (cached), probe it, write table/CSV/figure to ``out_dir``."""
+    from hagekit.device import resolve_device
     from hagekit.encoders import create_encoder
 
     config.validate()
+    device = str(resolve_device(config.device))
     if not encoders:
         raise ConfigError("--encoder: give at least one encoder")
     if len(set(encoders)) != len(encoders):
@@ -381,18 +457,27 @@ def run_linear_probe(
     groups = dataset.groups[idx] if dataset.groups is not None else None
     make_probe_folds(y, groups, n_folds=config.folds, seed=config.seed)  # fail before embedding
     scores: list[EncoderScores] = []
+    base_features: dict[tuple[str, str, bool], np.ndarray] = {}  # each base encoder runs once
     for spec in encoders:
-        bundle = create_encoder(spec, weights=weights.get(spec), random_weights=random_weights, device=config.device)
-        x = embed_patch_dataset(
-            dataset, bundle, idx, cache_dir=Path(cache_dir) if cache_dir else None,
-            batch_size=embed_batch_size, device=config.device, num_workers=num_workers, progress=progress,
-        )
+        bundle = create_encoder(spec, weights=weights.get(spec), random_weights=random_weights, device=device)
+        split = split_ge_bundle(bundle)
+        base, head = split if split is not None else (bundle, None)
+        key = base_key(base)
+        if key not in base_features:
+            base_features[key] = embed_patch_dataset(
+                dataset, base, idx, cache_dir=Path(cache_dir) if cache_dir else None,
+                batch_size=embed_batch_size, device=device, num_workers=num_workers, progress=progress,
+            )
+        else:
+            logger.info("%s: reusing the %s embeddings of this run", spec, key[0])
+        x = base_features[key] if head is None else apply_head(head, base_features[key], device=device)
         s = probe_embeddings(x, y, groups=groups, n_classes=dataset.n_classes, config=config, encoder=spec, progress=progress)
         s.info = {
             "encoder_name": str(bundle.name),
             "weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
             "random_weights": bool(getattr(bundle, "random_weights", False)),
             "dim": int(x.shape[1]),
+            "base_encoder": key[0] if head is not None else None,
         }
         scores.append(s)
     result = DownstreamResult(

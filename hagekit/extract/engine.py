@@ -62,7 +62,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _loader(dataset: Any, *, batch_size: int, num_workers: int, pin: bool) -> Any:
+def _loader(dataset: Any, *, batch_size: int | None, num_workers: int, pin: bool) -> Any:
     import multiprocessing
 
     import torch
@@ -95,11 +95,16 @@ def run_encoder(
     num_workers: int = 0,
     task: Task | None = None,
     on_batch: Callable[[Any], None] | None = None,
+    on_features: Callable[[np.ndarray, Any], None] | None = None,
+    n_rows: int | None = None,
 ) -> tuple[np.ndarray, RunStats]:
     """Encode every item of ``dataset`` (items: a (3, S, S) tensor, or a tuple whose first
     element is one); return features (N, D) float32 in dataset order and timings.
 
-    ``on_batch`` receives each batch's remaining tuple elements (e.g. raw patches to dump).
+    ``on_batch`` receives each batch's remaining tuple elements (e.g. raw patches to dump);
+    ``on_features`` each batch's features (B, D) and those elements (e.g. to write a cache as
+    it fills). With ``n_rows``, every item of ``dataset`` is already a whole batch (read and
+    decoded together in a worker, e.g. one h5 slice) and ``n_rows`` is the total row count.
     """
     import torch
 
@@ -108,20 +113,22 @@ def run_encoder(
     if num_workers < 0:
         raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
     device = torch.device(device)
-    n = len(dataset)
+    n = len(dataset) if n_rows is None else int(n_rows)
     out = np.zeros((n, bundle.dim), dtype=np.float32)
     start = time.perf_counter()
     if n == 0:
         return out, RunStats(0, 0.0, 0.0)
     pin = device.type == "cuda"
-    workers = num_workers if n > batch_size else 0  # one batch: workers only cost start-up
-    loader = _loader(dataset, batch_size=batch_size, num_workers=workers, pin=pin)
+    n_batches = len(dataset) if n_rows is not None else -(-n // batch_size)
+    workers = num_workers if n_batches > 1 else 0  # one batch: workers only cost start-up
+    loader = _loader(dataset, batch_size=None if n_rows is not None else batch_size, num_workers=workers, pin=pin)
     threads = torch.get_num_threads()
     if device.type == "cpu" and workers > 0:  # leave the readers their cores
         torch.set_num_threads(max(1, min(threads, usable_cpus() - workers)))
     try:
         forward = _encode_loop(
-            bundle, loader, out, device=device, precision=precision, task=task, on_batch=on_batch
+            bundle, loader, out, device=device, precision=precision, task=task, on_batch=on_batch,
+            on_features=on_features,
         )
     finally:
         torch.set_num_threads(threads)
@@ -137,6 +144,7 @@ def _encode_loop(
     precision: str,
     task: Task | None,
     on_batch: Callable[[Any], None] | None,
+    on_features: Callable[[np.ndarray, Any], None] | None = None,
 ) -> float:
     """Run the model over ``loader`` into ``out``; return the seconds spent in the model."""
     import torch
@@ -185,6 +193,8 @@ def _encode_loop(
             i += b
             if rest is not None and on_batch is not None:
                 on_batch(rest)
+            if on_features is not None:
+                on_features(feats, rest)
             if task is not None:
                 task.advance(b)
     return forward

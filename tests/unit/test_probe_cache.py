@@ -43,12 +43,13 @@ def test_cache_matches_direct_encoding_and_fills_incrementally(tmp_path, pcam, b
     ds = read_pcam(pcam)
     direct = encode_images(builtin, ds.read(np.arange(ds.n)))
     calls: list[int] = []
+    real = lp._encode_rows
 
-    def counting(bundle, images, **kw):
-        calls.append(len(images))
-        return encode_images(bundle, images, **kw)
+    def counting(dataset, bundle, rows, **kw):
+        calls.append(len(rows))
+        return real(dataset, bundle, rows, **kw)
 
-    monkeypatch.setattr(lp, "_encode_images_fn", lambda: counting)
+    monkeypatch.setattr(lp, "_encode_rows", counting)
     first = lp.embed_patch_dataset(ds, builtin, np.arange(0, 40, 2), cache_dir=tmp_path, chunk=8)
     np.testing.assert_allclose(first, direct[::2], rtol=1e-5, atol=1e-6)
     assert sum(calls) == 20

@@ -65,7 +65,7 @@ def test_linear_probe_cli_runs_caches_and_refuses_overwrite(tmp_path, folder_dat
     def boom(*a, **k):
         raise AssertionError("encoder ran although every embedding is cached")
 
-    monkeypatch.setattr(lp, "_encode_images_fn", lambda: boom)
+    monkeypatch.setattr(lp, "_encode_rows", boom)
     rerun = runner.invoke(app, [*args, "--overwrite"])
     assert rerun.exit_code == 0, rerun.output
     assert json.loads((out / "summary.json").read_text())["encoders"][0]["folds"] == s["folds"]
