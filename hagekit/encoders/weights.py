@@ -194,12 +194,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    try:
-        from huggingface_hub import constants
+    from huggingface_hub import constants
 
-        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    except Exception:  # pragma: no cover - very old huggingface_hub
-        host = "huggingface.co"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
