@@ -1,7 +1,8 @@
-"""HAGE on the shared training loop: Adam + StepLR, early stopping on validation PCC.
+"""HAGE on the shared training loop: Adam + StepLR or warmup schedule, early stopping on validation PCC.
 
-HAGE supplies only its step (the loss of eq. 3 on a batch of spots, with the batch's fixed
-hierarchy labels) and its validation score (mean per-gene PCC on the validation spots,
+HAGE supplies only its step (the loss of eq. 3 on a batch of spots; the fixed hierarchy labels
+are attached to the model, which looks them up by the batch's indices), the centroid-bank
+refresh at each epoch start (``centroids`` "memory"/"epoch") and its validation score (mean per-gene PCC on the validation spots,
 :func:`hagekit.metrics.device.mean_gene_pcc` on the device); :func:`hagekit.training.loop.train_loop`
 does the batching, budget, early stopping, progress and history. Training data live on the
 device as tensors. A last batch of one spot is merged into the previous batch.
@@ -79,7 +80,7 @@ def fit_model(
     import torch
 
     from hagekit.metrics.device import mean_gene_pcc
-    from hagekit.training.loop import planned_steps, steps_per_epoch, warmup_schedule
+    from hagekit.training.loop import planned_steps, warmup_schedule
 
     loop_cfg = loop_config(config, seed=seed, description=description, precision=precision)
     n = int(x.shape[0])
@@ -91,12 +92,8 @@ def fit_model(
                                 decay=config.schedule)
     if labels is not None and getattr(model, "hier_labels", None) is None:
         model.attach_hierarchy(labels, n_clusters)
-    per_epoch, calls = steps_per_epoch(n, loop_cfg), [0]
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        if calls[0] % per_epoch == 0:  # first step of an epoch: whole-cluster centroid bank
-            model.start_epoch(x, y)
-        calls[0] += 1
         return model.losses(x[idx], y[idx], index=idx)
 
     validate = None
@@ -106,4 +103,5 @@ def fit_model(
         def validate() -> dict[str, float]:
             return {"val_pcc": mean_gene_pcc(predict_in_batches(model, x_val), yv)}
 
-    return train_loop(model, opt, step, n=n, validate=validate, scheduler=sched, progress=progress, config=loop_cfg)
+    return train_loop(model, opt, step, n=n, validate=validate, scheduler=sched, progress=progress, config=loop_cfg,
+                      on_epoch_start=lambda epoch: model.start_epoch(x, y))  # whole-cluster centroid bank

@@ -30,6 +30,8 @@ A method supplies its model, its optimiser, a *step* and (optionally) a *validat
   on CUDA (fp16 with a gradient scaler) and is fp32 elsewhere (``resolve_precision``).
 - Seeding: build the model *and* run the loop inside ``with seeded(seed, device):`` so that
   initialisation and dropout draw from a forked, seeded global RNG (the caller's is untouched).
+- Hooks: ``on_epoch_start(epoch)`` runs after ``model.train()``, before the epoch's first step
+  (e.g. HAGE refreshes its whole-sub-cluster centroid bank there).
 - Progress: one bar per fit through the reporter (:mod:`hagekit.progress`), advanced every
   step, its status (epoch, loss, monitored metric, best) refreshed every epoch.
 - History: one record per epoch: ``epoch``, ``steps`` (cumulative), the mean of every step
@@ -258,6 +260,7 @@ def train_loop(
     validate: ValidateFn | None = None,
     scheduler: Any = None,
     progress: Reporter | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """Train ``model`` in place with ``step`` over ``n`` items; returns a :class:`LoopResult`.
 
@@ -288,6 +291,8 @@ def train_loop(
         for epoch in range(1, n_epochs + 1):
             model.train()
             t0 = time.perf_counter()
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
             perm = torch.randperm(n, generator=gen).to(device)
             sums: dict[str, torch.Tensor] = {}
             taken = 0

@@ -150,3 +150,13 @@ def test_cuda_fit_predict_and_load_on_cpu(tmp_path: Path):
     assert np.isfinite(pred).all() and evaluate_section(y[150:], pred).pcc_all > 0.2
     est.save(tmp_path / "m")
     np.testing.assert_allclose(HAGERegressor.load(tmp_path / "m").predict(x[150:]), pred, rtol=1e-4, atol=1e-4)
+
+
+def test_whole_cluster_centroid_modes_are_wired_into_training():
+    x, y = _data(n=160)
+    curves = {}
+    for mode in ("batch", "memory", "epoch"):
+        cfg = HAGEConfig(d=16, n_heads=4, k1=3, k2=2, epochs=2, batch_size=32, lr=1e-3, centroids=mode)
+        est = HAGERegressor(cfg, EMB).fit(x[:120], y[:120], X_val=x[120:], Y_val=y[120:])
+        curves[mode] = [h["clip_global"] for h in est.history_]
+    assert curves["memory"] != curves["batch"] and curves["epoch"] != curves["batch"]
