@@ -36,10 +36,12 @@ SectionsOpt = Annotated[
 ]
 
 
-def _out_root(workspace: Path | None, out: Path | None) -> Path:
+def _out_root(workspace: Path | None, out: Path | None, *, output: bool = True) -> Path:
+    """``--out`` (or the workspace's data root); as an output it must be a folder we can create."""
     from hagekit.workspace import Workspace
 
-    return check_output_dir(out if out is not None else Workspace.resolve(workspace).data_root, "--out")
+    root = out if out is not None else Workspace.resolve(workspace).data_root
+    return check_output_dir(root, "--out") if output else root
 
 
 def _fmt_mpp(mpp: float) -> str:
@@ -214,7 +216,7 @@ def list_cmd(
     from hagekit.data.section import list_sections
     from hagekit.errors import DataError
 
-    data_root = _out_root(workspace, root)
+    data_root = _out_root(workspace, root, output=False)
     infos = list_sections(data_root, dataset)
     if not infos:
         raise DataError(f"{data_root}: no prepared sections (<dataset>/<section>.h5ad); run `hagekit data prepare` or `hagekit data synth`")
