@@ -231,6 +231,35 @@ def list_cmd(
     )
 
 
+@data_app.command("probe-set")
+@handle_errors
+def probe_set_cmd(
+    section: Annotated[str, typer.Option("--section", "-s", help="Section name (under --data-root/--dataset) or a .h5ad path.")],
+    genes: Annotated[str, typer.Option("--genes", help="Comma-separated genes; one high/low set per gene (split at its median).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <out>/<gene>/{high,low}/*.png.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset of --section.")] = "her2",
+    data_root: opt.DataRoot = None,
+    patch_um: Annotated[float, typer.Option("--patch-um", help="Patch side in microns around each spot centre.")] = 112.0,
+    size: Annotated[int, typer.Option("--size", help="Patch side in pixels.")] = 224,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Spot patches of one section in class folders high/low by a gene's expression (for bench linear-probe)."""
+    from hagekit.bench.probe_set import GROUP_REGEX, build_probe_set
+
+    path = Path(section)
+    if not (path.suffix == ".h5ad" and path.is_file()):
+        path = (data_root or _out_root(workspace, None)) / dataset / f"{section}.h5ad"
+    with reporting() as progress:
+        res = build_probe_set(path, split_csv(genes) or [], out, patch_um=patch_um, size=size,
+                              overwrite=overwrite, progress=progress)
+    for g, d in res.genes.items():
+        c = res.counts[g]
+        console.print(f"{g}: {c['high']} high / {c['low']} low (median {res.medians[g]:.3f}) -> {d}", highlight=False)
+    console.print(f"probe with: hagekit bench linear-probe --dataset folder --data {out}/<gene> "
+                  f"--group-regex '{GROUP_REGEX}' --encoder ...", highlight=False)
+
+
 @data_app.command("download")
 @handle_errors
 def download_cmd(

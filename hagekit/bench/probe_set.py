@@ -1,0 +1,147 @@
+"""Expression-defined patch classification sets from a prepared section (``hagekit data probe-set``).
+
+For each gene, the section's spots are split at the gene's median expression (library-size
+normalised log1p, the training target): ``high`` above the median, ``low`` at or below it. The
+spot patches (``patch_um`` µm around each spot centre, ``size`` px PNG) are written once and
+linked into ``<out>/<gene>/high`` and ``<out>/<gene>/low``, the layout ``bench linear-probe
+--dataset folder`` reads. File names start with a spatial block id (``b<k>_<barcode>.png``,
+blocks of ``block_spots`` x ``block_spots`` spot pitches) so that ``--group-regex '^b(\\d+)_'``
+keeps neighbouring spots in one cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hagekit.errors import ConfigError, DataError, at
+from hagekit.progress import Reporter, reporter_or_null
+
+__all__ = ["ProbeSet", "build_probe_set", "GROUP_REGEX"]
+
+log = logging.getLogger(__name__)
+
+GROUP_REGEX = r"^b(\d+)_"
+"""The ``--group-regex`` that recovers a patch's spatial block from its file name."""
+
+
+@dataclass
+class ProbeSet:
+    """What :func:`build_probe_set` wrote: per gene its folder and class counts."""
+
+    out_dir: Path
+    section: str
+    genes: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    medians: dict[str, float] = field(default_factory=dict)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links: copy
+        shutil.copyfile(src, dst)
+
+
+def build_probe_set(
+    section_path: Path | str,
+    genes: Sequence[str],
+    out_dir: Path | str,
+    *,
+    patch_um: float = 112.0,
+    size: int = 224,
+    block_spots: int = 4,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> ProbeSet:
+    """Write high/low class folders per gene for one prepared section with an image."""
+    from PIL import Image
+
+    from hagekit.data.section import read_section, section_image_path
+    from hagekit.slides.patches import SpotPatcher
+    from hagekit.targets import expression_targets
+
+    section_path, out = Path(section_path), Path(out_dir)
+    genes = [g.strip() for g in genes if g.strip()]
+    if not genes:
+        raise ConfigError("--genes: give at least one gene symbol")
+    if size < 8 or not patch_um > 0:
+        raise ConfigError(f"--size must be >= 8 and --patch-um > 0, got {size}, {patch_um}")
+    if not section_path.is_file():
+        raise DataError(at(section_path, "section not found (a prepared <dataset>/<section>.h5ad)"))
+    adata = read_section(section_path)
+    meta = dict(adata.uns.get("hagekit", {}))
+    name = str(meta.get("section", section_path.stem))
+    image = section_image_path(adata, section_path)
+    if image is None or not Path(image).is_file():
+        raise DataError(at(section_path, "section has no image; probe sets need the H&E patches"))
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise DataError(at(section_path, f"gene(s) {', '.join(missing)} not in this section"))
+    done = [g for g in genes if (out / g).exists()]
+    if done and not overwrite:
+        raise DataError(at(out / done[0], "already exists; use --overwrite or another --out"))
+    counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    expr = expression_targets(counts)  # library size over every gene of the section, then log1p
+    col = {g: int(adata.var_names.get_loc(g)) for g in genes}
+    mpp = float(meta.get("mpp", float("nan")))
+    centres = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    barcodes = [str(b) for b in adata.obs_names]
+    for g in genes:
+        if np.ptp(expr[:, col[g]]) == 0:
+            raise DataError(at(section_path, f"gene {g} is constant in this section; no high/low split"))
+    pitch = _spot_pitch(centres)
+    block = np.floor(centres / (block_spots * pitch)).astype(np.int64)
+    block_id = np.unique(block, axis=0, return_inverse=True)[1].reshape(-1)
+    patcher = SpotPatcher(image, centres, mpp=mpp, patch_um=patch_um, out_size=size, barcodes=barcodes)
+    store = out / "_patches" / name
+    store.mkdir(parents=True, exist_ok=True)
+    files = []
+    task = reporter_or_null(progress).task(f"probe set {name}", total=len(barcodes))
+    try:
+        for i, bc in enumerate(barcodes):
+            f = store / f"b{block_id[i]}_{bc}.png"
+            if not f.is_file():
+                tmp = f.with_name(f".{f.name}.tmp")
+                Image.fromarray(patcher.patch(i)).save(tmp, format="PNG")
+                os.replace(tmp, f)
+            files.append(f)
+            task.advance(1)
+    finally:
+        task.close()
+        patcher.close()
+    result = ProbeSet(out, name)
+    for g in genes:
+        v = expr[:, col[g]]
+        med = float(np.median(v))
+        high = v > med
+        gdir = out / g
+        if gdir.exists():
+            shutil.rmtree(gdir)
+        for cls, mask in (("high", high), ("low", ~high)):
+            (gdir / cls).mkdir(parents=True, exist_ok=True)
+            for f in np.asarray(files, dtype=object)[mask]:
+                _link(f, gdir / cls / f.name)
+        result.genes[g] = gdir
+        result.counts[g] = {"high": int(high.sum()), "low": int((~high).sum())}
+        result.medians[g] = med
+        if min(result.counts[g].values()) < 0.25 * len(v):
+            log.warning("%s: %s classes are unbalanced (high %d, low %d; many spots at the median %.3f)",
+                        name, g, high.sum(), (~high).sum(), med)
+    return result
+
+
+def _spot_pitch(centres: np.ndarray) -> float:
+    """Median nearest-neighbour distance between spot centres (px)."""
+    from scipy.spatial import cKDTree
+
+    if len(centres) < 2:
+        return 1.0
+    d, _ = cKDTree(centres).query(centres, k=2)
+    return float(np.median(d[:, 1])) or 1.0
