@@ -25,6 +25,7 @@ __all__ = [
     "Panel",
     "GeneEmbeddings",
     "Config",
+    "Run",
     "Split",
     "Folds",
     "Trials",
@@ -50,6 +51,7 @@ FeatureEncoder = Annotated[str, typer.Option("--encoder", help="Encoder whose wo
 Panel = Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: <workspace>/genes/<dataset>/panel.txt).")]
 GeneEmbeddings = Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings for HAGE (default: <workspace>/genes/<dataset>/embeddings.txt).")]
 Config = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings: run and HAGE keys (bench: also baselines.<method> tables); flags override it.")]
+Run = Annotated[Path, typer.Option("--run", help="Run folder written by `hagekit train`.")]
 
 # protocol -----------------------------------------------------------------------------------
 Split = Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")]

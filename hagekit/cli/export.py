@@ -38,7 +38,7 @@ def export_features(
 
 @handle_errors
 def export_encoder(
-    run: Annotated[Path, typer.Option("--run", help="Run folder written by `hagekit train`.")],
+    run: opt.Run,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.safetensors), loadable as --encoder ge:FILE.")],
     fold: Annotated[str | None, typer.Option("--fold", help="Fold whose model to export (default: the first).")] = None,
     trial: Annotated[int | None, typer.Option("--trial", help="Trial of --fold (default 0).")] = None,

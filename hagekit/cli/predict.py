@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def predict(
-    run: Annotated[Path, typer.Option("--run", help="Run folder written by `hagekit train`.")],
+    run: opt.Run,
     features: Annotated[Path, typer.Option("--features", help="Feature file of the section (FEATS/<section>.h5).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5ad (predicted expression, scanpy-readable).")],
     section: Annotated[Path | None, typer.Option("--section", help="The section's .h5ad: barcodes order, spatial metadata, ground truth.")] = None,

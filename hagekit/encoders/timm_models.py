@@ -147,58 +147,42 @@ def _bundle(
     )
 
 
-@register_encoder(
-    "uni",
-    dim=1024,
-    input_size=224,
-    weights="--weights pytorch_model.bin | hf-hub:MahmoodLab/uni (gated)",
-    description="UNI v1 (the paper's encoder): timm ViT-L/16, 1024-d",
-)
+def _build_uni_family(
+    name: str, timm_model: str, kwargs: dict, hub_repo: str, *, weights: Path | None, random_weights: bool, device: str
+) -> EncoderBundle:
+    """A MahmoodLab UNI model: timm architecture + model-card settings, gated hub weights."""
+    model, sha, source = build_timm_model(
+        timm_model,
+        kwargs,
+        weights=weights,
+        random_weights=random_weights,
+        device=device,
+        hub_repo=hub_repo,
+        hub_files=("pytorch_model.bin",),
+        gated=True,
+        what=f"--encoder {name}",
+    )
+    return _bundle(
+        name, model, sha=sha, source=source, random_weights=random_weights, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=UNI_INTERPOLATION,
+        config={"timm_model": timm_model, "timm_kwargs": kwargs, "interpolation": UNI_INTERPOLATION},
+    )
+
+
+@register_encoder("uni", dim=1024, input_size=224, weights="--weights pytorch_model.bin | hf-hub:MahmoodLab/uni (gated)",
+                  description="UNI v1 (the paper's encoder): timm ViT-L/16, 1024-d")
 def build_uni(arg: str | None, *, weights: Path | None, random_weights: bool, device: str) -> EncoderBundle:
     """UNI v1: timm ``vit_large_patch16_224`` as on the MahmoodLab/uni model card."""
-    model, sha, source = build_timm_model(
-        "vit_large_patch16_224",
-        UNI_KWARGS,
-        weights=weights,
-        random_weights=random_weights,
-        device=device,
-        hub_repo="MahmoodLab/uni",
-        hub_files=("pytorch_model.bin",),
-        gated=True,
-        what="--encoder uni",
-    )
-    return _bundle(
-        "uni", model, sha=sha, source=source, random_weights=random_weights, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=UNI_INTERPOLATION,
-        config={"timm_model": "vit_large_patch16_224", "timm_kwargs": UNI_KWARGS, "interpolation": UNI_INTERPOLATION},
-    )
+    return _build_uni_family("uni", "vit_large_patch16_224", UNI_KWARGS, "MahmoodLab/uni",
+                             weights=weights, random_weights=random_weights, device=device)
 
 
-@register_encoder(
-    "uni2-h",
-    dim=1536,
-    input_size=224,
-    weights="--weights pytorch_model.bin | hf-hub:MahmoodLab/UNI2-h (gated)",
-    description="UNI2-h: timm ViT-giant/14 with SwiGLU and 8 register tokens, 1536-d",
-)
+@register_encoder("uni2-h", dim=1536, input_size=224, weights="--weights pytorch_model.bin | hf-hub:MahmoodLab/UNI2-h (gated)",
+                  description="UNI2-h: timm ViT-giant/14 with SwiGLU and 8 register tokens, 1536-d")
 def build_uni2h(arg: str | None, *, weights: Path | None, random_weights: bool, device: str) -> EncoderBundle:
     """UNI2-h: timm ``vit_giant_patch14_224`` with the MahmoodLab/UNI2-h model card's settings."""
-    model, sha, source = build_timm_model(
-        "vit_giant_patch14_224",
-        UNI2H_KWARGS,
-        weights=weights,
-        random_weights=random_weights,
-        device=device,
-        hub_repo="MahmoodLab/UNI2-h",
-        hub_files=("pytorch_model.bin",),
-        gated=True,
-        what="--encoder uni2-h",
-    )
-    return _bundle(
-        "uni2-h", model, sha=sha, source=source, random_weights=random_weights, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=UNI_INTERPOLATION,
-        config={"timm_model": "vit_giant_patch14_224", "timm_kwargs": UNI2H_KWARGS, "interpolation": UNI_INTERPOLATION},
-    )
+    return _build_uni_family("uni2-h", "vit_giant_patch14_224", UNI2H_KWARGS, "MahmoodLab/UNI2-h",
+                             weights=weights, random_weights=random_weights, device=device)
 
 
 @register_encoder(
