@@ -36,9 +36,12 @@ class RunSettings:
     val_fraction: float = 0.2
     target: str = "log1p_norm"
     allow_leak: bool = False
+    per_fold_embeddings: bool = True
+    """When the gene embeddings were trained on a held-out section (and ``allow_leak`` is off),
+    train leak-free embeddings per fold on its training sections instead of refusing."""
 
 
-RUN_KEYS = ("split", "folds", "trials", "seed", "val_fraction", "target", "allow_leak")
+RUN_KEYS = ("split", "folds", "trials", "seed", "val_fraction", "target", "allow_leak", "per_fold_embeddings")
 RECIPES = ("default", "paper")
 """Shipped recipes: ``default`` (:class:`HAGEConfig`'s defaults, chosen by ``bench tune``) and
 ``paper`` (``hagekit/recipes/paper.toml``: the paper's literal settings)."""
@@ -145,6 +148,7 @@ def resolve_settings(
             val_fraction=float(run_vals.get("val_fraction", 0.2)),
             target=str(run_vals.get("target", "log1p_norm")),
             allow_leak=_as_bool(run_vals.get("allow_leak", False)),
+            per_fold_embeddings=_as_bool(run_vals.get("per_fold_embeddings", True)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid run setting ({exc})") from None
@@ -182,7 +186,8 @@ def check_embedding_leak(
             at(
                 embeddings_path,
                 f"gene embeddings were trained on held-out section(s) {', '.join(leak)}; "
-                "train them on other sections (`hagekit genes embed --sections ...`) or pass --allow-leak",
+                "train them on other sections (`hagekit genes embed --sections ...`), let `hagekit train` "
+                "train them per fold (its default), or pass --allow-leak",
             )
         )
     if leak:
@@ -246,7 +251,12 @@ def train_run(
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections,
                         target=settings.target, progress=progress)
     folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
-    warnings, leak = protocol_warnings(folds, settings, embeddings_path)
+    per_fold = _per_fold_embeddings(folds, settings, embeddings_path, data_root, dataset, genes, emb.shape[1],
+                                    progress)
+    warnings, leak = protocol_warnings(folds, settings, None if per_fold else embeddings_path)
+    if per_fold is not None:
+        warnings.append(f"{embeddings_path.name} was trained on held-out section(s); using per-fold embeddings "
+                        f"trained on each fold's training sections (cached in {per_fold.cache_dir})")
     run_config = {
         "hage": config.to_dict(),
         "genes_path": str(genes_path.resolve()),
@@ -257,6 +267,7 @@ def train_run(
             "training_sections": sorted(embedding_training_sections(embeddings_path)),
             "allow_leak": settings.allow_leak,
             "leaked_sections": leak,
+            "per_fold_cache": str(per_fold.cache_dir) if per_fold is not None else None,
         },
         "data_root": str(Path(data_root).resolve()),
         "features_dir": str(Path(features_dir).resolve()),
@@ -271,7 +282,8 @@ def train_run(
     fitted: list[HAGERegressor] = []
 
     def factory(ctx: FoldContext) -> HAGERegressor:
-        est = HAGERegressor(config, emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
+        fold_emb = per_fold.for_sections(ctx.train_sections) if per_fold is not None else emb
+        est = HAGERegressor(config, fold_emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
                             label=f"{ctx.fold} trial {ctx.trial}")
         fitted.append(est)
         return est
@@ -292,6 +304,22 @@ def train_run(
     )
     warnings.extend(_collapse_summary(fitted))
     return TrainResult(out, result.rows, result.summary, config, settings, warnings)
+
+
+def _per_fold_embeddings(folds: Sequence[Any], settings: RunSettings, embeddings_path: Path, data_root: Path | str,
+                         dataset: str, genes: Sequence[str], dim: int, progress: Reporter | None) -> Any:
+    """A :class:`~hagekit.genes.per_fold.FoldEmbeddings` when the file would leak a held-out
+    section and per-fold embeddings are allowed (not ``allow_leak``); otherwise None."""
+    from hagekit.genes.embeddings import embedding_training_sections
+    from hagekit.genes.per_fold import FoldEmbeddings
+
+    test_sections = {s for f in folds for s in f.test_sections}
+    if settings.allow_leak or not settings.per_fold_embeddings:
+        return None
+    if not embedding_training_sections(embeddings_path) & test_sections:
+        return None
+    return FoldEmbeddings(data_root, dataset, genes, dim=dim, cache_dir=embeddings_path.parent / "per_fold",
+                          seed=settings.seed, progress=progress)
 
 
 def _collapse_summary(fitted: Sequence[Any]) -> list[str]:

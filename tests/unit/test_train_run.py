@@ -51,9 +51,18 @@ def test_train_run_writes_run_folder_and_same_seed_same_metrics(tmp_path: Path):
 def test_embeddings_trained_on_held_out_section_are_refused(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1", "Z1"))
     with pytest.raises(ProvenanceError, match="held-out section.*A1.*--allow-leak"):
-        train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel,
-                  embeddings_path=emb, out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1"})
+        train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+                  out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1", "per_fold_embeddings": False})
     assert not (tmp_path / "run").exists()
+    # by default the run trains leak-free embeddings on each fold's training sections instead
+    res = train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+                    out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1,B1"})
+    assert any("per-fold embeddings" in w for w in res.warnings)
+    from hagekit.genes.embeddings import embedding_training_sections
+
+    cached = sorted((emb.parent / "per_fold").glob("*.txt"))
+    assert [sorted(embedding_training_sections(c)) for c in cached] == [["A1", "A2"], ["A2", "B1"]]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["gene_embeddings"]["per_fold_cache"]
     # a fold that does not hold out A1 is fine; --allow-leak turns the refusal into a warning
     assert check_embedding_leak(emb, ["B1"], allow_leak=False) == []
     assert check_embedding_leak(emb, ["A1", "B1"], allow_leak=True) == ["A1"]

@@ -1,0 +1,63 @@
+"""Leak-free gene embeddings per cross-validation fold, trained on the fold's training sections.
+
+Co-expression embeddings (:func:`hagekit.genes.coexpression.train_gene_embeddings`) trained on
+a held-out section leak its expression into training. Where every section has an image (cSCC,
+Visium sets) there are no image-less sections to train them on, so ``hagekit train`` trains
+one set per fold on that fold's training sections only and caches it (Gene2Vec text + sidecar)
+under ``cache_dir``, keyed by the sections, panel, dimension and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hagekit.progress import Reporter
+
+__all__ = ["FoldEmbeddings"]
+
+log = logging.getLogger(__name__)
+
+
+class FoldEmbeddings:
+    """Per-fold embeddings of ``genes`` (panel order), trained on demand and cached on disk."""
+
+    def __init__(self, data_root: Path | str, dataset: str, genes: Sequence[str], *, dim: int, cache_dir: Path | str,
+                 seed: int = 0, progress: Reporter | None = None) -> None:
+        self.data_root, self.dataset, self.genes = Path(data_root), dataset, list(genes)
+        self.dim, self.cache_dir, self.seed, self.progress = int(dim), Path(cache_dir), int(seed), progress
+
+    def path_for(self, sections: Sequence[str]) -> Path:
+        """The cache file of embeddings trained on ``sections``."""
+        key = "|".join([",".join(sorted(sections)), ",".join(self.genes), str(self.dim), str(self.seed)])
+        return self.cache_dir / f"{'-'.join(sorted(sections))[:60]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.txt"
+
+    def for_sections(self, sections: Sequence[str]) -> np.ndarray:
+        """(G, dim) float32 embeddings trained on ``sections`` only; genes without a co-expression
+        partner there get a zero vector (logged)."""
+        from hagekit.genes.embeddings import load_gene_embeddings, write_gene2vec_text
+
+        path = self.path_for(sections)
+        if not path.is_file():
+            from hagekit.genes.coexpression import train_gene_embeddings
+
+            log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
+            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
+                                        dim=self.dim, seed=self.seed, progress=self.progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=emb.provenance)
+        emb = load_gene_embeddings(path)
+        row = {s.upper(): i for i, s in enumerate(emb.symbols)}
+        out = np.zeros((len(self.genes), emb.vectors.shape[1]), dtype=np.float32)
+        missing = [g for g in self.genes if g.upper() not in row]
+        for i, g in enumerate(self.genes):
+            if g.upper() in row:
+                out[i] = emb.vectors[row[g.upper()]]
+        if missing:
+            log.warning("%s: %d panel genes have no embedding (zero vectors), e.g. %s", path, len(missing),
+                        ", ".join(missing[:5]))
+        return out
