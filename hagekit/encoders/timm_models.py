@@ -152,15 +152,8 @@ def _build_uni_family(
 ) -> EncoderBundle:
     """A MahmoodLab UNI model: timm architecture + model-card settings, gated hub weights."""
     model, sha, source = build_timm_model(
-        timm_model,
-        kwargs,
-        weights=weights,
-        random_weights=random_weights,
-        device=device,
-        hub_repo=hub_repo,
-        hub_files=("pytorch_model.bin",),
-        gated=True,
-        what=f"--encoder {name}",
+        timm_model, kwargs, weights=weights, random_weights=random_weights, device=device,
+        hub_repo=hub_repo, hub_files=("pytorch_model.bin",), gated=True, what=f"--encoder {name}",
     )
     return _bundle(
         name, model, sha=sha, source=source, random_weights=random_weights, input_size=224,
