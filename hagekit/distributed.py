@@ -28,6 +28,9 @@ __all__ = [
     "parse_shard",
     "gather_to_all",
     "broadcast_from_main",
+    "barrier",
+    "my_tasks",
+    "round_robin_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,3 +178,31 @@ def broadcast_from_main(obj: T, ctx: DistContext) -> T:
     box: list[Any] = [obj if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def my_tasks(n_tasks: int, ctx: DistContext, weights: Sequence[float] | None = None) -> list[int]:
+    """Indices of the ``n_tasks`` tasks this rank runs (all of them without a process group)."""
+    if not ctx.distributed:
+        return list(range(n_tasks))
+    return deal_balanced(list(weights) if weights is not None else [1.0] * n_tasks, ctx.world_size)[ctx.rank]
+
+
+def round_robin_device(device: str, index: int) -> str:
+    """``device`` for the ``index``-th parallel job on one machine: CUDA jobs take the GPUs in turn
+    (``--jobs N``: job i on ``cuda:(i mod n_gpus)``); anything else is returned as resolved."""
+    from hagekit.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda" or env_world_size() > 1:  # under torchrun a rank keeps its own GPU
+        return str(dev)
+    import torch
+
+    return f"cuda:{index % max(1, torch.cuda.device_count())}"

@@ -85,6 +85,13 @@ class _Factory:
         self.spec = spec
         self.context = dict(context)
 
+    def on_device(self, device: str) -> _Factory:
+        """The same method on another device (``--jobs`` spreads tasks over the GPUs)."""
+        params = dict(self.spec.params)
+        if "device" in params:
+            params["device"] = device
+        return _Factory(MethodSpec(self.spec.name, self.spec.kind, params), {**self.context, "device": device})
+
     def __call__(self, ctx: Any) -> Any:
         context = {**self.context, "random_state": ctx.seed, "genes": list(ctx.genes),
                    "label": f"{self.spec.name} {ctx.fold}/{ctx.trial}"}
@@ -124,9 +131,11 @@ def run_methods(
     """Every spec x fold x trial through :func:`run_protocol`; returns all metric rows.
 
     ``n_jobs > 1`` runs (method, fold) tasks in worker processes with one torch thread each
-    (timings then include contention); ``runs_dir`` keeps one resumable run folder per
-    method and fold.
+    (timings then include contention; on CUDA, task i runs on GPU i mod n_gpus); under
+    torchrun the tasks are dealt over the ranks (each on its own GPU) and every rank gets all
+    rows back; ``runs_dir`` keeps one resumable run folder per method and fold.
     """
+    from hagekit.distributed import gather_to_all, init_distributed, my_tasks, round_robin_device
     from hagekit.training.splits import make_folds
 
     names = [s.name for s in specs]
@@ -139,7 +148,10 @@ def run_methods(
     factories = [_Factory(s, context) for s in specs]
     for s in specs:  # refuse a bad parameter before anything runs
         make_method(s.kind, context=context, **dict(s.params))
-    tasks = [(f, fold.name) for f in factories for fold in fold_list]
+    all_tasks = [(f, fold.name) for f in factories for fold in fold_list]
+    dctx = init_distributed(device)
+    mine = my_tasks(len(all_tasks), dctx)
+    tasks = [all_tasks[i] for i in mine]
 
     def kwargs_for(f: _Factory, fold: str, with_progress: bool) -> dict[str, Any]:
         out = runs_dir / f.spec.name / fold if runs_dir is not None else None
@@ -150,7 +162,7 @@ def run_methods(
 
     rep = reporter_or_null(progress)
     rows: list[dict[str, Any]] = []
-    n_jobs = max(1, min(int(n_jobs), len(tasks)))
+    n_jobs = max(1, min(int(n_jobs), len(tasks))) if not dctx.distributed else 1
     if n_jobs == 1:
         task = rep.task("methods x folds", total=len(tasks))
         for f, fold in tasks:
@@ -163,13 +175,27 @@ def run_methods(
 
         task = rep.task(f"methods x folds ({n_jobs} workers)", total=len(tasks))
         results = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")(
-            delayed(_run_one)(data, f, fold, kwargs_for(f, fold, False), 1) for f, fold in tasks
+            delayed(_run_one)(data, f.on_device(round_robin_device(device, t)), fold, kwargs_for(f, fold, False), 1)
+            for t, (f, fold) in enumerate(tasks)
         )
         for (f, fold), res in zip(tasks, results, strict=True):
             rows.extend(res)
             task.advance(1, status=f"{f.spec.name} {fold}")
         task.close()
+    if dctx.distributed:  # every rank's rows, in the one task order
+        by_task = {t: r for part in gather_to_all(dict(zip(mine, _split_rows(rows, tasks), strict=True)), dctx)
+                   for t, r in part.items()}
+        rows = [r for t in sorted(by_task) for r in by_task[t]]
     return rows
+
+
+def _split_rows(rows: list[dict[str, Any]], tasks: Sequence[tuple[_Factory, str]]) -> list[list[dict[str, Any]]]:
+    """``rows`` (in task order) cut back into one list per (method, fold) task."""
+    out: list[list[dict[str, Any]]] = [[] for _ in tasks]
+    where = {(f.spec.name, fold): i for i, (f, fold) in enumerate(tasks)}
+    for r in rows:
+        out[where[(str(r["method"]), str(r["fold"]))]].append(r)
+    return out
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -378,9 +404,12 @@ def assemble(rows: list[dict[str, Any]], methods: Sequence[str], *, reference: s
 def write_outputs(result: BenchResult, out_dir: Path, *, title: str, settings: Mapping[str, Any]) -> dict[str, Path]:
     """Write results.csv, per_section.csv, table.csv, table.md, paired.csv, summary.json and
     pcc_per_section.png into ``out_dir`` (each file atomically)."""
+    from hagekit.distributed import is_main_process
     from hagekit.io.atomic import write_json, write_text
     from hagekit.training.protocol import ROW_KEYS
 
+    if not is_main_process():  # under torchrun rank 0 writes the tables
+        return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = [e["method"] for e in result.table]
     files = {

@@ -32,8 +32,9 @@ from rich.progress import (
 from rich.text import Text
 
 from hagekit.cli import _options
+from hagekit.distributed import is_main_process
 
-console = Console()
+console = Console(quiet=not is_main_process())  # under torchrun, results are printed by rank 0 only
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -220,11 +221,11 @@ def make_progress(enabled: bool = True) -> Progress:
 class reporting:
     """Context manager yielding a :class:`RichReporter` (``with reporting() as progress:``).
 
-    ``enabled=False`` (e.g. torchrun ranks other than 0) draws nothing.
+    ``enabled=False`` draws nothing; by default only rank 0 draws under torchrun.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = is_main_process() if enabled is None else enabled
 
     def __enter__(self) -> RichReporter:
         self._progress = make_progress(self.enabled)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hagekit.distributed import DistContext, barrier, gather_to_all, my_tasks
 from hagekit.errors import DataError, HagekitError, ProvenanceError, TrainingError, at
 from hagekit.io.atomic import atomic_dir, write_json, write_text
 from hagekit.metrics import METRIC_NAMES, evaluate_section, summarize
@@ -168,9 +169,15 @@ def run_protocol(
     config: dict[str, Any] | None = None,
     save_models: bool = True,
     overwrite: bool = False,
+    dist: DistContext | None = None,
     progress: Reporter | None = None,
 ) -> ProtocolResult:
-    """Run ``factory``'s estimators over every fold x trial and evaluate the test sections."""
+    """Run ``factory``'s estimators over every fold x trial and evaluate the test sections.
+
+    With ``dist`` (torchrun ranks, :func:`hagekit.distributed.init_distributed`) the fold x
+    trial tasks are dealt over the ranks; every rank writes its own trial folders, the rows
+    are gathered, and rank 0 writes the tables. Every rank returns the full result.
+    """
     if trials < 1:
         from hagekit.errors import ConfigError
 
@@ -179,19 +186,25 @@ def run_protocol(
     settings = _protocol_settings(data, split, trials, seed, val_fraction, method)
     config = dict(config or {})
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    dctx = dist if dist is not None else DistContext()
+    if out is not None and dctx.is_main:
         _prepare_run_dir(out, settings, config, data, fold_list, overwrite)
+    barrier(dctx)  # the run folder is checked (and cleared with --overwrite) before any rank trains
+    mine = set(my_tasks(len(fold_list) * trials, dctx))
     rep = reporter_or_null(progress)
     for fold in fold_list:
         if split == "section" and fold.same_patient_in_train:
             log.info("fold %s: training includes sections of the same patient (%s); "
                      "use --split patient for a leak-free estimate",
                      fold.name, ", ".join(fold.same_patient_in_train))
-    rows: list[dict[str, Any]] = []
+    rows_of: dict[int, list[dict[str, Any]]] = {}
     per_gene: dict[str, dict[str, list[float]]] = {}
     splits_record: list[dict[str, Any]] = []
-    outer = rep.task(f"{method}: folds x trials", total=len(fold_list) * trials)
-    for fold in fold_list:
+    outer = rep.task(f"{method}: folds x trials", total=len(mine))
+    for f_i, fold in enumerate(fold_list):
+        if not any(f_i * trials + t in mine for t in range(trials)):
+            splits_record.extend(_split_records(fold, trials, seed, val_fraction, data))
+            continue
         X_all, Y_all, S_all, sec_idx = data.stack(fold.train_sections)
         for trial in range(trials):
             tseed = trial_seed(seed, fold.name, trial)
@@ -199,12 +212,15 @@ def run_protocol(
                                      val_fraction=val_fraction)
             splits_record.append({**fold.as_dict(), "trial": trial, "seed": tseed,
                                   "n_train": int(len(tr)), "n_val": int(len(va))})
+            task_id = f_i * trials + trial
+            if task_id not in mine:
+                continue
             tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
             ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
                               fold.test_sections, tdir)
             saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models)
             if saved is not None:
-                rows.extend(saved["rows"])
+                rows_of[task_id] = saved["rows"]
                 per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
                 rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
                 outer.advance(1)
@@ -236,7 +252,7 @@ def run_protocol(
                        "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
                 trial_rows.append({k: row[k] for k in ROW_KEYS})
                 trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
-            rows.extend(trial_rows)
+            rows_of[task_id] = trial_rows
             per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
             if tdir is not None:
                 with atomic_dir(tdir) as tmp:
@@ -248,10 +264,25 @@ def run_protocol(
             log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
                      ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
     outer.close()
+    for part_rows, part_genes in gather_to_all((rows_of, per_gene), dctx):
+        rows_of.update(part_rows)
+        per_gene.update(part_genes)
+    rows = [r for t in sorted(rows_of) for r in rows_of[t]]
     summary = summarize_rows(rows)
-    if out is not None:
+    if out is not None and dctx.is_main:
         _write_tables(out, rows, summary, splits_record, settings)
     return ProtocolResult(rows, summary, per_gene, out)
+
+
+def _split_records(fold: Fold, trials: int, seed: int, val_fraction: float, data: STDataset) -> list[dict[str, Any]]:
+    """The splits.json records of a fold this rank does not train (same numbers as its owner's)."""
+    n = sum(len(data.sections[s].targets) for s in fold.train_sections)
+    out = []
+    for trial in range(trials):
+        tr, va = train_val_split(n, seed=seed, fold=fold.name, trial=trial, val_fraction=val_fraction)
+        out.append({**fold.as_dict(), "trial": trial, "seed": trial_seed(seed, fold.name, trial),
+                    "n_train": int(len(tr)), "n_val": int(len(va))})
+    return out
 
 
 def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], *,

@@ -234,6 +234,7 @@ def train_run(
     ``allow_leak``); ``None`` values are ignored so that CLI defaults do not mask the file.
     """
     from hagekit.data.section import dataset_sections
+    from hagekit.distributed import init_distributed
     from hagekit.genes.embeddings import embedding_training_sections, embeddings_for_panel
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.io.genelist import read_gene_list
@@ -300,6 +301,7 @@ def train_run(
         method="hage",
         config=run_config,
         overwrite=overwrite,
+        dist=init_distributed(device),
         progress=progress,
     )
     warnings.extend(_collapse_summary(fitted))
