@@ -236,17 +236,20 @@ def _nan_counts_root(w: Path, t: Path) -> Path:
     return root
 
 
-def _narrow_features(w: Path, t: Path) -> Path:
-    """A copy of the feature folder whose B1.h5 holds 8-wide features (attributes kept)."""
+def _narrow_features(w: Path, t: Path, width: int | None = 8) -> Path:
+    """A copy of the feature folder whose B1.h5 holds ``width``-wide features (``None``: same width, one NaN)."""
     import h5py
 
     out = t / "feats"
     shutil.copytree(feats(w), out)
     with h5py.File(out / "B1.h5", "r+") as f:
-        n = f["features"].shape[0]
+        n, d = f["features"].shape
         attrs = dict(f["features"].attrs)
+        values = np.ones((n, width or d), np.float32)
+        if width is None:
+            values[0, 0] = np.nan
         del f["features"]
-        f.create_dataset("features", data=np.ones((n, 8), np.float32))
+        f.create_dataset("features", data=values)
         f["features"].attrs.update(attrs)
     return out
 
@@ -375,6 +378,8 @@ BAD: list[tuple[str, Callable[[Path, Path, Path], list[str]], str, str | None]] 
      "--eval-threshold", "e.txt"),
     ("train features of another width", lambda w, t, m: _train(w, "--features", str(_narrow_features(w, t)), "--out",
                                                                str(t / "o")), "B1.h5", "o"),
+    ("train NaN features", lambda w, t, m: _train(w, "--features", str(_narrow_features(w, t, width=None)), "--out",
+                                                  str(t / "o")), "B1.h5: features contain NaN", "o"),
     ("extract --overlap >= tile", lambda w, t, m: ["extract", "--slides", str(w / "data/synth/images/A1.jpg"), "--mpp", "1",
                                                    "--overlap", "256", "--out", str(t / "o")], "--overlap", "o"),
 ]
