@@ -46,11 +46,12 @@ def _read_epoch(store, ids, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-def _train_epoch(store, ids, labels, dim: int) -> float:
+def _train_epoch(store, ids, labels, dim: int, device: str) -> float:
+    """One AB-MIL epoch (training on 90% of the bags, validation on the rest) on the shared loop."""
     from hagekit.bench.abmil import ABMILConfig, train_abmil
 
     cut = int(len(ids) * 0.9)
-    cfg = ABMILConfig(max_epochs=1, min_epochs=0, patience=1, device="cpu")
+    cfg = ABMILConfig(max_epochs=1, min_epochs=0, patience=1, device=device)
     t0 = time.perf_counter()
     train_abmil(store, ids[:cut], labels[:cut], ids[cut:], labels[cut:], n_classes=2, in_dim=dim, config=cfg)
     return time.perf_counter() - t0
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true", help="also time one AB-MIL training epoch per store")
     ap.add_argument("--small-lru-gib", type=float, default=None, help="LRU cap below the data size (default: data/4)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="device of the training epoch (auto, cpu, cuda)")
     ap.add_argument("--workdir", type=Path, default=None, help="where to write the synthetic set (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             reads = [_read_epoch(store, ids, seed=e) for e in range(args.epochs)]
             row = {"store": name, "one_time_s": once, **{f"read_epoch{e + 1}_s": r for e, r in enumerate(reads)}}
             if args.train:
-                row["train_epoch_s"] = _train_epoch(store, ids, labels, args.dim)
+                row["train_epoch_s"] = _train_epoch(store, ids, labels, args.dim, args.device)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     finally:

@@ -88,6 +88,9 @@ def extract_cmd(
         Path | None,
         typer.Option("--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides)."),
     ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Also write the run's summary (items, per-rank patches/s) as JSON.", rich_help_panel=_SCALE)
+    ] = None,
     layout: Annotated[
         str, typer.Option("--layout", help="flat (<out>/<name>.h5, TRIDENT-style) or clam (also <out>/h5_files/ + <out>/pt_files/).")
     ] = "flat",
@@ -151,6 +154,10 @@ def extract_cmd(
     if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
         raise typer.Exit(code=0 if summary.ok else 1)
     _print_summary(summary)
+    if summary_json is not None:
+        from hagekit.io.atomic import write_json
+
+        write_json(summary_json, summary.to_dict())
     if layout == "clam" and any(i.status != "failed" for i in summary.items):
         from hagekit.io.clam import export_clam
 
