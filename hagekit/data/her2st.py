@@ -125,7 +125,8 @@ def _find_image(data: Path, section: str) -> Path | None:
         folder = data / "ST-imgs" / section[:1] / section
     if not folder.is_dir():
         return None
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+    images = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff"} and not p.name.startswith("."))
     if not images:
         return None
     if len(images) > 1:
