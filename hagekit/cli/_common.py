@@ -62,6 +62,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from hagekit.errors import HagekitError, is_fatal_os_error, os_error_message
 
+        state.hard_exit = False
         try:
             check_numbers(kwargs)
             return fn(*args, **kwargs)
