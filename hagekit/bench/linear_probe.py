@@ -128,7 +128,8 @@ def make_probe_folds(
 def fit_linear_probe(
     x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(), *, seed: int = 0
 ) -> LinearProbe:
-    """Train one linear layer (zero init) with Adam + cross-entropy for ``config.epochs`` epochs."""
+    """Train one linear layer (zero init) with Adam + cross-entropy for ``config.epochs`` epochs,
+    on the shared loop (:func:`hagekit.training.loop.train_loop`; no validation, last weights)."""
     import torch
 
     x = np.asarray(x, dtype=np.float32)
@@ -143,6 +144,8 @@ def fit_linear_probe(
     from hagekit.device import resolve_device
 
     device = resolve_device(config.device)
+    from hagekit.training.loop import LoopConfig, train_loop
+
     xt = torch.from_numpy((x - mean) / scale).to(device)
     yt = torch.from_numpy(y).to(device)
     layer = torch.nn.Linear(x.shape[1], n_classes).to(device)
@@ -150,17 +153,10 @@ def fit_linear_probe(
         layer.weight.zero_()
         layer.bias.zero_()
     opt = torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.CrossEntropyLoss()
-    n = xt.shape[0]
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(layer(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+    loop = LoopConfig(epochs=config.epochs, batch_size=config.batch_size, seed=seed, precision="fp32",
+                      description="linear probe")
+    train_loop(layer, opt, lambda idx: loss_fn(layer(xt[idx]), yt[idx]), n=int(xt.shape[0]), config=loop)
     return LinearProbe(
         weight=layer.weight.detach().cpu().numpy().astype(np.float64),
         bias=layer.bias.detach().cpu().numpy().astype(np.float64),

@@ -125,3 +125,30 @@ def test_report_writes_table_csv_json_and_figure(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     s = EncoderScores("e", [{"accuracy": 0.5, "auc": float("nan"), "recall": 0.5}])
     assert s.std["accuracy"] == 0.0 and np.isnan(s.mean["auc"])
+
+
+def test_probe_on_the_shared_loop_matches_the_plain_adam_loop():
+    """fit_linear_probe runs on training.loop; same seed, same weights as a plain epoch loop."""
+    import torch
+
+    from hagekit.bench.linear_probe import ProbeConfig, fit_linear_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(301, 17)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1)
+    cfg = ProbeConfig(epochs=3, batch_size=64, standardize=False, device="cpu")
+    got = fit_linear_probe(x, y, 3, cfg, seed=5)
+    layer = torch.nn.Linear(17, 3)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    opt = torch.optim.Adam(layer.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(5)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(3):
+        perm = torch.randperm(301, generator=gen)
+        for s in range(0, 301, 64):
+            idx = perm[s : s + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(layer(xt[idx]), yt[idx]).backward()
+            opt.step()
+    np.testing.assert_allclose(got.weight, layer.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
