@@ -29,7 +29,7 @@ def tune(
     split: opt.Split = None,
     folds: opt.Folds = None,
     seed: opt.SeedOrConfig = None,
-    device: opt.Device = "cpu",
+    device: opt.Device = "auto",
     workspace: opt.Workspace = None,
 ) -> None:
     """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""

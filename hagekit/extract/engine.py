@@ -219,7 +219,7 @@ def encode_images(
     images: np.ndarray | Sequence[np.ndarray],
     *,
     batch_size: int = 64,
-    device: str = "cpu",
+    device: str = "auto",
     num_workers: int = 0,
     precision: str | None = None,
     progress: Reporter | None = None,

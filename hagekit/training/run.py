@@ -223,7 +223,7 @@ def train_run(
     config_file: Path | str | None = None,
     overrides: Mapping[str, Any] | None = None,
     sections: Sequence[str] | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     overwrite: bool = False,
     progress: Reporter | None = None,
 ) -> TrainResult:

@@ -70,7 +70,7 @@ def extract_slide_features(
     target_mpp: float | None = 0.5,
     magnification: float | None = None,
     tile_size: int = 256,
-    device: str = "cpu",
+    device: str = "auto",
     num_workers: int | None = None,
     progress: Reporter | None = None,
 ) -> tuple[Path, dict[str, str]]:
