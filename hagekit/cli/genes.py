@@ -245,6 +245,9 @@ def check(
     """Validate an embeddings file, match it to a panel, and measure its co-expression AUC."""
     from rich.table import Table
 
+    if out is not None:
+        check_output_file(out, "--out")
+
     from hagekit.genes._sections import section_names_of
     from hagekit.genes.embeddings import describe_provenance, load_gene_embeddings
     from hagekit.genes.quality import DEFAULT_EVAL_THRESHOLD, coexpression_auc

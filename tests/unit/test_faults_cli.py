@@ -302,6 +302,8 @@ BAD: list[tuple[str, Callable[[Path, Path, Path], list[str]], str, str | None]] 
                                                              str(_dir(t)), "--overwrite"], "is a directory", "a_dir.json"),
     ("genes embed --out DIR", lambda w, t, m: ["genes", "embed", "-w", str(w), "-d", "synth", "--out", str(_dir(t))],
      "is a directory", "a_dir.json"),
+    ("genes check --out DIR", lambda w, t, m: ["genes", "check", str(w / EMB), "-w", str(w), "--genes", str(w / PANEL),
+                                               "--out", str(_dir(t))], "is a directory", None),
     ("export-encoder --out DIR", lambda w, t, m: ["export-encoder", "--force", "--run", str(run_dir(w)), "--out",
                                                   str(_dir(t, "x.safetensors"))], "is a directory", None),
     ("extract --out FILE", lambda w, t, m: ["extract", "-w", str(w), "-d", "synth", "--out", str(_file(t))], "is a file", None),
