@@ -121,8 +121,11 @@ def _h5_items(path: Path) -> dict:
             if k != "savetodir":  # TRIDENT's attribute: the output folder itself
                 items[f"{name}@{k}"] = np.asarray(v).tobytes()
         if isinstance(obj, h5py.Dataset):
-            data = obj[()]
-            items[name] = (str(obj.dtype), obj.shape, np.asarray(data).tobytes())
+            data = np.asarray(obj[()])
+            if data.dtype.kind == "O":  # variable-length strings: compare the text, not pointers
+                items[name] = (str(obj.dtype), obj.shape, [v.decode() if isinstance(v, bytes) else str(v) for v in data.ravel()])
+            else:
+                items[name] = (str(obj.dtype), obj.shape, data.tobytes())
 
     with h5py.File(path, "r") as h5:
         for k, v in h5.attrs.items():
