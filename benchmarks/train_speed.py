@@ -39,7 +39,7 @@ def bench_fit(device: str, n: int, n_genes: int, dim: int, epochs: int, d: int, 
 
     n_val = n // 5  # validation spots on top of the n training spots (early stopping is per epoch)
     x, y, emb = make_data(n + n_val, n_genes, dim)
-    cfg = HAGEConfig(d=d, epochs=epochs, batch_size=batch, patience=0)
+    cfg = HAGEConfig(d=d, epochs=epochs, batch_size=batch, patience=0, min_steps=0)  # exactly `epochs` epochs
     t0 = time.perf_counter()
     build_hierarchy(y[n_val:], x[n_val:], k1=cfg.k1, k2=cfg.k2, seed=0)
     hier_s = time.perf_counter() - t0
