@@ -8,8 +8,11 @@ the inner validation section. A configuration's score is the mean over outer fol
 
 The search is a coordinate search over a small documented space (:data:`SEARCH_SPACE`), in the
 order of :data:`SEARCH_ORDER`: each setting in turn takes the value with the best score, the
-others held at their current best. It starts from the base config (the shipped defaults, or a
-file) and writes the chosen config as TOML, with every score, to the output folder.
+others held at their current best. A configuration whose embeddings collapse on any inner fold
+(mean pairwise cosine of z^i or z^e > :data:`hagekit.hage.model.COLLAPSE_COSINE`) is scored and
+recorded but never chosen: its encoder would be useless downstream even where its PCC is high.
+It starts from the base config (the shipped defaults, or a file) and writes the chosen config
+as TOML, with every score, to the output folder.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.hage.model import HAGEConfig
+from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
 
@@ -157,19 +160,23 @@ def tune(
         if key not in cache:
             res = score_config(data, gene_embeddings, cfg, inner, seed=seed, device=device, progress=progress)
             cache[key] = res
-            row = {"stage": stage, **{k: getattr(cfg, k) for k in order}, **res}
+            row = {"stage": stage, **{k: getattr(cfg, k) for k in order}, **res,
+                   "collapsed": collapse_message(res["zi_cos"], res["ze_cos"]) is not None}
             trials.append(row)
             rep.message(f"tune [{stage}] " + ", ".join(f"{k}={getattr(cfg, k)}" for k in order)
                         + f": PCC(all) {res['pcc_all']:.4f}, {res['fit_seconds']:.1f} s/fit, "
                         f"cos z^i {res['zi_cos']:.2f} z^e {res['ze_cos']:.2f}")
         return cache[key]
 
+    def eligible_score(res: dict[str, Any]) -> float:
+        return res["pcc_all"] if collapse_message(res["zi_cos"], res["ze_cos"]) is None else -np.inf
+
     best = base
-    best_score = evaluate(best, "base")["pcc_all"]
+    best_score = eligible_score(evaluate(best, "base"))
     for name in order:
         for value in space[name]:
             cand = best.replace(**{name: value})
-            score = evaluate(cand, name)["pcc_all"]
+            score = eligible_score(evaluate(cand, name))
             if score > best_score:
                 best, best_score = cand, score
     return TuneResult(best, trials, list(inner))

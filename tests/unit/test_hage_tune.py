@@ -40,7 +40,8 @@ def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
     assert rows[0]["stage"] == "base" and {r["stage"] for r in rows} <= {"base", "lr", "centroids"}
     assert len(rows) >= 3
     chosen = tomllib.loads((out / "chosen.toml").read_text())["hage"]
-    best = max(rows, key=lambda r: float(r["pcc_all"]))
+    healthy = [r for r in rows if r["collapsed"] == "False"]  # collapsed configurations are never chosen
+    best = max(healthy, key=lambda r: float(r["pcc_all"])) if healthy else rows[0]
     assert chosen["lr"] == pytest.approx(float(best["lr"])) and chosen["d"] == 16
     # the chosen file is a valid --config for train
     from hagekit.training.run import resolve_settings
