@@ -109,8 +109,18 @@ def init_distributed(device: str | None = "auto") -> DistContext:
             torch.cuda.set_device(dev)
         minutes = _env_int("HAGEKIT_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=minutes))
+        import atexit
+
+        atexit.register(_destroy)  # NCCL warns (and may hang) when a group is left at exit
         log.info("rank %d/%d (local %d) joined the %s process group on %s", rank, world, local, backend, dev)
     return DistContext(dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
+
+
+def _destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def deal_balanced(weights: Sequence[float], n_bins: int) -> list[list[int]]:
