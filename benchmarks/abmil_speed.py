@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             pack_bags(files, tmp / "packed", dtype=dtype)
             cost = time.perf_counter() - t1
             stores.append((f"after: packed memmap {dtype}", lambda d=dtype: pack_bags(files, tmp / "packed", dtype=d), cost))
+        if args.train:  # warm-up (torch kernels, thread pools) so the first store is not charged for it
+            _train_epoch(BagStore(files), ids[:10], labels[:10], args.dim, args.device)
         for name, make, once in stores:
             store = make()
             reads = [_read_epoch(store, ids, seed=e) for e in range(args.epochs)]
