@@ -18,6 +18,12 @@ Centroids (``CENTROID_MODES``):
   contributes a centroid at every step (others act as fixed negatives).
 - ``epoch``: as ``memory``, but the bank is recomputed from all members at the start of every
   epoch and not updated in between (older embeddings within an epoch, one extra forward pass).
+
+The default stays ``batch``: by nested validation on HER2ST C2..C6 (``hagekit bench tune``,
+builtin features, 785 genes, 5 inner folds) it scored PCC(all) 0.1867 against 0.1836
+(``memory``) and 0.1833 (``epoch``), none collapsed. With ~600 spots and 60 sub-clusters of
+~10 spots, a whole-cluster centroid is mostly stale bank entries that carry no gradient, while
+the batch centroid (~4 members) is exact for the current weights.
 """
 
 from __future__ import annotations
