@@ -14,7 +14,7 @@ PYTHON = ["3.11"]
 def tests(session: nox.Session) -> None:
     """Install hagekit in a fresh venv and run the whole test suite."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "-q", *session.posargs, env={"MPLBACKEND": "Agg"})
+    session.run("python", "-m", "pytest", "-q", "--durations=15", *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session(python=PYTHON)
