@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,14 +157,17 @@ def report_run(run: Path | str, *, out: Path | str | None = None, log_base: str 
 
 
 def _run_target(run: Path, summary: dict[str, Any]) -> str:
-    """The run's expression target (summary.json, else config.json, else the default)."""
+    """The run's expression target (summary.json, else the run's ``config.json``, else the default)."""
     if "target" in summary:
         return str(summary["target"])
-    try:
-        cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    path = run / "config.json"
+    if not path.is_file():
         return "log1p_norm"
-    return str(cfg.get("target") or cfg.get("settings", {}).get("target") or "log1p_norm")
+    from hagekit.io.jsonfile import read_json_object
+
+    cfg = read_json_object(path, what="a run config (JSON object)")
+    protocol = cfg.get("protocol")
+    return str((protocol.get("target") if isinstance(protocol, dict) else None) or "log1p_norm")
 
 
 def _fmt(v: float) -> str:

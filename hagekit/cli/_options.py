@@ -63,3 +63,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same 
 SeedOrConfig = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present; this rank's GPU under torchrun), cpu, cuda or cuda:N.")]
+
+
+def device_name(name: str) -> str:
+    """``--device`` resolved through :func:`hagekit.device.resolve_device` (``auto`` -> cuda when present)."""
+    from hagekit.device import resolve_device
+
+    return str(resolve_device(name))

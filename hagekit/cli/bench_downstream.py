@@ -31,11 +31,6 @@ def add_commands(bench_app: typer.Typer) -> None:
     bench_app.command("abmil", no_args_is_help=True)(abmil)
 
 
-def _device(name: str) -> str:
-    from hagekit.device import resolve_device
-
-    return str(resolve_device(name))
-
 def _weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path]:
     from hagekit.errors import ConfigError
 
@@ -100,7 +95,7 @@ def linear_probe(
     if not encoders:
         raise ConfigError("--encoder: give at least one encoder (e.g. --encoder uni --encoder ge:RUN)")
     ws = Workspace.resolve(workspace)
-    dev = _device(device)
+    dev = opt.device_name(device)
     config = ProbeConfig(epochs=epochs, lr=lr, batch_size=batch_size, folds=folds, seed=seed, device=dev).validate()
     wmap = _weights_map(weights, encoders)
     ds = open_patch_dataset(dataset, data, splits=split_csv(splits), group_regex=group_regex, groups_csv=groups_csv)
@@ -170,7 +165,7 @@ def abmil(
     if slides and not features and not encoders:
         raise ConfigError("--encoder: give at least one encoder to extract --slides with")
     ws = Workspace.resolve(workspace)
-    dev = _device(device)
+    dev = opt.device_name(device)
     config = ABMILConfig(
         folds=folds, val_fraction=val_fraction, max_epochs=epochs, patience=patience, min_epochs=min_epochs, lr=lr,
         max_instances=max_instances, seed=seed, device=dev,

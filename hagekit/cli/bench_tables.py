@@ -59,11 +59,6 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
         raise ConfigError(f"{option}: expected comma-separated integers, got {value!r}") from None
 
 
-def _device(name: str) -> str:
-    from hagekit.device import resolve_device
-
-    return str(resolve_device(name))
-
 def _print_result(result: Any, warnings: list[str], title: str) -> None:
     import math
 
@@ -135,7 +130,7 @@ def baselines(
     with reporting() as progress:
         result, warnings = bench_baselines(
             **kw, methods=chosen, config_file=config, overrides=_overrides(split, folds, trials, seed, epochs),
-            reference=reference, device=_device(device), n_jobs=jobs, overwrite=overwrite,
+            reference=reference, device=opt.device_name(device), n_jobs=jobs, overwrite=overwrite,
             save_models=save_models, progress=progress,
         )
     _print_result(result, warnings, f"Baselines: {kw['out']}")
@@ -170,7 +165,7 @@ def ablation(
     with reporting() as progress:
         result, warnings = bench_ablation(
             variants=split_csv(variants), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs), device=_device(device), n_jobs=jobs,
+            overrides=_overrides(split, folds, trials, seed, epochs), device=opt.device_name(device), n_jobs=jobs,
             overwrite=overwrite, progress=progress,
         )
     _print_result(result, warnings, f"Ablation: {kw['out']}")
@@ -206,7 +201,7 @@ def grid(
     with reporting() as progress:
         result, warnings = bench_grid(
             k1=_int_list(k1, "--k1"), k2=_int_list(k2, "--k2"), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs), device=_device(device), n_jobs=jobs,
+            overrides=_overrides(split, folds, trials, seed, epochs), device=opt.device_name(device), n_jobs=jobs,
             overwrite=overwrite, progress=progress,
         )
     _print_result(result, warnings, f"Grid: {kw['out']}")

@@ -72,7 +72,7 @@ def is_cuda_oom(exc: BaseException) -> bool:
     """True for a CUDA out-of-memory error (torch's own type, or the older RuntimeError text)."""
     import torch
 
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
         return True
     return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
 

@@ -30,6 +30,9 @@ class GenePearson(PearsonCorrCoef):
     """
 
     def __init__(self, num_outputs: int, **kwargs: Any) -> None:
+        # Each rank owns whole (fold, trial) tasks: never merge other ranks' validation data
+        # (torchmetrics would all-gather on every compute() whenever a process group exists).
+        kwargs.setdefault("sync_on_compute", False)
         super().__init__(num_outputs=num_outputs, **kwargs)
         self.add_state("abs_max_x", default=torch.zeros(num_outputs), dist_reduce_fx="max")
         self.add_state("abs_max_y", default=torch.zeros(num_outputs), dist_reduce_fx="max")
@@ -83,10 +86,12 @@ def classification_metrics(num_classes: int, *, prefix: str = "") -> MetricColle
     probabilities) and integer labels (N,); ``compute()`` gives floats keyed ``accuracy``,
     ``auroc``, ``recall`` (with ``prefix``).
     """
+    local = {"sync_on_compute": False}  # each rank owns whole tasks (see GenePearson)
     if num_classes == 2:
-        metrics = {"accuracy": Accuracy(task="binary"), "auroc": AUROC(task="binary"), "recall": Recall(task="binary")}
+        metrics = {"accuracy": Accuracy(task="binary", **local), "auroc": AUROC(task="binary", **local),
+                   "recall": Recall(task="binary", **local)}
     else:
-        kw = {"task": "multiclass", "num_classes": int(num_classes)}
+        kw = {"task": "multiclass", "num_classes": int(num_classes), **local}
         metrics = {"accuracy": Accuracy(**kw, average="micro"), "auroc": AUROC(**kw, average="macro"),
                    "recall": Recall(**kw, average="macro")}
     return MetricCollection(metrics, prefix=prefix or None)

@@ -296,6 +296,8 @@ def _decode_tiff(path: Path, reduce: int, decode_side: int | None) -> tuple[np.n
             level = min(fine_enough, key=lambda lv: _hw(lv.shape, lv.axes)[1], default=levels[0])
             arr = _to_rgb_uint8(level.asarray(), level.axes)
             props = _tiff_properties(tif.pages[0])
+    except MemoryError:  # not a broken file: the run must stop, not skip the slide
+        raise
     except Exception as exc:  # tifffile raises many types for truncated or foreign files
         raise DataError(at(path, f"truncated or unreadable slide file ({type(exc).__name__}: {exc})")) from None
     left = r * arr.shape[1] / width  # the reduction still to apply in memory

@@ -250,3 +250,25 @@ def test_collapsed_runs_are_refused_unless_forced(trained):
         else:
             assert res.exit_code == 0, res.output
             assert create_encoder(f"ge:{out}").dim == toy.FAST["d"]
+
+
+def test_report_reads_the_target_from_the_run_config(trained, tmp_path):
+    """A raw-count run (target in config.json's protocol) has no log base to convert."""
+    import json
+    import shutil
+
+    from hagekit.errors import ConfigError
+    from hagekit.report import report_run
+
+    tmp, _, _ = trained
+    run = tmp_path / "raw_run"
+    shutil.copytree(tmp / "run", run)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["protocol"]["target"] == "log1p_norm"  # where train writes it
+    cfg["protocol"]["target"] = "raw"
+    (run / "config.json").write_text(json.dumps(cfg))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("target", None)
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="'raw' is not log-transformed"):
+        report_run(run, out=tmp_path / "ten", log_base="10")

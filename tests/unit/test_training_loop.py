@@ -187,3 +187,14 @@ def test_autocast_on_cuda(precision):
                      config=LoopConfig(epochs=20, batch_size=16, precision=precision, grad_clip=1.0))
     assert set(dtypes) == {torch.bfloat16 if precision == "bf16" else torch.float16}
     assert res.history[-1]["loss"] < res.history[0]["loss"] and model.weight.dtype == torch.float32
+
+
+def test_device_metrics_never_merge_other_ranks_tasks():
+    """Under torchrun each rank owns whole (fold, trial) tasks: a validation metric must stay
+    local (torchmetrics would otherwise all-gather on every compute and pair collectives of
+    different tasks, or hang when ranks validate a different number of times)."""
+    from hagekit.metrics.device import GenePearson, classification_metrics
+
+    assert GenePearson(3).sync_on_compute is False
+    for k in (2, 3):
+        assert all(m.sync_on_compute is False for m in classification_metrics(k).values())
