@@ -35,12 +35,18 @@ def find_feature_files(
                 break
         else:
             missing.append(sid)
-    if missing:
-        msg = f"no feature file for {len(missing)} of {len(slide_ids)} slides (e.g. {', '.join(missing[:3])})"
-        if not allow_missing:
-            raise DataError(at(root, msg + "; pass --allow-missing to drop them"))
-        logger.warning("%s: %s; dropping them", root, msg)
+    check_missing(root, "feature file", missing, len(slide_ids), allow_missing=allow_missing)
     return found
+
+
+def check_missing(root: Path, kind: str, missing: Sequence[str], n_slides: int, *, allow_missing: bool) -> None:
+    """Refuse (or, with ``allow_missing``, warn about) slides that have no ``kind`` under ``root``."""
+    if not missing:
+        return
+    msg = f"no {kind} for {len(missing)} of {n_slides} slides (e.g. {', '.join(missing[:3])})"
+    if not allow_missing:
+        raise DataError(at(root, msg + "; pass --allow-missing to drop them"))
+    logger.warning("%s: %s; dropping them", root, msg)
 
 
 class BagStore:

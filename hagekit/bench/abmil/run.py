@@ -14,6 +14,7 @@ from hagekit.bench.abmil.bags import (
     PACK_DTYPES,
     BagStore,
     PackedBags,
+    check_missing,
     find_feature_files,
     pack_bags,
 )
@@ -51,11 +52,7 @@ def find_slide_files(slides_dir: Path | str, slide_ids: Sequence[str], *, allow_
             by_stem.setdefault(p.stem, p)
     found = {s: by_stem[s] for s in slide_ids if s in by_stem}
     missing = [s for s in slide_ids if s not in found]
-    if missing:
-        msg = f"no slide file for {len(missing)} of {len(slide_ids)} slides (e.g. {', '.join(missing[:3])})"
-        if not allow_missing:
-            raise DataError(at(root, msg + "; pass --allow-missing to drop them"))
-        logger.warning("%s: %s; dropping them", root, msg)
+    check_missing(root, "slide file", missing, len(slide_ids), allow_missing=allow_missing)
     return found
 
 
