@@ -17,7 +17,9 @@ def add_commands(bench_app: typer.Typer) -> None:
 
 @handle_errors
 def tune(
-    space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids; see README).")] = None,
+    space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids, dropout, weight_decay; see README).")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
@@ -41,7 +43,8 @@ def tune(
     ws = Workspace.resolve(workspace)
     with reporting() as progress:
         result, toml_path, warnings = bench_tune(
-            Path(out) if out else ws.run_dir(dataset, "bench-tune"), space=parse_space(space), device=device,
+            Path(out) if out else ws.run_dir(dataset, "bench-tune"), space=parse_space(space), metric=metric,
+            repeats=repeats, device=device,
             progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
             features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
             embeddings_path=gene_embeddings or ws.embeddings_path(dataset), config_file=config,
@@ -50,6 +53,7 @@ def tune(
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for row in result.trials:
-        console.print(f"[{row['stage']}] PCC(all) {row['pcc_all']:.4f}  {row['fit_seconds']:.1f} s/fit  "
+        console.print(f"[{row['stage']}] score {row['score']:.4f}  PCC(all) {row['pcc_all']:.4f}  "
+                      f"PCC(HEG) {row['pcc_heg']:.4f}  {row['fit_seconds']:.1f} s/fit  "
                       f"cos z^i {row['zi_cos']:.2f} z^e {row['ze_cos']:.2f}", highlight=False)
     console.print(f"chosen settings: {toml_path}; use them with `hagekit train --config {toml_path}`")

@@ -41,7 +41,10 @@ def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
     assert len(rows) >= 3
     chosen = tomllib.loads((out / "chosen.toml").read_text())["hage"]
     healthy = [r for r in rows if r["collapsed"] == "False"]  # collapsed configurations are never chosen
-    best = max(healthy, key=lambda r: float(r["pcc_all"])) if healthy else rows[0]
+    for r in rows:  # the default score is the mean of PCC(all) and PCC(HEG)
+        assert r["metric"] == "mean"
+        assert float(r["score"]) == pytest.approx((float(r["pcc_all"]) + float(r["pcc_heg"])) / 2)
+    best = max(healthy, key=lambda r: float(r["score"])) if healthy else rows[0]
     assert chosen["lr"] == pytest.approx(float(best["lr"])) and chosen["d"] == 16
     # the chosen file is a valid --config for train
     from hagekit.training.run import resolve_settings
@@ -55,3 +58,34 @@ def test_parse_space_rejects_unknown_settings():
     assert parse_space("lr=1e-3,3e-3;min_steps=0,100") == {"lr": (1e-3, 3e-3), "min_steps": (0, 100)}
     with pytest.raises(ConfigError, match="--space"):
         parse_space("speed=1,2")
+
+
+def test_tune_metric_and_repeats(tmp_path: Path):
+    """``metric`` decides the score; ``repeats`` fits each inner fold on that many 4:1 splits."""
+    from hagekit.bench.tune import inner_folds, score_config, tune
+    from hagekit.genes.embeddings import load_gene_embeddings
+    from hagekit.hage.model import HAGEConfig
+    from hagekit.training.dataset import load_dataset
+
+    torch.set_num_threads(1)
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    data = load_dataset(root, "toy", feats, genes=toy.GENES)
+    vec = load_gene_embeddings(emb).vectors
+    base = HAGEConfig(d=16, n_heads=4, k1=3, batch_size=32, min_steps=6, epochs=1)
+    inner = inner_folds(data)[:1]
+    one = score_config(data, vec, base, inner, repeats=1)
+    two = score_config(data, vec, base, inner, repeats=2)
+    again = score_config(data, vec, base, inner, repeats=2)
+    assert two == {**again, "fit_seconds": two["fit_seconds"], "fit_cpu_seconds": two["fit_cpu_seconds"]}
+    assert len(two["per_fold_pcc_all"]) == 2 and two["per_fold_pcc_all"][0] == pytest.approx(one["pcc_all"])
+    assert two["per_fold_pcc_all"][1] != two["per_fold_pcc_all"][0]  # another split, another fit
+
+    res = tune(data, vec, base=base, space={"lr": (1e-3, 3e-3)}, metric="pcc_heg", folds=["A1"])
+    for row in res.trials:
+        assert row["metric"] == "pcc_heg" and row["score"] == row["pcc_heg"]
+    eligible = [r for r in res.trials if not r["collapsed"]]  # a collapsed configuration is never chosen
+    assert res.best.lr == (max(eligible, key=lambda r: r["score"])["lr"] if eligible else base.lr)
+    with pytest.raises(ConfigError, match="--metric"):
+        tune(data, vec, base=base, space={"lr": (1e-3,)}, metric="pcc")
+    with pytest.raises(ConfigError, match="--repeats"):
+        tune(data, vec, base=base, space={"lr": (1e-3,)}, repeats=0)
