@@ -23,6 +23,7 @@ from typing import Any
 from hagekit.io.tmpnames import TMP_NAME as _TMP_NAME
 from hagekit.io.tmpnames import (
     is_temporary,
+    pid_alive,
     public_path,
     tag_owner,
     this_host,
@@ -52,18 +53,6 @@ def visible_files(folder: Path | str, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours: a leftover of an earlier write in this very process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(path: Path | str) -> list[Path]:
     """Delete ``path``'s temporaries whose writer (pid on this host) no longer runs; return them."""
     path = Path(path)
@@ -75,7 +64,8 @@ def remove_stale_temporaries(path: Path | str) -> list[Path]:
         if m is None or public_path(cand) != path:
             continue
         pid, host = tag_owner(m.group("tag"))
-        if pid is None or host != this_host() or _pid_alive(pid):  # another node's writer may be alive
+        # another node's writer may be alive; one of this process's is a leftover of an earlier write
+        if pid is None or host != this_host() or (pid != os.getpid() and pid_alive(pid)):
             continue
         if cand.is_dir() and not cand.is_symlink():
             shutil.rmtree(cand, ignore_errors=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hagekit.io.tmpnames import pid_alive
+
 __all__ = ["ItemLock", "LockInfo", "try_lock", "item_lock", "read_lock", "is_stale", "DEFAULT_STALE_S"]
 
 log = logging.getLogger(__name__)
@@ -45,16 +47,6 @@ class LockInfo:
         return f"{self.host}:{self.pid} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.start))}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def read_lock(path: Path) -> LockInfo | None:
     """The lock's holder, or None when the file vanished; unreadable content counts as start 0."""
     try:
@@ -72,7 +64,7 @@ def read_lock(path: Path) -> LockInfo | None:
 def is_stale(info: LockInfo, *, stale_after: float = DEFAULT_STALE_S, now: float | None = None) -> bool:
     """True when the holder is dead on this host, or silent for more than ``stale_after`` s."""
     now = time.time() if now is None else now
-    if info.host == socket.gethostname() and info.pid > 0 and not _pid_alive(info.pid):
+    if info.host == socket.gethostname() and info.pid > 0 and not pid_alive(info.pid):
         return True
     return now - max(info.start, info.heartbeat) > stale_after
 

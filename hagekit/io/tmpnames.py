@@ -10,7 +10,9 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["TMP_NAME", "tmp_path_for", "tmp_tag", "tag_owner", "this_host", "is_temporary", "public_path"]
+__all__ = [
+    "TMP_NAME", "tmp_path_for", "tmp_tag", "tag_owner", "this_host", "pid_alive", "is_temporary", "public_path",
+]
 
 #: ``.<stem>.tmp-<tag><suffix>`` (files) or ``.<name>.tmp-<tag>`` (folders); ``<tag>`` is
 #: ``<pid>-<host>-<random>`` (older files: ``<pid>`` alone).
@@ -37,6 +39,17 @@ def tag_owner(tag: str) -> tuple[int | None, str]:
     if m is None:
         return None, ""
     return int(m.group(1)), m.group(2) if m.group(2) is not None else this_host()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs on this host (one owned by another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def tmp_path_for(path: Path) -> Path:

@@ -13,8 +13,9 @@ import pytest
 
 from hagekit.distributed import deal_balanced, env_world_size, init_distributed, parse_shard
 from hagekit.errors import ConfigError
-from hagekit.io.atomic import atomic_path, tmp_path_for
+from hagekit.io.atomic import atomic_path, remove_stale_temporaries, tmp_path_for
 from hagekit.io.locks import ItemLock, LockInfo, is_stale, item_lock, read_lock, try_lock
+from hagekit.io.tmpnames import pid_alive, this_host
 
 
 def test_deal_largest_first_to_least_loaded():
@@ -97,3 +98,17 @@ def test_temporary_names_carry_host_pid_and_random(tmp_path):
         tmp.write_bytes(b"partial")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_are_those_of_dead_or_own_writers(tmp_path):
+    host = this_host()
+    target = tmp_path / "x.h5"
+    dead = tmp_path / f".x.tmp-{_dead_pid()}-{host}-0123abcd.h5"
+    own = tmp_path / f".x.tmp-{os.getpid()}-{host}-4567abcd.h5"  # an earlier write of this very process
+    live = tmp_path / f".x.tmp-{os.getppid()}-{host}-89abcdef.h5"  # a running writer
+    remote = tmp_path / f".x.tmp-{_dead_pid()}-elsewhere-0a1b2c3d.h5"  # another node's: cannot tell
+    for p in (dead, own, live, remote):
+        p.write_bytes(b"partial")
+    assert pid_alive(os.getpid()) and pid_alive(os.getppid()) and not pid_alive(_dead_pid())
+    assert sorted(remove_stale_temporaries(target)) == sorted([dead, own])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, remote.name])
