@@ -26,6 +26,7 @@ from hagekit.encoders.registry import EncoderBundle, create_encoder, register_en
 from hagekit.errors import EncoderError, HagekitError
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.model import HAGEConfig, collapse_message
+from hagekit.io.jsonfile import read_json_object
 
 __all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT"]
 
@@ -147,10 +148,18 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     fold, trial, mdir = _pick_model(info, fold, trial)
     from safetensors.torch import load_file
 
+    meta_path = mdir / ESTIMATOR_FILE
     try:
-        meta = json.loads((mdir / ESTIMATOR_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EncoderError(f"ge:{run}: {mdir / ESTIMATOR_FILE}: unreadable ({exc})") from None
+        meta = read_json_object(meta_path, missing="not found (the trial folder lacks its model)",
+                                what="a HAGE estimator description")
+        config, d_in = HAGEConfig.from_dict(meta["config"], source=str(meta_path)), int(meta["n_features_in"])
+        cosines = _run_cosines(meta)
+    except HagekitError as exc:
+        raise EncoderError(f"ge:{run}: {exc}") from None
+    except OSError as exc:
+        raise EncoderError(f"ge:{run}: {meta_path}: unreadable ({exc.strerror or exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EncoderError(f"ge:{run}: {meta_path}: incomplete estimator description ({type(exc).__name__}: {exc})") from None
     try:
         state = load_file(str(mdir / MODEL_FILE))
     except Exception as exc:  # safetensors raises several types on corrupt files
@@ -159,8 +168,8 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     if not spec:
         raise EncoderError(f"ge:{run}: the run's config.json does not name the encoder of its features")
     return _Source(
-        config=HAGEConfig.from_dict(meta["config"], source=str(mdir / ESTIMATOR_FILE)),
-        d_in=int(meta["n_features_in"]),
+        config=config,
+        d_in=d_in,
         state=_head_state(state),
         base_spec=spec,
         base_weights=weights,
@@ -169,7 +178,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         label=f"{run}:{fold}:{trial}",
         meta={"run": str(run.resolve()), "fold": fold, "trial": trial},
         base_random_weights=str(info.feature_attrs.get("random_weights", "")).lower() in ("true", "1"),
-        cosines=_run_cosines(meta),
+        cosines=cosines,
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from hagekit.distributed import DistContext, barrier, gather_to_all, my_tasks
 from hagekit.errors import DataError, HagekitError, ProvenanceError, TrainingError, at
 from hagekit.io.atomic import atomic_dir, write_json, write_text
+from hagekit.io.jsonfile import read_json_object
 from hagekit.metrics import METRIC_NAMES, evaluate_section, summarize
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
@@ -132,11 +133,9 @@ def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, 
     full = {"protocol": settings, "config": config}
     if cfg_path.is_file() and not overwrite:
         try:
-            old = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(at(cfg_path, "not valid JSON; is this a run folder? use another --out or --overwrite")) from None
-        if not isinstance(old, dict):
-            raise DataError(at(cfg_path, "not a run's config (expected a JSON object); use another --out or --overwrite"))
+            old = read_json_object(cfg_path, what="a run's config")
+        except DataError as exc:
+            raise DataError(f"{exc}; is this a run folder? use another --out or --overwrite") from None
         new = json.loads(json.dumps(full, default=str))
         for part in ("protocol", "config"):
             a = {k: v for k, v in old.get(part, {}).items() if k != "sections"}
@@ -298,10 +297,10 @@ def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], 
         return None
     try:
         try:
-            saved = json.loads((tdir / "metrics.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            raise DataError(at(tdir / "metrics.json", "unreadable")) from None
-        rows = saved.get("rows") if isinstance(saved, dict) else None
+            saved = read_json_object(tdir / "metrics.json", what="a trial's metrics")
+        except OSError as exc:
+            raise DataError(at(tdir / "metrics.json", f"unreadable ({exc.strerror or exc})")) from None
+        rows = saved.get("rows")
         if not isinstance(rows, list) or sorted(str(r.get("section")) for r in rows) != sorted(ctx.test_sections):
             raise DataError(at(tdir / "metrics.json", f"does not cover the test sections {', '.join(ctx.test_sections)}"))
         if any(len(v) != len(ctx.genes) for v in (saved.get("per_gene_pcc") or {}).values()):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from hagekit.bench.abmil import (
     pack_bags,
     read_slide_labels,
 )
-from hagekit.errors import ConfigError
+from hagekit.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 _spec = importlib.util.spec_from_file_location("_abmil_model", Path(__file__).with_name("test_abmil_model.py"))
@@ -73,3 +75,22 @@ def test_packed_training_matches_h5_training(bags, tmp_path):
     a, _ = cross_validate_abmil(labels, BagStore(files), config=cfg)
     b, _ = cross_validate_abmil(labels, pack_bags(files, tmp_path / "p"), config=cfg)
     assert a.folds == b.folds
+
+
+@pytest.mark.parametrize("damage", ["list", "truncated", "wrong-types", "short-bin"])
+def test_a_damaged_pack_is_named_in_one_line_and_repacked(bags, tmp_path, damage):
+    feats, files = bags
+    index = pack_bags(files, tmp_path / "pack").index_path
+    good = json.loads(index.read_text(encoding="utf-8"))
+    if damage == "short-bin":  # a pack whose rows were cut short (disk full, copied half)
+        rows = index.with_suffix(".bin")
+        rows.write_bytes(rows.read_bytes()[: rows.stat().st_size // 2])
+    else:
+        index.write_text({"list": "[]", "truncated": index.read_text(encoding="utf-8")[:40],
+                          "wrong-types": json.dumps({**good, "ids": 3, "files": []})}[damage], encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(index.name)) as exc:
+        PackedBags(index)
+    assert "\n" not in str(exc.value)
+    again = pack_bags(files, tmp_path / "pack")  # the damaged pack is rebuilt, not a traceback
+    assert again.index_path == index
+    np.testing.assert_array_equal(again.get("bag02")[0], BagStore(files).get("bag02")[0])

@@ -215,6 +215,19 @@ def _truncate_model(run: Path) -> None:
     model.write_bytes(model.read_bytes()[:1000])
 
 
+def _damage_estimator(how: str) -> Callable[[Path], None]:
+    """Damage a run copy's ``A1/trial0/estimator.json``: cut short, a JSON list, or without its config."""
+
+    def damage(run: Path) -> None:
+        meta = run / "A1" / "trial0" / "estimator.json"
+        text = meta.read_text(encoding="utf-8")
+        full = json.loads(text)
+        meta.write_text({"truncated": text[: len(text) // 2], "list": "[]",
+                         "no-config": json.dumps({k: v for k, v in full.items() if k != "config"})}[how], encoding="utf-8")
+
+    return damage
+
+
 def _toml(t: Path, text: str) -> Path:
     f = t / "cfg.toml"
     f.write_text(text)
@@ -347,6 +360,15 @@ BAD: list[tuple[str, Callable[[Path, Path, Path], list[str]], str, str | None]] 
      "model.safetensors", "o"),
     ("predict corrupt model", lambda w, t, m: _predict(w, t / "p.h5ad", run=_run_copy(w, t, _truncate_model)),
      "model.safetensors", "p.h5ad"),
+    ("export-encoder truncated estimator.json", lambda w, t, m: ["export-encoder", "--run", str(_run_copy(
+        w, t, _damage_estimator("truncated"))), "--out", str(t / "x.safetensors")], "estimator.json: not valid JSON",
+     "x.safetensors"),
+    ("extract ge:RUN estimator.json not an object", lambda w, t, m: [
+        "extract", "-w", str(w), "-d", "synth", "--encoder", f"ge:{_run_copy(w, t, _damage_estimator('list'))}",
+        "--out", str(t / "o")], "estimator.json: not a HAGE estimator description", "o"),
+    ("export-encoder estimator.json without config", lambda w, t, m: ["export-encoder", "--run", str(_run_copy(
+        w, t, _damage_estimator("no-config"))), "--out", str(t / "x.safetensors")], "estimator.json: incomplete",
+     "x.safetensors"),
     ("train rerun non-JSON config.json", lambda w, t, m: _train(w, "--out", str(_run_copy(
         w, t, lambda r: (r / "config.json").write_text("not json {")))), "config.json: not valid JSON", None),
     ("report empty metrics.json", lambda w, t, m: ["report", str(_run_copy(

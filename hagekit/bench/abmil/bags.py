@@ -125,21 +125,27 @@ class PackedBags:
     """
 
     def __init__(self, index_path: Path) -> None:
-        import json
+        from hagekit.io.jsonfile import read_json_object
 
         self.index_path = Path(index_path)
-        idx = json.loads(self.index_path.read_text(encoding="utf-8"))
-        self.ids: list[str] = list(idx["ids"])
-        self.offsets = np.asarray(idx["offsets"], dtype=np.int64)
-        self.dim = int(idx["dim"])
-        self.dtype = str(idx["dtype"])
-        self.files = {sid: Path(p) for sid, p in idx["files"].items()}
-        self.attrs: dict[str, dict[str, Any]] = idx["attrs"]
+        idx = read_json_object(self.index_path, what="a packed-bag index")
+        try:
+            self.ids: list[str] = list(idx["ids"])
+            self.offsets = np.asarray(idx["offsets"], dtype=np.int64)
+            self.dim = int(idx["dim"])
+            self.dtype = str(idx["dtype"])
+            self.files = {sid: Path(p) for sid, p in idx["files"].items()}
+            self.attrs: dict[str, dict[str, Any]] = dict(idx["attrs"])
+            n = int(self.offsets[-1])
+            stem = self.index_path.with_suffix("")
+            self._rows = np.memmap(stem.with_suffix(".bin"), dtype=PACK_DTYPES[self.dtype], mode="r", shape=(n, self.dim))
+            self._coords = np.memmap(stem.with_suffix(".coords.bin"), dtype=np.dtype(idx["coords_dtype"]), mode="r",
+                                     shape=(n, 2))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # a value of the wrong type, a missing key, or a .bin shorter than the index says
+            raise DataError(at(self.index_path, f"damaged packed-bag index or data ({type(exc).__name__}: {exc}); "
+                               "delete it to repack")) from None
         self._slot = {sid: i for i, sid in enumerate(self.ids)}
-        n = int(self.offsets[-1])
-        stem = self.index_path.with_suffix("")
-        self._rows = np.memmap(stem.with_suffix(".bin"), dtype=PACK_DTYPES[self.dtype], mode="r", shape=(n, self.dim))
-        self._coords = np.memmap(stem.with_suffix(".coords.bin"), dtype=np.dtype(idx["coords_dtype"]), mode="r", shape=(n, 2))
 
     @property
     def nbytes(self) -> int:
@@ -187,6 +193,7 @@ def pack_bags(files: Mapping[str, Path], folder: Path, *, dtype: str = "fp32", p
     import h5py
 
     from hagekit.io.atomic import atomic_path, write_text
+    from hagekit.io.jsonfile import read_json_object
     from hagekit.progress import reporter_or_null
 
     if dtype not in PACK_DTYPES:
@@ -197,12 +204,12 @@ def pack_bags(files: Mapping[str, Path], folder: Path, *, dtype: str = "fp32", p
     sources = _sources(files)
     if index.is_file():
         try:
-            if json.loads(index.read_text(encoding="utf-8")).get("sources") == sources:
+            if read_json_object(index, what="a packed-bag index").get("sources") == sources:
                 logger.info("%s: reusing the packed bags", index)
                 return PackedBags(index)
-        except (OSError, ValueError):
-            pass
-        logger.info("%s: sources changed; repacking", index)
+            logger.info("%s: sources changed; repacking", index)
+        except (OSError, DataError) as exc:  # a killed packer or a damaged pack: pack again
+            logger.warning("%s; repacking", exc)
     dim = BagStore(files).check()
     counts, coords_dtype = [], np.dtype(np.int64)
     for sid in ids:
