@@ -104,7 +104,8 @@ def _run_variants(
     _check_out(out, overwrite)
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
                                genes_path=genes_path, embeddings_path=embeddings_path, need_hage=True,
-                               config_file=config_file, overrides=overrides, progress=progress)
+                               config_file=config_file, overrides=overrides, allow_per_fold=True,
+                               progress=progress)
     s = inputs.settings
     n_folds = len(make_folds(inputs.data.patients(), split=s.split, folds=s.folds))
     jobs = default_jobs(len(specs) * n_folds) if n_jobs is None else int(n_jobs)
@@ -113,14 +114,14 @@ def _run_variants(
     names = [sp.name for sp in specs]
     rows = run_methods(inputs.data, specs, split=s.split, folds=s.folds, trials=s.trials, seed=s.seed,
                        val_fraction=s.val_fraction, hage_config=inputs.hage_config,
-                       gene_embeddings=inputs.gene_embeddings, device=device, n_jobs=jobs,
+                       gene_embeddings=inputs.hage_embeddings, device=device, n_jobs=jobs,
                        runs_dir=out / "runs", overwrite=overwrite,
                        config={"hage": inputs.hage_config.to_dict(), **inputs.record}, progress=progress)
     result = assemble(rows, names, reference=reference if reference in names else names[0],
                       header=features_header(inputs.data, s, len(names)), floor=None)
-    settings = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
-                "variants": {sp.name: {k.removeprefix("config__"): v for k, v in sp.params.items()} for sp in specs}, "n_jobs": jobs, "device": device,
-                "hage": inputs.hage_config.to_dict(), **inputs.record}
+    settings = {**inputs.settings_record(),
+                "variants": {sp.name: {k.removeprefix("config__"): v for k, v in sp.params.items()} for sp in specs},
+                "n_jobs": jobs, "device": device, "hage": inputs.hage_config.to_dict()}
     title = {"ablation": "HAGE ablation (Table 2)", "grid": "HAGE k1 x k2 grid (Table 3)"}[kind]
     write_outputs(result, out, title=f"{title} on {inputs.data.dataset} ({s.split} split)", settings=settings)
     return result, inputs.warnings

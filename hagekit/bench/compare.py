@@ -93,8 +93,12 @@ class _Factory:
         return _Factory(MethodSpec(self.spec.name, self.spec.kind, params), {**self.context, "device": device})
 
     def __call__(self, ctx: Any) -> Any:
+        from hagekit.genes.per_fold import embeddings_for
+
         context = {**self.context, "random_state": ctx.seed, "genes": list(ctx.genes),
                    "label": f"{self.spec.name} {ctx.fold}/{ctx.trial}"}
+        if method_accepts(self.spec.kind, "gene_embeddings"):  # per-fold embeddings: this fold's set
+            context["gene_embeddings"] = embeddings_for(context.get("gene_embeddings"), ctx.train_sections)
         return make_method(self.spec.kind, context=context, **dict(self.spec.params))
 
 
@@ -119,7 +123,7 @@ def run_methods(
     seed: int = 0,
     val_fraction: float = 0.2,
     hage_config: Any = None,
-    gene_embeddings: np.ndarray | None = None,
+    gene_embeddings: Any = None,
     device: str = "cpu",
     n_jobs: int = 1,
     runs_dir: Path | None = None,
@@ -134,6 +138,8 @@ def run_methods(
     (timings then include contention; on CUDA, task i runs on GPU i mod n_gpus); under
     torchrun the tasks are dealt over the ranks (each on its own GPU) and every rank gets all
     rows back; ``runs_dir`` keeps one resumable run folder per method and fold.
+    ``gene_embeddings``: a (G, d) array, or a :class:`~hagekit.genes.per_fold.FoldEmbeddings` that
+    gives each fold's HAGE the set trained on its training sections (trained here, once per fold).
     """
     from hagekit.distributed import gather_to_all, init_distributed, my_tasks, round_robin_device
     from hagekit.training.splits import make_folds
@@ -152,6 +158,7 @@ def run_methods(
     dctx = init_distributed(device)
     mine = my_tasks(len(all_tasks), dctx)
     tasks = [all_tasks[i] for i in mine]
+    _train_fold_embeddings(gene_embeddings, fold_list, tasks)
 
     def kwargs_for(f: _Factory, fold: str, with_progress: bool) -> dict[str, Any]:
         out = runs_dir / f.spec.name / fold if runs_dir is not None else None
@@ -187,6 +194,18 @@ def run_methods(
                    for t, r in part.items()}
         rows = [r for t in sorted(by_task) for r in by_task[t]]
     return rows
+
+
+def _train_fold_embeddings(gene_embeddings: Any, fold_list: Sequence[Any],
+                           tasks: Sequence[tuple[_Factory, str]]) -> None:
+    """Train (or read) per-fold embeddings once per fold here, before tasks fan out to workers
+    that would otherwise each train the same fold's set; a fixed array needs nothing."""
+    from hagekit.genes.per_fold import embeddings_for
+
+    needed = {fold for f, fold in tasks if method_accepts(f.spec.kind, "gene_embeddings")}
+    for fold in fold_list:
+        if fold.name in needed:
+            embeddings_for(gene_embeddings, fold.train_sections)
 
 
 def _split_rows(rows: list[dict[str, Any]], tasks: Sequence[tuple[_Factory, str]]) -> list[list[dict[str, Any]]]:
@@ -444,6 +463,26 @@ class BenchInputs:
     method_params: dict[str, dict[str, Any]]
     warnings: list[str]
     record: dict[str, Any]
+    fold_embeddings: Any = None
+    """A :class:`~hagekit.genes.per_fold.FoldEmbeddings` when ``gene_embeddings`` (the file's)
+    would leak a held-out section: each fold's HAGE must use its set instead (``hage_embeddings``)."""
+
+    @property
+    def hage_embeddings(self) -> Any:
+        """What HAGE gets: the per-fold embeddings when set, else the file's array; pass it to
+        :func:`~hagekit.genes.per_fold.embeddings_for` with a model's training sections."""
+        return self.fold_embeddings if self.fold_embeddings is not None else self.gene_embeddings
+
+    def settings_record(self) -> dict[str, Any]:
+        """Protocol settings and inputs for summary.json (per-fold embeddings: cache, files, and
+        which of them this process trained)."""
+        s = self.settings
+        out = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
+               **self.record}
+        if self.fold_embeddings is not None:
+            out["per_fold_embeddings"] = {**out["per_fold_embeddings"],
+                                          "trained": [str(p) for p in self.fold_embeddings.trained]}
+        return out
 
 
 def _split_config(config_file: Path | str | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -486,12 +525,21 @@ def load_bench_inputs(
     config_file: Path | str | None = None,
     overrides: Mapping[str, Any] | None = None,
     sections: Sequence[str] | None = None,
+    allow_per_fold: bool = False,
     progress: Reporter | None = None,
 ) -> BenchInputs:
-    """Resolve settings (defaults < file < flags), load the dataset and the gene embeddings."""
+    """Resolve settings (defaults < file < flags), load the dataset and the gene embeddings.
+
+    Embeddings trained on a held-out section are refused (``allow_leak``: used, with a warning)
+    unless ``allow_per_fold`` and the run setting ``per_fold_embeddings`` are on: then
+    ``fold_embeddings`` is set and the caller must give each model the set trained on its own
+    training sections (``embeddings_for(inputs.hage_embeddings, train_sections)``).
+    """
+    import dataclasses
+
     from hagekit.io.genelist import read_gene_list
     from hagekit.training.dataset import load_dataset
-    from hagekit.training.run import protocol_warnings, resolve_settings
+    from hagekit.training.run import plan_gene_embeddings, resolve_settings
     from hagekit.training.splits import make_folds
 
     file_settings, method_params = _split_config(config_file)
@@ -515,15 +563,23 @@ def load_bench_inputs(
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections, target=settings.target,
                         progress=progress)
     folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
-    warnings = protocol_warnings(folds, settings, Path(embeddings_path) if need_hage else None)[0]
+    plan_settings = settings if allow_per_fold else dataclasses.replace(settings, per_fold_embeddings=False)
+    per_fold, warnings, leak = plan_gene_embeddings(
+        folds, plan_settings, Path(embeddings_path) if emb is not None else None, data_root=data_root,
+        dataset=dataset, genes=genes, dim=emb.shape[1] if emb is not None else 0, progress=progress)
     record = {
         "data_root": str(Path(data_root).resolve()),
         "features_dir": str(Path(features_dir).resolve()),
         "genes_path": str(genes_path.resolve()),
         "gene_embeddings": str(Path(embeddings_path).resolve()) if emb is not None else None,
+        "allow_leak": settings.allow_leak,
+        "leaked_sections": leak,
+        "per_fold_embeddings": None if per_fold is None else {
+            "cache_dir": str(per_fold.cache_dir.resolve()), "seed": per_fold.seed,
+            "files": {f.name: str(per_fold.path_for(f.train_sections).resolve()) for f in folds}},
         "config_file": str(config_file) if config_file else None,
     }
-    return BenchInputs(data, hage_config, settings, emb, method_params, warnings, record)
+    return BenchInputs(data, hage_config, settings, emb, method_params, warnings, record, per_fold)
 
 
 def features_header(data: Any, settings: Any, n_methods: int) -> str:
@@ -593,7 +649,7 @@ def bench_baselines(
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
                                genes_path=genes_path, embeddings_path=embeddings_path,
                                need_hage="hage" in chosen, config_file=config_file,
-                               overrides=overrides, progress=progress)
+                               overrides=overrides, allow_per_fold=True, progress=progress)
     epochs = (overrides or {}).get("epochs")
     specs = baseline_specs(chosen, epochs=epochs, device=device, method_params=inputs.method_params)
     if reference is None:
@@ -603,14 +659,13 @@ def bench_baselines(
     s = inputs.settings
     rows = run_methods(inputs.data, specs, split=s.split, folds=s.folds, trials=s.trials, seed=s.seed,
                        val_fraction=s.val_fraction, hage_config=inputs.hage_config,
-                       gene_embeddings=inputs.gene_embeddings, device=device, n_jobs=n_jobs,
+                       gene_embeddings=inputs.hage_embeddings, device=device, n_jobs=n_jobs,
                        runs_dir=out / "runs", overwrite=overwrite, save_models=save_models,
                        config={"hage": inputs.hage_config.to_dict() if "hage" in chosen else None,
                                **inputs.record},
                        progress=progress)
     result = assemble(rows, chosen, reference=reference, header=features_header(inputs.data, s, len(chosen)))
-    settings = {**{k: getattr(s, k) for k in ("split", "folds", "trials", "seed", "val_fraction", "target")},
-                "methods": {sp.name: dict(sp.params) for sp in specs}, "n_jobs": n_jobs, "device": device,
-                **inputs.record, "hage": inputs.hage_config.to_dict() if "hage" in chosen else None}
+    settings = {**inputs.settings_record(), "methods": {sp.name: dict(sp.params) for sp in specs},
+                "n_jobs": n_jobs, "device": device, "hage": inputs.hage_config.to_dict() if "hage" in chosen else None}
     write_outputs(result, out, title=f"Baselines on {inputs.data.dataset} ({s.split} split)", settings=settings)
     return result, inputs.warnings

@@ -30,6 +30,9 @@ __all__ = [
     "Folds",
     "Trials",
     "Device",
+    "AllowLeak",
+    "NoPerFoldEmbeddings",
+    "leak_overrides",
 ]
 
 # where things are ---------------------------------------------------------------------------
@@ -63,6 +66,14 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same 
 SeedOrConfig = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present; this rank's GPU under torchrun), cpu, cuda or cuda:N.")]
+AllowLeak = Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")]
+NoPerFoldEmbeddings = Annotated[bool, typer.Option("--no-per-fold-embeddings", help="Refuse leaking gene embeddings instead of training leak-free ones per fold.")]
+
+
+def leak_overrides(allow_leak: bool, no_per_fold_embeddings: bool) -> dict[str, bool | None]:
+    """``--allow-leak`` / ``--no-per-fold-embeddings`` as run-setting overrides (None: not given)."""
+    return {"allow_leak": True if allow_leak else None,
+            "per_fold_embeddings": False if no_per_fold_embeddings else None}
 
 
 def device_name(name: str) -> str:

@@ -43,8 +43,9 @@ def _common_kwargs(ws_root: Path | None, dataset: str, data_root: Path | None, f
 
 
 def _overrides(split: str | None, folds: str | None, trials: int | None, seed: int | None,
-               epochs: int | None) -> dict[str, Any]:
-    return {"split": split, "folds": split_csv(folds), "trials": trials, "seed": seed, "epochs": epochs}
+               epochs: int | None, allow_leak: bool = False, no_per_fold: bool = False) -> dict[str, Any]:
+    return {"split": split, "folds": split_csv(folds), "trials": trials, "seed": seed, "epochs": epochs,
+            **opt.leak_overrides(allow_leak, no_per_fold)}
 
 
 def _int_list(value: str | None, option: str) -> list[int] | None:
@@ -111,6 +112,8 @@ def baselines(
     trials: opt.Trials = None,
     epochs: EpochsOpt = None,
     seed: opt.SeedOrConfig = None,
+    allow_leak: opt.AllowLeak = False,
+    no_per_fold_embeddings: opt.NoPerFoldEmbeddings = False,
     config: opt.Config = None,
     out: OutOpt = None,
     device: opt.Device = "auto",
@@ -129,7 +132,8 @@ def baselines(
         kw["embeddings_path"] = None
     with reporting() as progress:
         result, warnings = bench_baselines(
-            **kw, methods=chosen, config_file=config, overrides=_overrides(split, folds, trials, seed, epochs),
+            **kw, methods=chosen, config_file=config,
+            overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
             reference=reference, device=opt.device_name(device), n_jobs=jobs, overwrite=overwrite,
             save_models=save_models, progress=progress,
         )
@@ -150,6 +154,8 @@ def ablation(
     trials: opt.Trials = None,
     epochs: EpochsOpt = None,
     seed: opt.SeedOrConfig = None,
+    allow_leak: opt.AllowLeak = False,
+    no_per_fold_embeddings: opt.NoPerFoldEmbeddings = False,
     config: opt.Config = None,
     out: OutOpt = None,
     device: opt.Device = "auto",
@@ -165,7 +171,8 @@ def ablation(
     with reporting() as progress:
         result, warnings = bench_ablation(
             variants=split_csv(variants), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs), device=opt.device_name(device), n_jobs=jobs,
+            overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
+            device=opt.device_name(device), n_jobs=jobs,
             overwrite=overwrite, progress=progress,
         )
     _print_result(result, warnings, f"Ablation: {kw['out']}")
@@ -186,6 +193,8 @@ def grid(
     trials: opt.Trials = None,
     epochs: EpochsOpt = None,
     seed: opt.SeedOrConfig = None,
+    allow_leak: opt.AllowLeak = False,
+    no_per_fold_embeddings: opt.NoPerFoldEmbeddings = False,
     config: opt.Config = None,
     out: OutOpt = None,
     device: opt.Device = "auto",
@@ -201,7 +210,8 @@ def grid(
     with reporting() as progress:
         result, warnings = bench_grid(
             k1=_int_list(k1, "--k1"), k2=_int_list(k2, "--k2"), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs), device=opt.device_name(device), n_jobs=jobs,
+            overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
+            device=opt.device_name(device), n_jobs=jobs,
             overwrite=overwrite, progress=progress,
         )
     _print_result(result, warnings, f"Grid: {kw['out']}")

@@ -67,8 +67,8 @@ def train(
     no_ge: Annotated[bool, typer.Option("--no-ge", help="Ablation: plain MLP image encoder instead of GE.")] = False,
     no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Ablation: no hierarchical (centroid) alignment.")] = False,
     single_level: Annotated[bool, typer.Option("--single-level", help="Ablation: k1*k2 clusters on expression only.")] = False,
-    allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")] = False,
-    no_per_fold_embeddings: Annotated[bool, typer.Option("--no-per-fold-embeddings", help="Refuse leaking gene embeddings instead of training leak-free ones per fold.")] = False,
+    allow_leak: opt.AllowLeak = False,
+    no_per_fold_embeddings: opt.NoPerFoldEmbeddings = False,
     device: opt.Device = "auto",
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
@@ -85,8 +85,7 @@ def train(
         "use_ge": False if no_ge else None,
         "use_hierarchy": False if no_hierarchy else None,
         "single_level": True if single_level else None,
-        "allow_leak": True if allow_leak else None,
-        "per_fold_embeddings": False if no_per_fold_embeddings else None,
+        **opt.leak_overrides(allow_leak, no_per_fold_embeddings),
     }
     run_dir = out or ws.run_dir(dataset, name)
     with reporting() as progress:

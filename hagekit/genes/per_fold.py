@@ -4,7 +4,8 @@ Co-expression embeddings (:func:`hagekit.genes.coexpression.train_gene_embedding
 a held-out section leak its expression into training. Where every section has an image (cSCC,
 Visium sets) there are no image-less sections to train them on, so ``hagekit train`` trains
 one set per fold on that fold's training sections only and caches it (Gene2Vec text + sidecar)
-under ``cache_dir``, keyed by the sections, panel, dimension and seed.
+under ``cache_dir``, keyed by the sections, panel, dimension and seed. ``hagekit bench`` uses the
+same cache, so a fold's embeddings are trained once and shared by every method, variant and trial.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from hagekit.progress import Reporter
 
-__all__ = ["FoldEmbeddings"]
+__all__ = ["FoldEmbeddings", "embeddings_for"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,13 @@ class FoldEmbeddings:
                  seed: int = 0, progress: Reporter | None = None) -> None:
         self.data_root, self.dataset, self.genes = Path(data_root), dataset, list(genes)
         self.dim, self.cache_dir, self.seed, self.progress = int(dim), Path(cache_dir), int(seed), progress
+        self._loaded: dict[Path, np.ndarray] = {}
+        #: Cache files this object trained (the others were read from an earlier run's cache).
+        self.trained: list[Path] = []
+
+    def __getstate__(self) -> dict:
+        """Picklable for worker processes: the progress reporter stays behind."""
+        return {**self.__dict__, "progress": None}
 
     def path_for(self, sections: Sequence[str]) -> Path:
         """The cache file of embeddings trained on ``sections``."""
@@ -37,11 +45,17 @@ class FoldEmbeddings:
         return self.cache_dir / f"{'-'.join(sorted(sections))[:60]}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.txt"
 
     def for_sections(self, sections: Sequence[str]) -> np.ndarray:
-        """(G, dim) float32 embeddings trained on ``sections`` only; genes without a co-expression
-        partner there get a zero vector (logged)."""
+        """(G, dim) float32 embeddings trained on ``sections`` only, parsed once per process and
+        shared by every trial of the fold; genes without a co-expression partner there get a zero
+        vector (logged)."""
+        path = self.path_for(sections)
+        if path not in self._loaded:
+            self._loaded[path] = self._load(sections, path)
+        return self._loaded[path]
+
+    def _load(self, sections: Sequence[str], path: Path) -> np.ndarray:
         from hagekit.genes.embeddings import load_gene_embeddings, write_gene2vec_text
 
-        path = self.path_for(sections)
         if not path.is_file():
             from hagekit.genes.coexpression import train_gene_embeddings
 
@@ -50,6 +64,7 @@ class FoldEmbeddings:
                                         dim=self.dim, seed=self.seed, progress=self.progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=emb.provenance)
+            self.trained.append(path)
         emb = load_gene_embeddings(path)
         row = {s.upper(): i for i, s in enumerate(emb.symbols)}
         out = np.zeros((len(self.genes), emb.vectors.shape[1]), dtype=np.float32)
@@ -61,3 +76,12 @@ class FoldEmbeddings:
             log.warning("%s: %d panel genes have no embedding (zero vectors), e.g. %s", path, len(missing),
                         ", ".join(missing[:5]))
         return out
+
+
+def embeddings_for(gene_embeddings: np.ndarray | FoldEmbeddings | None,
+                   train_sections: Sequence[str]) -> np.ndarray | None:
+    """The (G, d) embeddings a model trained on ``train_sections`` may use: a fixed array as is,
+    or the :class:`FoldEmbeddings` set trained on those sections."""
+    if isinstance(gene_embeddings, FoldEmbeddings):
+        return gene_embeddings.for_sections(train_sections)
+    return gene_embeddings

@@ -20,7 +20,7 @@ from hagekit.hage.model import HAGEConfig
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["RunSettings", "TrainResult", "RUN_KEYS", "RECIPES", "load_config_file", "load_recipe", "resolve_settings",
-           "train_run"]
+           "plan_gene_embeddings", "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ def check_embedding_leak(
                 embeddings_path,
                 f"gene embeddings were trained on held-out section(s) {', '.join(leak)}; "
                 "train them on other sections (`hagekit genes embed --sections ...`), let `hagekit train` "
-                "train them per fold (its default), or pass --allow-leak",
+                "or `hagekit bench` train them per fold (their default, unless --no-per-fold-embeddings), "
+                "or pass --allow-leak",
             )
         )
     if leak:
@@ -236,6 +237,7 @@ def train_run(
     from hagekit.data.section import dataset_sections
     from hagekit.distributed import init_distributed
     from hagekit.genes.embeddings import embedding_training_sections, embeddings_for_panel
+    from hagekit.genes.per_fold import embeddings_for
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.io.genelist import read_gene_list
     from hagekit.training.dataset import load_dataset
@@ -252,12 +254,9 @@ def train_run(
     data = load_dataset(data_root, dataset, features_dir, genes, sections=sections,
                         target=settings.target, progress=progress)
     folds = make_folds(data.patients(), split=settings.split, folds=settings.folds)
-    per_fold = _per_fold_embeddings(folds, settings, embeddings_path, data_root, dataset, genes, emb.shape[1],
-                                    progress)
-    warnings, leak = protocol_warnings(folds, settings, None if per_fold else embeddings_path)
-    if per_fold is not None:
-        warnings.append(f"{embeddings_path.name} was trained on held-out section(s); using per-fold embeddings "
-                        f"trained on each fold's training sections (cached in {per_fold.cache_dir})")
+    per_fold, warnings, leak = plan_gene_embeddings(folds, settings, embeddings_path, data_root=data_root,
+                                                    dataset=dataset, genes=genes, dim=emb.shape[1],
+                                                    progress=progress)
     run_config = {
         "hage": config.to_dict(),
         "genes_path": str(genes_path.resolve()),
@@ -283,7 +282,7 @@ def train_run(
     fitted: list[HAGERegressor] = []
 
     def factory(ctx: FoldContext) -> HAGERegressor:
-        fold_emb = per_fold.for_sections(ctx.train_sections) if per_fold is not None else emb
+        fold_emb = embeddings_for(per_fold if per_fold is not None else emb, ctx.train_sections)
         est = HAGERegressor(config, fold_emb, random_state=ctx.seed, device=device, genes=list(ctx.genes),
                             label=f"{ctx.fold} trial {ctx.trial}")
         fitted.append(est)
@@ -308,20 +307,31 @@ def train_run(
     return TrainResult(out, result.rows, result.summary, config, settings, warnings)
 
 
-def _per_fold_embeddings(folds: Sequence[Any], settings: RunSettings, embeddings_path: Path, data_root: Path | str,
-                         dataset: str, genes: Sequence[str], dim: int, progress: Reporter | None) -> Any:
-    """A :class:`~hagekit.genes.per_fold.FoldEmbeddings` when the file would leak a held-out
-    section and per-fold embeddings are allowed (not ``allow_leak``); otherwise None."""
+def plan_gene_embeddings(folds: Sequence[Any], settings: Any, embeddings_path: Path | None, *,
+                         data_root: Path | str, dataset: str, genes: Sequence[str], dim: int,
+                         progress: Reporter | None = None) -> tuple[Any, list[str], list[str]]:
+    """Which gene embeddings the folds' HAGE models get, shared by ``train`` and ``bench``.
+
+    Returns ``(per_fold, warnings, leaked_sections)``: ``per_fold`` is a
+    :class:`~hagekit.genes.per_fold.FoldEmbeddings` (cache ``<embeddings folder>/per_fold``) when
+    the file was trained on a held-out section and ``settings.per_fold_embeddings`` is on (and not
+    ``allow_leak``), else None and the file is used as is (refused when it leaks, unless
+    ``allow_leak``). ``embeddings_path`` None: no HAGE, only the protocol warnings.
+    """
     from hagekit.genes.embeddings import embedding_training_sections
     from hagekit.genes.per_fold import FoldEmbeddings
 
+    per_fold = None
     test_sections = {s for f in folds for s in f.test_sections}
-    if settings.allow_leak or not settings.per_fold_embeddings:
-        return None
-    if not embedding_training_sections(embeddings_path) & test_sections:
-        return None
-    return FoldEmbeddings(data_root, dataset, genes, dim=dim, cache_dir=embeddings_path.parent / "per_fold",
-                          seed=settings.seed, progress=progress)
+    if (embeddings_path is not None and settings.per_fold_embeddings and not settings.allow_leak
+            and embedding_training_sections(embeddings_path) & test_sections):
+        per_fold = FoldEmbeddings(data_root, dataset, genes, dim=dim, cache_dir=Path(embeddings_path).parent / "per_fold",
+                                  seed=settings.seed, progress=progress)
+    warnings, leak = protocol_warnings(folds, settings, None if per_fold is not None else embeddings_path)
+    if per_fold is not None:
+        warnings.append(f"{Path(embeddings_path).name} was trained on held-out section(s); using per-fold embeddings "
+                        f"trained on each fold's training sections (cached in {per_fold.cache_dir})")
+    return per_fold, warnings, leak
 
 
 def _collapse_summary(fitted: Sequence[Any]) -> list[str]:
