@@ -12,6 +12,7 @@ from hagekit.extract.engine import (
     resolve_device,
     resolve_precision,
     run_encoder,
+    stream_encoder,
 )
 from hagekit.extract.sections import DEFAULT_PATCH_UM, extract_sections
 from hagekit.extract.slides import extract_slides
@@ -28,4 +29,5 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "run_encoder",
+    "stream_encoder",
 ]

@@ -2,7 +2,8 @@
 
 Batches go to the device through pinned memory (``non_blocking``), the forward runs under
 ``inference_mode`` and, on CUDA, ``autocast`` (bf16 by default); features come back with one
-``.cpu()`` per batch into a preallocated (N, D) float32 array, in dataset order.
+``.cpu()`` per batch, in dataset order, into one preallocated (N, D) float32 array
+(:func:`run_encoder`) or to a callback that writes them out, keeping none (:func:`stream_encoder`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "resolve_precision",
     "default_num_workers",
     "run_encoder",
+    "stream_encoder",
     "encode_images",
     "PRECISIONS",
 ]
@@ -85,6 +87,15 @@ def _loader(dataset: Any, *, batch_size: int | None, num_workers: int, pin: bool
     )
 
 
+def _row_count(dataset: Any, n_rows: int | None, batch_size: int, num_workers: int) -> int:
+    """Rows the run will produce (validating the options first)."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
+    return len(dataset) if n_rows is None else int(n_rows)
+
+
 def run_encoder(
     bundle: EncoderBundle,
     dataset: Any,
@@ -95,29 +106,53 @@ def run_encoder(
     num_workers: int = 0,
     task: Task | None = None,
     on_batch: Callable[[Any], None] | None = None,
-    on_features: Callable[[np.ndarray, Any], None] | None = None,
     n_rows: int | None = None,
 ) -> tuple[np.ndarray, RunStats]:
     """Encode every item of ``dataset`` (items: a (3, S, S) tensor, or a tuple whose first
     element is one); return features (N, D) float32 in dataset order and timings.
 
-    ``on_batch`` receives each batch's remaining tuple elements (e.g. raw patches to dump);
-    ``on_features`` each batch's features (B, D) and those elements (e.g. to write a cache as
-    it fills). With ``n_rows``, every item of ``dataset`` is already a whole batch (read and
-    decoded together in a worker, e.g. one h5 slice) and ``n_rows`` is the total row count.
+    ``on_batch`` receives each batch's remaining tuple elements (e.g. raw patches to dump).
+    With ``n_rows``, every item of ``dataset`` is already a whole batch (read and decoded
+    together in a worker, e.g. one h5 slice) and ``n_rows`` is the total row count. To write
+    features as they come (a cache) without holding all N rows, use :func:`stream_encoder`.
     """
+    out = np.zeros((_row_count(dataset, n_rows, batch_size, num_workers), bundle.dim), dtype=np.float32)
+    filled = 0
+
+    def keep(feats: np.ndarray, rest: Any) -> None:
+        nonlocal filled
+        out[filled : filled + len(feats)] = feats
+        filled += len(feats)
+        if rest is not None and on_batch is not None:
+            on_batch(rest)
+
+    stats = stream_encoder(bundle, dataset, on_features=keep, batch_size=batch_size, device=device,
+                           precision=precision, num_workers=num_workers, task=task, n_rows=n_rows)
+    return out, stats
+
+
+def stream_encoder(
+    bundle: EncoderBundle,
+    dataset: Any,
+    *,
+    on_features: Callable[[np.ndarray, Any], None],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    num_workers: int = 0,
+    task: Task | None = None,
+    n_rows: int | None = None,
+) -> RunStats:
+    """Encode every item of ``dataset`` like :func:`run_encoder`, but hand each batch's features
+    (B, D) float32, in dataset order, with the batch's remaining tuple elements (or ``None``) to
+    ``on_features`` and keep none: memory stays one batch whatever N."""
     import torch
 
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
-    if num_workers < 0:
-        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
+    n = _row_count(dataset, n_rows, batch_size, num_workers)
     device = torch.device(device)
-    n = len(dataset) if n_rows is None else int(n_rows)
-    out = np.zeros((n, bundle.dim), dtype=np.float32)
     start = time.perf_counter()
     if n == 0:
-        return out, RunStats(0, 0.0, 0.0)
+        return RunStats(0, 0.0, 0.0)
     pin = device.type == "cuda"
     n_batches = len(dataset) if n_rows is not None else -(-n // batch_size)
     workers = num_workers if n_batches > 1 else 0  # one batch: workers only cost start-up
@@ -126,27 +161,22 @@ def run_encoder(
     if device.type == "cpu" and workers > 0:  # leave the readers their cores
         torch.set_num_threads(max(1, min(threads, usable_cpus() - workers)))
     try:
-        forward = _encode_loop(
-            bundle, loader, out, device=device, precision=precision, task=task, on_batch=on_batch,
-            on_features=on_features,
-        )
+        forward = _encode_loop(bundle, loader, on_features, device=device, precision=precision, task=task)
     finally:
         torch.set_num_threads(threads)
-    return out, RunStats(n, time.perf_counter() - start, forward)
+    return RunStats(n, time.perf_counter() - start, forward)
 
 
 def _encode_loop(
     bundle: EncoderBundle,
     loader: Any,
-    out: np.ndarray,
+    on_features: Callable[[np.ndarray, Any], None],
     *,
     device: torch.device,
     precision: str,
     task: Task | None,
-    on_batch: Callable[[Any], None] | None,
-    on_features: Callable[[np.ndarray, Any], None] | None = None,
 ) -> float:
-    """Run the model over ``loader`` into ``out``; return the seconds spent in the model."""
+    """Run the model over ``loader``, each batch's features to ``on_features``; return the seconds in the model."""
     import torch
 
     forward = 0.0
@@ -163,7 +193,6 @@ def _encode_loop(
         with torch.cuda.stream(copy_stream):
             return x.to(device, non_blocking=True), rest
 
-    i = 0
     it = iter(loader)
     first = next(it, None)
     staged = stage(first) if first is not None else None
@@ -189,12 +218,7 @@ def _encode_loop(
             b = feats.shape[0]
             if feats.ndim != 2 or feats.shape[1] != bundle.dim:
                 raise ConfigError(f"encoder {bundle.name}: model returned shape {tuple(feats.shape)}, expected (B, {bundle.dim})")
-            out[i : i + b] = feats
-            i += b
-            if rest is not None and on_batch is not None:
-                on_batch(rest)
-            if on_features is not None:
-                on_features(feats, rest)
+            on_features(feats, rest)
             if task is not None:
                 task.advance(b)
     return forward
