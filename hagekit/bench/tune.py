@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hagekit.genes.per_fold import FoldEmbeddings, embeddings_for
 from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
@@ -102,7 +103,7 @@ def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str]
 
 def score_config(
     data: STDataset,
-    gene_embeddings: np.ndarray,
+    gene_embeddings: np.ndarray | FoldEmbeddings,
     config: HAGEConfig,
     inner: Sequence[InnerFold],
     *,
@@ -113,7 +114,8 @@ def score_config(
     progress: Reporter | None = None,
 ) -> dict[str, Any]:
     """Fit ``config`` on every inner fold (``repeats`` times, each with its own 4:1 spot split
-    and seed, as the protocol's trials); mean PCC(all)/PCC(HEG) on the inner validation sections,
+    and seed, as the protocol's trials); per-fold ``gene_embeddings`` are the set trained on the
+    inner fold's training sections (so neither its inner validation nor its test section); mean PCC(all)/PCC(HEG) on the inner validation sections,
     wall and CPU seconds per fit (CPU time is comparable on a shared machine), and the collapse diagnostics (max over fits of z^i, z^e mean cosine)."""
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.metrics import evaluate_section
@@ -125,7 +127,7 @@ def score_config(
         X, Y, _, _ = data.stack(f.train_sections)
         name = f"{f.outer}/{f.val_section}"
         tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
-        est = HAGERegressor(config, gene_embeddings, random_state=trial_seed(seed, name, r), device=device,
+        est = HAGERegressor(config, embeddings_for(gene_embeddings, f.train_sections), random_state=trial_seed(seed, name, r), device=device,
                             genes=list(data.genes), label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
         t0, c0 = time.perf_counter(), time.process_time()
         est.fit(X[tr], Y[tr], X_val=X[va], Y_val=Y[va], progress=progress)
@@ -148,7 +150,7 @@ def score_config(
 
 def tune(
     data: STDataset,
-    gene_embeddings: np.ndarray,
+    gene_embeddings: np.ndarray | FoldEmbeddings,
     *,
     base: HAGEConfig | None = None,
     space: Mapping[str, Sequence[Any]] | None = None,
@@ -265,11 +267,26 @@ def bench_tune(
     search ``space`` from the resolved HAGE config; write ``out``. Returns (result, TOML, warnings)."""
     from hagekit.bench.compare import load_bench_inputs
 
-    loaded = load_bench_inputs(need_hage=True, progress=progress, **inputs)
+    loaded = load_bench_inputs(need_hage=True, allow_per_fold=True, progress=progress, **inputs)
     s = loaded.settings
-    result = tune(loaded.data, loaded.gene_embeddings, base=loaded.hage_config, space=space, split=s.split,
+    if loaded.fold_embeddings is None and inputs.get("embeddings_path") and not s.allow_leak:
+        _refuse_inner_leak(Path(inputs["embeddings_path"]), inner_folds(loaded.data, split=s.split, folds=s.folds))
+    result = tune(loaded.data, loaded.hage_embeddings, base=loaded.hage_config, space=space, split=s.split,
                   folds=s.folds, seed=s.seed, metric=metric, repeats=repeats, device=device, progress=progress)
     return result, write_tune(result, out, space), loaded.warnings
+
+
+def _refuse_inner_leak(embeddings_path: Path, inner: Sequence[InnerFold]) -> None:
+    """The file's embeddings must not have seen an inner validation section either (with ``--folds``
+    a training section of the outer folds can be one they were trained on)."""
+    from hagekit.errors import ProvenanceError, at
+    from hagekit.genes.embeddings import embedding_training_sections
+
+    leak = sorted(embedding_training_sections(embeddings_path) & {f.val_section for f in inner})
+    if leak:
+        raise ProvenanceError(at(embeddings_path, f"gene embeddings were trained on inner validation section(s) "
+                                                  f"{', '.join(leak)}; tune every fold (no --folds) to get "
+                                                  "per-fold embeddings, or pass --allow-leak"))
 
 
 def parse_space(text: str | None) -> dict[str, tuple[Any, ...]] | None:

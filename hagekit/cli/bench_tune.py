@@ -31,6 +31,8 @@ def tune(
     split: opt.Split = None,
     folds: opt.Folds = None,
     seed: opt.SeedOrConfig = None,
+    allow_leak: opt.AllowLeak = False,
+    no_per_fold_embeddings: opt.NoPerFoldEmbeddings = False,
     device: opt.Device = "auto",
     workspace: opt.Workspace = None,
 ) -> None:
@@ -48,7 +50,8 @@ def tune(
             progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
             features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
             embeddings_path=gene_embeddings or ws.embeddings_path(dataset), config_file=config,
-            overrides={"split": split, "folds": folds, "seed": seed},
+            overrides={"split": split, "folds": folds, "seed": seed,
+                       **opt.leak_overrides(allow_leak, no_per_fold_embeddings)},
         )
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -89,3 +89,27 @@ def test_tune_metric_and_repeats(tmp_path: Path):
         tune(data, vec, base=base, space={"lr": (1e-3,)}, metric="pcc")
     with pytest.raises(ConfigError, match="--repeats"):
         tune(data, vec, base=base, space={"lr": (1e-3,)}, repeats=0)
+
+
+def test_tune_uses_per_fold_embeddings_without_the_inner_validation_section(tmp_path: Path):
+    """Embeddings that saw a held-out section: each inner fit gets a set trained on its own training
+    sections only; with ``--folds`` leaving the leaked section as an inner validation one: refused."""
+    from hagekit.genes.embeddings import embedding_training_sections
+
+    torch.set_num_threads(1)
+    root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1",))
+    cfg = tmp_path / "base.toml"
+    cfg.write_text("[hage]\nd = 16\nn_heads = 4\nk1 = 3\nbatch_size = 32\nmin_steps = 4\nepochs = 1\n")
+    args = ["bench", "tune", "--data-root", str(root), "--dataset", "toy", "--features", str(feats), "--genes",
+            str(panel), "--gene-embeddings", str(emb), "--config", str(cfg), "--space", "lr=1e-3"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "t1")])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "t1" / "tune.json").read_text())
+    trained_on = sorted(sorted(embedding_training_sections(p)) for p in (emb.parent / "per_fold").glob("*.txt"))
+    assert trained_on == sorted(sorted(f["train"]) for f in info["inner_folds"])
+
+    res = CliRunner().invoke(app, [*args, "--folds", "B1", "--out", str(tmp_path / "t2")])  # inner val = A1
+    assert res.exit_code == 2 and "inner validation section(s) A1" in " ".join(res.output.split())
+    assert not (tmp_path / "t2" / "chosen.toml").exists()
+    res = CliRunner().invoke(app, [*args, "--folds", "B1", "--allow-leak", "--out", str(tmp_path / "t3")])
+    assert res.exit_code == 0, res.output
