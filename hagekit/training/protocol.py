@@ -170,12 +170,16 @@ def run_protocol(
     overwrite: bool = False,
     dist: DistContext | None = None,
     progress: Reporter | None = None,
+    estimator_type: type | None = None,
 ) -> ProtocolResult:
     """Run ``factory``'s estimators over every fold x trial and evaluate the test sections.
 
     With ``dist`` (torchrun ranks, :func:`hagekit.distributed.init_distributed`) the fold x
     trial tasks are dealt over the ranks; every rank writes its own trial folders, the rows
     are gathered, and rank 0 writes the tables. Every rank returns the full result.
+    ``estimator_type`` (the class ``factory`` builds) lets a rerun check the saved models of
+    finished trials with its ``load`` alone; without it an estimator is built per finished
+    trial just to learn its class (its inputs, e.g. per-fold gene embeddings, can be costly).
     """
     if trials < 1:
         from hagekit.errors import ConfigError
@@ -217,7 +221,8 @@ def run_protocol(
             tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
             ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
                               fold.test_sections, tdir)
-            saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models)
+            saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models,
+                                 estimator_type=estimator_type)
             if saved is not None:
                 rows_of[task_id] = saved["rows"]
                 per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
@@ -285,7 +290,7 @@ def _split_records(fold: Fold, trials: int, seed: int, val_fraction: float, data
 
 
 def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], *,
-                 n_features: int, check_model: bool) -> dict[str, Any] | None:
+                 n_features: int, check_model: bool, estimator_type: type | None = None) -> dict[str, Any] | None:
     """A finished trial's saved result, validated; ``None`` (redo it) when absent or damaged.
 
     Checked: ``metrics.json`` parses and covers this fold's test sections with one PCC per
@@ -306,26 +311,26 @@ def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], 
         if any(len(v) != len(ctx.genes) for v in (saved.get("per_gene_pcc") or {}).values()):
             raise DataError(at(tdir / "metrics.json", f"per-gene PCCs are not {len(ctx.genes)} long"))
         if check_model:
-            _check_saved_model(ctx, factory, n_features)
+            _check_saved_model(ctx, estimator_type or type(factory(ctx)), n_features)
     except (HagekitError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s: saved trial is damaged (%s); training it again", tdir, exc)
         return None
     return saved
 
 
-def _check_saved_model(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], n_features: int) -> None:
+def _check_saved_model(ctx: FoldContext, kind: type, n_features: int) -> None:
+    """The trial folder's model, saved by an estimator of class ``kind``, is whole and fits this run."""
     from hagekit.io.tensorfile import safetensors_shapes
 
     tdir = ctx.out_dir
     assert tdir is not None
-    est = factory(ctx)
-    if not hasattr(est, "save"):
+    if not callable(getattr(kind, "save", None)):
         return
     if not any(p.name != "metrics.json" for p in tdir.iterdir()):
         raise DataError(at(tdir, "no saved model"))
     for path in sorted(tdir.glob("*.safetensors")):
         safetensors_shapes(path)
-    load = getattr(type(est), "load", None)
+    load = getattr(kind, "load", None)
     if callable(load):
         loaded = load(tdir)
         width = getattr(loaded, "n_features_in_", n_features)

@@ -302,6 +302,7 @@ def train_run(
         overwrite=overwrite,
         dist=init_distributed(device),
         progress=progress,
+        estimator_type=HAGERegressor,  # resume checks saved models without per-fold embeddings
     )
     warnings.extend(_collapse_summary(fitted))
     return TrainResult(out, result.rows, result.summary, config, settings, warnings)

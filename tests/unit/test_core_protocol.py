@@ -54,6 +54,17 @@ class LinearEstimator:
         np.save(d / "w.npy", self.W)
 
 
+class LoadableEstimator(LinearEstimator):
+    """Loads itself back from its folder, like HAGERegressor (so resume can check the model)."""
+
+    @classmethod
+    def load(cls, d: Path) -> LoadableEstimator:
+        est = cls(0)
+        est.W = np.load(d / "w.npy")
+        est.n_features_in_ = est.W.shape[0] - 1
+        return est
+
+
 @pytest.fixture()
 def toy(tmp_path: Path):
     root, feats = tmp_path / "data", tmp_path / "feats"
@@ -106,3 +117,27 @@ def test_dataset_refuses_mismatches(toy, tmp_path: Path):
         load_dataset(root, "toy", feats, GENES, sections=["Z1"])
     with pytest.raises(DataError, match="feature folder not found"):
         load_dataset(root, "toy", tmp_path / "nofeats", GENES)
+
+
+def test_resume_checks_saved_models_without_building_estimators(toy, tmp_path: Path):
+    root, feats = toy
+    data = load_dataset(root, "toy", feats, GENES)
+    out, built = tmp_path / "run", []
+    LoadableEstimator.calls = 0
+
+    def factory(ctx):
+        built.append((ctx.fold, ctx.trial))
+        return LoadableEstimator(ctx.seed)
+
+    kw = {"trials": 2, "out_dir": out, "method": "linear"}
+    first = run_protocol(data, factory, estimator_type=LoadableEstimator, **kw)
+    assert len(built) == 6
+    np.save(out / "A2" / "trial1" / "w.npy", np.zeros((4, len(GENES))))  # a model of another feature width
+    built.clear()
+    again = run_protocol(data, factory, estimator_type=LoadableEstimator, **kw)
+    assert built == [("A2", 1)]  # only the damaged trial is built, and trained again
+    assert [r["pcc_all"] for r in again.rows] == [r["pcc_all"] for r in first.rows]
+    assert LoadableEstimator.load(out / "A2" / "trial1").n_features_in_ == data.feature_dim
+    built.clear()
+    run_protocol(data, factory, **kw)  # without the class: one estimator built per finished trial to learn it
+    assert len(built) == 6 and LoadableEstimator.calls == 7

@@ -68,6 +68,19 @@ def test_embeddings_trained_on_held_out_section_are_refused(tmp_path: Path):
     assert check_embedding_leak(emb, ["A1", "B1"], allow_leak=True) == ["A1"]
 
 
+def test_rerun_checks_finished_trials_without_their_per_fold_embeddings(tmp_path: Path):
+    import shutil
+
+    root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1", "Z1"))
+    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+              out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1,B1"})
+    first = train_run(**kw)
+    shutil.rmtree(emb.parent / "per_fold")  # e.g. the run folder was copied without the cache
+    again = train_run(**kw)
+    assert again.rows == first.rows  # every trial was done earlier, its saved model checked
+    assert not list((emb.parent / "per_fold").glob("*.txt"))  # and no fold's embeddings trained again
+
+
 def test_settings_precedence_defaults_file_flags(tmp_path: Path):
     toml = tmp_path / "c.toml"
     toml.write_text('d = 64\nepochs = 2\n[run]\ntrials = 2\nsplit = "patient"\n')
