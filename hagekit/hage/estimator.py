@@ -236,7 +236,11 @@ class HAGERegressor(Regressor):
             raise DataError(at(weights_path, hint))
         if meta.get("format") != ESTIMATOR_FORMAT:
             raise DataError(at(meta_path, f"format {meta.get('format')!r} is not {ESTIMATOR_FORMAT!r}"))
-        config = HAGEConfig.from_dict(meta["config"], source=str(meta_path))
+        try:
+            config = HAGEConfig.from_dict(meta["config"], source=str(meta_path))
+            n_features = int(meta["n_features_in"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(at(meta_path, f"incomplete estimator description ({type(exc).__name__}: {exc})")) from None
         try:
             state = load_file(str(weights_path))
         except Exception as exc:  # safetensors raises several types on corrupt files
@@ -245,15 +249,19 @@ class HAGERegressor(Regressor):
             raise DataError(at(weights_path, "no gene_embeddings tensor; not a HAGE model"))
         emb = state["gene_embeddings"].numpy()
         est = cls(config, emb, random_state=int(meta.get("seed", 0)), device=device, genes=meta.get("genes"))
-        model = HAGEModel(config, int(meta["n_features_in"]), torch.as_tensor(emb))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        model = HAGEModel(config, n_features, torch.as_tensor(emb))
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensors of other shapes than estimator.json describes
+            first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+            raise DataError(at(weights_path, f"weights do not match {ESTIMATOR_FILE} ({first})")) from None
         if missing or unexpected:
             raise DataError(
                 at(weights_path, f"weights do not match the config (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
             )
         model.to(_resolve_device(device)).eval()
         est.model_ = model
-        est.n_features_in_ = int(meta["n_features_in"])
+        est.n_features_in_ = n_features
         est.n_clusters_ = int(meta.get("n_clusters", 0))
         est.history_ = list(meta.get("history", []))
         est.best_epoch_ = int(meta.get("best_epoch", 0))

@@ -216,14 +216,16 @@ def _truncate_model(run: Path) -> None:
 
 
 def _damage_estimator(how: str) -> Callable[[Path], None]:
-    """Damage a run copy's ``A1/trial0/estimator.json``: cut short, a JSON list, or without its config."""
+    """Damage a run copy's ``A1/trial0/estimator.json``: cut short, a JSON list, without its config, or
+    describing another feature width than its weights."""
 
     def damage(run: Path) -> None:
         meta = run / "A1" / "trial0" / "estimator.json"
         text = meta.read_text(encoding="utf-8")
         full = json.loads(text)
         meta.write_text({"truncated": text[: len(text) // 2], "list": "[]",
-                         "no-config": json.dumps({k: v for k, v in full.items() if k != "config"})}[how], encoding="utf-8")
+                         "no-config": json.dumps({k: v for k, v in full.items() if k != "config"}),
+                         "width": json.dumps({**full, "n_features_in": 999})}[how], encoding="utf-8")
 
     return damage
 
@@ -366,6 +368,8 @@ BAD: list[tuple[str, Callable[[Path, Path, Path], list[str]], str, str | None]] 
     ("extract ge:RUN estimator.json not an object", lambda w, t, m: [
         "extract", "-w", str(w), "-d", "synth", "--encoder", f"ge:{_run_copy(w, t, _damage_estimator('list'))}",
         "--out", str(t / "o")], "estimator.json: not a HAGE estimator description", "o"),
+    ("predict estimator.json of another width", lambda w, t, m: _predict(w, t / "p.h5ad", run=_run_copy(
+        w, t, _damage_estimator("width"))), "model.safetensors: weights do not match estimator.json", "p.h5ad"),
     ("export-encoder estimator.json without config", lambda w, t, m: ["export-encoder", "--run", str(_run_copy(
         w, t, _damage_estimator("no-config"))), "--out", str(t / "x.safetensors")], "estimator.json: incomplete",
      "x.safetensors"),
@@ -475,8 +479,10 @@ def test_read_only_output_folder_is_one_line(ws, readonly_dir, name, build):
 @pytest.mark.parametrize(
     "damage",
     [_truncate_model, lambda r: (r / "A1" / "trial0" / "metrics.json").write_text(""),
-     lambda r: (r / "A1" / "trial0" / "model.safetensors").unlink()],
-    ids=["truncated model", "empty metrics.json", "model missing"],
+     lambda r: (r / "A1" / "trial0" / "model.safetensors").unlink(), _damage_estimator("width"),
+     _damage_estimator("no-config")],
+    ids=["truncated model", "empty metrics.json", "model missing", "estimator.json of another width",
+         "estimator.json without config"],
 )
 def test_resume_redoes_a_damaged_trial(ws, tmp_path, damage):
     from hagekit.hage.estimator import HAGERegressor
