@@ -207,8 +207,8 @@ def _from_file(path: Path) -> _Source:
             meta={k: meta[k] for k in ("run", "fold", "trial") if k in meta},
             cosines=json.loads(meta["embedding_cosines"]) if meta.get("embedding_cosines") else None,
         )
-    except (KeyError, ValueError) as exc:
-        raise EncoderError(f"ge:{path}: incomplete encoder metadata ({exc})") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise EncoderError(f"ge:{path}: incomplete encoder metadata ({type(exc).__name__}: {exc})") from None
 
 
 def _parse_target(target: str) -> tuple[Path, str | None, int | None]:

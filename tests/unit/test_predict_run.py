@@ -272,3 +272,24 @@ def test_report_reads_the_target_from_the_run_config(trained, tmp_path):
     (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match="'raw' is not log-transformed"):
         report_run(run, out=tmp_path / "ten", log_base="10")
+
+
+@pytest.mark.parametrize("field,value", [("config", "[1, 2]"), ("config", "{"), ("d_in", "wide"), ("base_encoder", None)])
+def test_an_exported_encoder_with_damaged_metadata_is_one_line(trained, tmp_path, field, value):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from hagekit.encoders import create_encoder
+
+    tmp, _, _ = trained
+    good = tmp_path / "ge.safetensors"
+    res = runner.invoke(app, ["export-encoder", "--run", str(tmp / "run"), "--out", str(good), "--force"])
+    assert res.exit_code == 0, res.output
+    with safe_open(str(good), framework="pt") as fh:
+        meta, tensors = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}
+    meta = {k: v for k, v in {**meta, field: value}.items() if v is not None}
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(EncoderError, match=r"bad\.safetensors: incomplete encoder metadata") as exc:
+        create_encoder(f"ge:{bad}:force")
+    assert "\n" not in str(exc.value)
