@@ -19,6 +19,7 @@ def add_commands(bench_app: typer.Typer) -> None:
 def tune(
     space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids, dropout, weight_decay; see README).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
+    min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help="Smallest score gain that moves a setting from its current value (default 0.002, about the seed noise on HER2ST).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
@@ -39,14 +40,14 @@ def tune(
     """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""
     from pathlib import Path
 
-    from hagekit.bench.tune import bench_tune, parse_space
+    from hagekit.bench.tune import MIN_GAIN, bench_tune, parse_space
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
     with reporting() as progress:
         result, toml_path, warnings = bench_tune(
             Path(out) if out else ws.run_dir(dataset, "bench-tune"), space=parse_space(space), metric=metric,
-            repeats=repeats, device=device,
+            repeats=repeats, min_gain=MIN_GAIN if min_gain is None else min_gain, device=device,
             progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
             features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
             embeddings_path=gene_embeddings or ws.embeddings_path(dataset), config_file=config,

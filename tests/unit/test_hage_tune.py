@@ -30,7 +30,7 @@ def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
     res = CliRunner().invoke(app, ["bench", "tune", "--data-root", str(root), "--dataset", "toy", "--features",
                                    str(feats), "--genes", str(panel), "--gene-embeddings", str(emb),
                                    "--config", str(cfg), "--space", "lr=1e-3,3e-3;centroids=batch,memory",
-                                   "--out", str(out)])
+                                   "--min-gain", "0", "--out", str(out)])
     assert res.exit_code == 0, res.output
     info = json.loads((out / "tune.json").read_text())
     for f in info["inner_folds"]:  # the outer fold's test section is never trained on nor validated on
@@ -85,6 +85,11 @@ def test_tune_metric_and_repeats(tmp_path: Path):
         assert row["metric"] == "pcc_heg" and row["score"] == row["pcc_heg"]
     eligible = [r for r in res.trials if not r["collapsed"]]  # a collapsed configuration is never chosen
     assert res.best.lr == (max(eligible, key=lambda r: r["score"])["lr"] if eligible else base.lr)
+    stay = tune(data, vec, base=base, space={"lr": (1e-3, 3e-3), "batch_size": (16, 32)}, metric="pcc_heg",
+                folds=["A1"], min_gain=1.0)  # no PCC gain reaches 1: every setting keeps the base value
+    assert stay.best == base and len(stay.trials) == 3
+    with pytest.raises(ConfigError, match="--min-gain"):
+        tune(data, vec, base=base, space={"lr": (1e-3,)}, min_gain=-0.1)
     with pytest.raises(ConfigError, match="--metric"):
         tune(data, vec, base=base, space={"lr": (1e-3,)}, metric="pcc")
     with pytest.raises(ConfigError, match="--repeats"):
