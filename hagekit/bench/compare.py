@@ -113,6 +113,13 @@ def _run_one(data: Any, factory: _Factory, fold: str, kw: dict[str, Any], thread
     return run_protocol(data, factory, folds=[fold], method=factory.spec.name, **kw).rows
 
 
+HAGE_ONLY_SETTINGS = frozenset({"hage", "gene_embeddings", "allow_leak", "leaked_sections", "per_fold_embeddings",
+                                "config_file"})
+"""Bench settings that only HAGE's runs record (a baseline's run records its resolved ``params``,
+which is what it takes from a config file): changing them does not invalidate, and so does not
+recompute, a baseline's resumable run folder."""
+
+
 def run_methods(
     data: Any,
     specs: Sequence[MethodSpec],
@@ -162,7 +169,8 @@ def run_methods(
 
     def kwargs_for(f: _Factory, fold: str, with_progress: bool) -> dict[str, Any]:
         out = runs_dir / f.spec.name / fold if runs_dir is not None else None
-        cfg = {"method": f.spec.name, "kind": f.spec.kind, "params": dict(f.spec.params), **dict(config or {})}
+        shared = {k: v for k, v in (config or {}).items() if f.spec.kind == "hage" or k not in HAGE_ONLY_SETTINGS}
+        cfg = {"method": f.spec.name, "kind": f.spec.kind, "params": dict(f.spec.params), **shared}
         return dict(split=split, trials=trials, seed=seed, val_fraction=val_fraction, out_dir=out,
                     config=cfg, save_models=save_models, overwrite=overwrite,
                     progress=progress if with_progress else None)

@@ -199,3 +199,23 @@ def test_paired_differences_below_tolerance_are_ties():
                     for s, d in (("S1", 2e-5), ("S2", -3e-5), ("S3", -0.05))]
     (p,) = paired_comparison(per_section, "a", ["a", "b"])
     assert (p["wins"], p["losses"], p["ties"]) == (1, 0, 2)
+
+
+def test_cli_baselines_resume_baselines_when_hage_joins(toy_files, tmp_path):
+    """HAGE's settings are recorded in HAGE's runs only: adding HAGE to (or retuning it in) a bench
+    folder resumes the baselines' finished runs instead of refusing them as 'other settings'."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('d = 16\nn_heads = 4\nk1 = 3\nk2 = 2\nbatch_size = 32\nlr = 1e-3\nmin_steps = 2\n')
+    out = tmp_path / "bench"
+    res = runner.invoke(app, [*_base_args(toy_files, out), "--methods", "ridge", "--folds", "A1"])
+    assert res.exit_code == 0, res.output
+    ridge = out / "runs" / "ridge" / "A1"
+    trials = sorted(ridge.rglob("trial*/*.json"))
+    assert trials
+    before = [(p.stat().st_mtime_ns, p.read_bytes()) for p in trials]
+    assert "hage" not in json.loads((ridge / "config.json").read_text())["config"]
+    res = runner.invoke(app, [*_base_args(toy_files, out), "--methods", "ridge,hage", "--folds", "A1", "--epochs",
+                              "1", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert [(p.stat().st_mtime_ns, p.read_bytes()) for p in trials] == before  # resumed, not refitted
+    assert json.loads((out / "runs" / "hage" / "A1" / "config.json").read_text())["config"]["hage"]["d"] == 16
