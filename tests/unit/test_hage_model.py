@@ -155,7 +155,7 @@ def test_model_whole_cluster_centroids_equal_exact_means(mode):
 
 def test_training_step_lowers_loss():
     torch.manual_seed(0)
-    cfg = HAGEConfig(d=32, n_heads=4, lr=1e-3)
+    cfg = HAGEConfig(d=32, n_heads=4, lr=1e-3, dropout=0.0)  # deterministic loss to compare
     model = HAGEModel(cfg, 10, torch.randn(8, 5))
     x, y = torch.randn(32, 10), torch.randn(32, 8).abs()
     labels = torch.randint(0, 4, (32,))
@@ -201,8 +201,8 @@ def test_cyclip_reduction_option():
         HAGEConfig.from_dict({"cyclip_reduction": "sum"})
     genes, x, y = torch.randn(8, 5), torch.randn(6, 10), torch.randn(6, 8)
     torch.manual_seed(0)
-    paper = HAGEModel(HAGEConfig(d=16, n_heads=4, cyclip_reduction="paper"), 10, genes)
-    mean = HAGEModel(HAGEConfig(d=16, n_heads=4, cyclip_reduction="mean"), 10, genes)
+    paper = HAGEModel(HAGEConfig(d=16, n_heads=4, cyclip_reduction="paper", dropout=0.0), 10, genes)
+    mean = HAGEModel(HAGEConfig(d=16, n_heads=4, cyclip_reduction="mean", dropout=0.0), 10, genes)
     mean.load_state_dict(paper.state_dict())
     # same weights: the "mean" term is the paper's divided by the batch size N = 6
     torch.testing.assert_close(mean.losses(x, y)["cyclip"], paper.losses(x, y)["cyclip"] / 6)

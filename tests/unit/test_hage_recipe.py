@@ -21,7 +21,7 @@ PAPER = {
     "step_size": 10, "gamma": 0.5, "epochs": 15, "patience": 5, "cyclip_reduction": "paper",
     "cyclip_normalize": False, "centroids": "memory", "min_steps": 0, "warmup_steps": 0,
     "standardize_features": False, "calibrate": False, "use_ge": True, "use_hierarchy": True,
-    "single_level": False,
+    "single_level": False, "dropout": 0.0,
 }
 
 
