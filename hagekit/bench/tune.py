@@ -18,6 +18,12 @@ setting away from the base (the shipped defaults). A configuration whose embeddi
 recorded but never chosen: its encoder would be useless downstream even where its PCC is high.
 It starts from the base config (the shipped defaults, or a file) and writes the chosen config
 as TOML, with every score, to the output folder.
+
+The same search tunes any registered baseline (``method="mlp"``, ``--method mlp``): the
+configuration is then the estimator's constructor parameters, the default space
+:data:`BASELINE_SPACES` ``[method]`` (or ``--space``), and the chosen values are written as a
+``[baselines.<method>]`` table, a ``--config`` file for ``bench baselines``. A comparison in
+which only HAGE was tuned would flatter HAGE.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
 
-__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
+__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,12 @@ size, the hierarchy's centroids (batch members vs whole sub-clusters), and the t
 parameters is a regime where they can matter."""
 
 SEARCH_ORDER = ("lr", "min_steps", "cyclip_reduction", "batch_size", "centroids", "dropout", "weight_decay")
+
+BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "mlp": {"dropout": (0.1, 0.2, 0.4, 0.5), "weight_decay": (1e-5, 1e-4, 1e-3), "lr": (3e-4, 1e-3, 3e-3),
+            "hidden": (256, 512, 1024)},
+}
+"""Default search spaces of the baselines (others need ``--space``)."""
 
 MIN_GAIN = 0.002
 """Smallest score gain that moves a setting. On HER2ST C2..C6 (5 inner folds, ~600 training spots)
@@ -84,9 +96,12 @@ class InnerFold:
 class TuneResult:
     """The chosen config, every tried config's scores, and the inner folds used."""
 
-    best: HAGEConfig
+    best: HAGEConfig | dict[str, Any]
+    """HAGE: a :class:`HAGEConfig`; a baseline: its constructor parameters (the searched ones and
+    those given in the base)."""
     trials: list[dict[str, Any]] = field(default_factory=list)
     folds: list[InnerFold] = field(default_factory=list)
+    method: str = "hage"
 
 
 def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str] | None = None) -> list[InnerFold]:
@@ -110,10 +125,11 @@ def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str]
 
 def score_config(
     data: STDataset,
-    gene_embeddings: np.ndarray | FoldEmbeddings,
-    config: HAGEConfig,
+    gene_embeddings: np.ndarray | FoldEmbeddings | None,
+    config: HAGEConfig | Mapping[str, Any],
     inner: Sequence[InnerFold],
     *,
+    method: str = "hage",
     seed: int = 0,
     val_fraction: float = 0.2,
     repeats: int = 1,
@@ -123,7 +139,10 @@ def score_config(
     """Fit ``config`` on every inner fold (``repeats`` times, each with its own 4:1 spot split
     and seed, as the protocol's trials); per-fold ``gene_embeddings`` are the set trained on the
     inner fold's training sections (so neither its inner validation nor its test section); mean PCC(all)/PCC(HEG) on the inner validation sections,
-    wall and CPU seconds per fit (CPU time is comparable on a shared machine), and the collapse diagnostics (max over fits of z^i, z^e mean cosine)."""
+    wall and CPU seconds per fit (CPU time is comparable on a shared machine), and the collapse
+    diagnostics (max over fits of z^i, z^e mean cosine; NaN for a baseline). ``method`` other than
+    "hage": ``config`` holds that estimator's parameters."""
+    from hagekit.baselines import make_method
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.metrics import evaluate_section
     from hagekit.training.splits import train_val_split, trial_seed
@@ -134,8 +153,13 @@ def score_config(
         X, Y, _, _ = data.stack(f.train_sections)
         name = f"{f.outer}/{f.val_section}"
         tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
-        est = HAGERegressor(config, embeddings_for(gene_embeddings, f.train_sections), random_state=trial_seed(seed, name, r), device=device,
-                            genes=list(data.genes), label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
+        if method == "hage":
+            est = HAGERegressor(config, embeddings_for(gene_embeddings, f.train_sections), device=device,
+                                random_state=trial_seed(seed, name, r), genes=list(data.genes),
+                                label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
+        else:
+            est = make_method(method, context={"device": device, "random_state": trial_seed(seed, name, r)},
+                              **dict(config))
         t0, c0 = time.perf_counter(), time.process_time()
         est.fit(X[tr], Y[tr], X_val=X[va], Y_val=Y[va], progress=progress)
         secs.append(time.perf_counter() - t0)
@@ -144,9 +168,11 @@ def score_config(
         m = evaluate_section(sec.targets, est.predict(sec.features))
         pcc.append(m.pcc_all)
         heg.append(m.pcc_heg)
-        zi.append(est.embedding_cosines_["zi_cos"])
-        ze.append(est.embedding_cosines_["ze_cos"])
-        steps.append(int(est.history_[-1]["steps"]) if est.history_ else 0)
+        cos = getattr(est, "embedding_cosines_", None) or {"zi_cos": np.nan, "ze_cos": np.nan}
+        zi.append(cos["zi_cos"])
+        ze.append(cos["ze_cos"])
+        history = getattr(est, "history_", None)
+        steps.append(int(history[-1].get("steps", 0)) if history else 0)
     return {
         "pcc_all": float(np.mean(pcc)), "pcc_heg": float(np.mean(heg)),
         "per_fold_pcc_all": [float(v) for v in pcc], "fit_seconds": float(np.mean(secs)),
@@ -157,9 +183,10 @@ def score_config(
 
 def tune(
     data: STDataset,
-    gene_embeddings: np.ndarray | FoldEmbeddings,
+    gene_embeddings: np.ndarray | FoldEmbeddings | None,
     *,
-    base: HAGEConfig | None = None,
+    method: str = "hage",
+    base: HAGEConfig | Mapping[str, Any] | None = None,
     space: Mapping[str, Sequence[Any]] | None = None,
     order: Sequence[str] | None = None,
     split: str = "section",
@@ -181,28 +208,37 @@ def tune(
         raise ConfigError(f"bench tune: --repeats must be >= 1, got {repeats}")
     if not min_gain >= 0:
         raise ConfigError(f"bench tune: --min-gain must be >= 0, got {min_gain}")
-    base = base or HAGEConfig()
-    space = dict(space or SEARCH_SPACE)
+    if method == "hage":
+        base = base or HAGEConfig()
+        space = dict(space or SEARCH_SPACE)
+        valid = list(HAGEConfig.field_names())
+    else:
+        defaults = method_defaults(method)
+        if not space and method not in BASELINE_SPACES:
+            raise ConfigError(f"bench tune: {method} has no default search space; give --space")
+        space = dict(space or BASELINE_SPACES[method])
+        valid = list(defaults)
+        base = {**{k: defaults[k] for k in space if k in defaults}, **dict(base or {})}
     order = tuple(order or [k for k in SEARCH_ORDER if k in space] + [k for k in space if k not in SEARCH_ORDER])
-    bad = sorted(set(space) - set(HAGEConfig.field_names()))
+    bad = sorted(set(space) - set(valid))
     if bad:
-        raise ConfigError(f"bench tune: unknown setting(s) {', '.join(bad)} (valid: {', '.join(HAGEConfig.field_names())})")
+        raise ConfigError(f"bench tune: unknown {method} setting(s) {', '.join(bad)} (valid: {', '.join(valid)})")
     inner = inner_folds(data, split=split, folds=folds)
     rep = reporter_or_null(progress)
     cache: dict[tuple, dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
 
-    def evaluate(cfg: HAGEConfig, stage: str) -> dict[str, Any]:
-        key = tuple(sorted((k, repr(getattr(cfg, k))) for k in space))
+    def evaluate(cfg: Any, stage: str) -> dict[str, Any]:
+        key = tuple(sorted((k, repr(_get(cfg, k))) for k in space))
         if key not in cache:
-            res = score_config(data, gene_embeddings, cfg, inner, seed=seed, repeats=repeats, device=device,
-                               progress=progress)
+            res = score_config(data, gene_embeddings, cfg, inner, method=method, seed=seed, repeats=repeats,
+                               device=device, progress=progress)
             res["score"] = float(METRICS[metric](res))
             cache[key] = res
-            row = {"stage": stage, **{k: getattr(cfg, k) for k in order}, "metric": metric, **res,
+            row = {"stage": stage, **{k: _get(cfg, k) for k in order}, "metric": metric, **res,
                    "collapsed": collapse_message(res["zi_cos"], res["ze_cos"]) is not None}
             trials.append(row)
-            rep.message(f"tune [{stage}] " + ", ".join(f"{k}={getattr(cfg, k)}" for k in order)
+            rep.message(f"tune {method} [{stage}] " + ", ".join(f"{k}={_get(cfg, k)}" for k in order)
                         + f": score {res['score']:.4f} (PCC(all) {res['pcc_all']:.4f}, PCC(HEG) {res['pcc_heg']:.4f}), "
                         f"{res['fit_seconds']:.1f} s/fit, "
                         f"cos z^i {res['zi_cos']:.2f} z^e {res['ze_cos']:.2f}")
@@ -215,11 +251,23 @@ def tune(
     best_score = eligible_score(evaluate(best, "base"))
     for name in order:
         for value in space[name]:
-            cand = best.replace(**{name: value})
+            cand = best.replace(**{name: value}) if isinstance(best, HAGEConfig) else {**best, name: value}
             score = eligible_score(evaluate(cand, name))
             if score > best_score + min_gain:
                 best, best_score = cand, score
-    return TuneResult(best, trials, list(inner))
+    return TuneResult(best, trials, list(inner), method)
+
+
+def _get(config: Any, key: str) -> Any:
+    return getattr(config, key) if isinstance(config, HAGEConfig) else config[key]
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """A baseline's tunable constructor parameters and their defaults (not device/random_state)."""
+    from hagekit.baselines import get_method
+
+    params = get_method(method)().get_params(deep=False)
+    return {k: v for k, v in params.items() if k not in ("device", "random_state")}
 
 
 def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequence[Any]] | None = None) -> Path:
@@ -232,11 +280,19 @@ def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequ
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    searched = list(space or SEARCH_SPACE)
-    default = HAGEConfig()
-    chosen = result.best.to_dict()
-    keys = [k for k in chosen if k in searched or chosen[k] != getattr(default, k)]
-    lines = ["# HAGE settings chosen by `hagekit bench tune` (nested validation; see tune.json)", "[hage]"]
+    if result.method == "hage":
+        searched = list(space or SEARCH_SPACE)
+        default = HAGEConfig().to_dict()
+        chosen = result.best.to_dict()
+        table = "hage"
+    else:
+        searched = list(space or BASELINE_SPACES.get(result.method, {}))
+        default = method_defaults(result.method)
+        chosen = dict(result.best)
+        table = f"baselines.{result.method}"
+    keys = [k for k in chosen if k in searched or chosen[k] != default.get(k)]
+    lines = [f"# {result.method} settings chosen by `hagekit bench tune` (nested validation; see tune.json)",
+             f"[{table}]"]
     lines += [f"{k} = {_toml(chosen[k])}" for k in keys]
     toml_path = write_text(out / "chosen.toml", "\n".join(lines) + "\n")
     buf = io.StringIO()
@@ -247,7 +303,7 @@ def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequ
         w.writerows(result.trials)
     write_text(out / "trials.csv", buf.getvalue())
     write_json(out / "tune.json", {
-        "chosen": chosen, "trials": result.trials,
+        "method": result.method, "chosen": chosen, "trials": result.trials,
         "inner_folds": [{"outer": f.outer, "train": list(f.train_sections), "validate": f.val_section}
                         for f in result.folds],
     })
@@ -265,6 +321,7 @@ def _toml(value: Any) -> str:
 def bench_tune(
     out: Path | str,
     *,
+    method: str = "hage",
     space: Mapping[str, Sequence[Any]] | None = None,
     metric: str = "mean",
     repeats: int = 1,
@@ -275,14 +332,21 @@ def bench_tune(
 ) -> tuple[TuneResult, Path, list[str]]:
     """``hagekit bench tune``: load ``inputs`` (data_root, dataset, features_dir, genes_path,
     embeddings_path, config_file, overrides) as ``bench baselines`` does, with the same leak checks;
-    search ``space`` from the resolved HAGE config; write ``out``. Returns (result, TOML, warnings)."""
+    search ``space`` from the resolved HAGE config (or ``method``'s ``[baselines.<method>]``
+    parameters); write ``out``. Returns (result, TOML, warnings)."""
+    from hagekit.baselines import get_method
     from hagekit.bench.compare import load_bench_inputs
 
-    loaded = load_bench_inputs(need_hage=True, allow_per_fold=True, progress=progress, **inputs)
+    hage = method == "hage"
+    if not hage:
+        get_method(method)  # an unknown method fails before any data is read
+    loaded = load_bench_inputs(need_hage=hage, allow_per_fold=True, progress=progress, **inputs)
     s = loaded.settings
-    if loaded.fold_embeddings is None and inputs.get("embeddings_path") and not s.allow_leak:
+    if hage and loaded.fold_embeddings is None and inputs.get("embeddings_path") and not s.allow_leak:
         _refuse_inner_leak(Path(inputs["embeddings_path"]), inner_folds(loaded.data, split=s.split, folds=s.folds))
-    result = tune(loaded.data, loaded.hage_embeddings, base=loaded.hage_config, space=space, split=s.split,
+    base = loaded.hage_config if hage else loaded.method_params.get(method, {})
+    result = tune(loaded.data, loaded.hage_embeddings if hage else None, method=method, base=base, space=space,
+                  split=s.split,
                   folds=s.folds, seed=s.seed, metric=metric, repeats=repeats, min_gain=min_gain, device=device,
                   progress=progress)
     return result, write_tune(result, out, space), loaded.warnings
@@ -301,20 +365,35 @@ def _refuse_inner_leak(embeddings_path: Path, inner: Sequence[InnerFold]) -> Non
                                                   "per-fold embeddings, or pass --allow-leak"))
 
 
-def parse_space(text: str | None) -> dict[str, tuple[Any, ...]] | None:
-    """``"lr=1e-3,3e-3;min_steps=100,300"`` -> a search space (values typed like the defaults)."""
+def parse_space(text: str | None, method: str = "hage") -> dict[str, tuple[Any, ...]] | None:
+    """``"lr=1e-3,3e-3;min_steps=100,300"`` -> a search space (values typed like the defaults of
+    HAGE's settings, or of ``method``'s parameters)."""
     from hagekit.errors import ConfigError
 
     if not text:
         return None
+    if method == "hage":
+        valid: list[str] = list(HAGEConfig.field_names())
+
+        def typed(key: str, value: str) -> Any:
+            return getattr(HAGEConfig().replace(**{key: value}), key)
+    else:
+        defaults = method_defaults(method)
+        valid = list(defaults)
+
+        def typed(key: str, value: str) -> Any:
+            from hagekit.hage.model import _coerce
+
+            kind = type(defaults[key]) if defaults[key] is not None else str
+            return _coerce(key, value, kind, "--space")
     space: dict[str, tuple[Any, ...]] = {}
     for part in text.split(";"):
         if not part.strip():
             continue
         key, sep, values = part.partition("=")
         key = key.strip()
-        if not sep or key not in HAGEConfig.field_names():
-            raise ConfigError(f"--space: {part.strip()!r} is not KEY=V1,V2 with a HAGE setting "
-                              f"(valid: {', '.join(HAGEConfig.field_names())})")
-        space[key] = tuple(getattr(HAGEConfig().replace(**{key: v.strip()}), key) for v in values.split(",") if v.strip())
+        if not sep or key not in valid:
+            raise ConfigError(f"--space: {part.strip()!r} is not KEY=V1,V2 with a {method} setting "
+                              f"(valid: {', '.join(valid)})")
+        space[key] = tuple(typed(key, v.strip()) for v in values.split(",") if v.strip())
     return space

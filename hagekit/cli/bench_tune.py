@@ -21,6 +21,7 @@ def tune(
     metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
     min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help="Smallest score gain that moves a setting from its current value (default 0.002, about the seed noise on HER2ST).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
+    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = "hage",
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
@@ -46,7 +47,8 @@ def tune(
     ws = Workspace.resolve(workspace)
     with reporting() as progress:
         result, toml_path, warnings = bench_tune(
-            Path(out) if out else ws.run_dir(dataset, "bench-tune"), space=parse_space(space), metric=metric,
+            Path(out) if out else ws.run_dir(dataset, "bench-tune" if method == "hage" else f"bench-tune-{method}"),
+            method=method, space=parse_space(space, method), metric=metric,
             repeats=repeats, min_gain=MIN_GAIN if min_gain is None else min_gain, device=device,
             progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
             features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),

@@ -118,3 +118,38 @@ def test_tune_uses_per_fold_embeddings_without_the_inner_validation_section(tmp_
     assert not (tmp_path / "t2" / "chosen.toml").exists()
     res = CliRunner().invoke(app, [*args, "--folds", "B1", "--allow-leak", "--out", str(tmp_path / "t3")])
     assert res.exit_code == 0, res.output
+
+
+def test_tune_a_baseline_writes_a_bench_config(tmp_path: Path):
+    """``--method mlp``: the same nested search over the MLP's parameters; the chosen values are a
+    ``[baselines.mlp]`` table that ``bench baselines --config`` takes as is."""
+    import tomllib
+
+    torch.set_num_threads(1)
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    common = ["--data-root", str(root), "--dataset", "toy", "--features", str(feats), "--genes", str(panel)]
+    base = tmp_path / "base.toml"
+    base.write_text("[baselines.mlp]\nhidden = 16\nepochs = 3\n")
+    out = tmp_path / "tune"
+    res = CliRunner().invoke(app, ["bench", "tune", *common, "--method", "mlp", "--config", str(base),
+                                   "--space", "dropout=0.0,0.3;lr=1e-3,1e-2", "--min-gain", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert {r["stage"] for r in rows} == {"base", "dropout", "lr"} and all(r["collapsed"] == "False" for r in rows)
+    chosen = tomllib.loads((out / "chosen.toml").read_text())["baselines"]["mlp"]
+    assert chosen["hidden"] == 16 and chosen["epochs"] == 3  # the base's own values are kept
+    best = max(rows, key=lambda r: float(r["score"]))
+    assert chosen["dropout"] == pytest.approx(float(best["dropout"])) and chosen["lr"] == pytest.approx(float(best["lr"]))
+    assert json.loads((out / "tune.json").read_text())["method"] == "mlp"
+    bench = CliRunner().invoke(app, ["bench", "baselines", *common, "--methods", "mlp", "--folds", "A1", "--trials",
+                                     "1", "--config", str(out / "chosen.toml"), "--out", str(tmp_path / "b")])
+    assert bench.exit_code == 0, bench.output
+    settings = json.loads((tmp_path / "b" / "summary.json").read_text())["settings"]["methods"]["mlp"]
+    assert settings["dropout"] == chosen["dropout"] and settings["hidden"] == 16
+
+    for extra, message in ((["--method", "lasso"], "lasso"), (["--method", "ridge"], "give --space"),
+                           (["--method", "mlp", "--space", "depth=2,3"], "--space: 'depth=2,3'"),
+                           (["--method", "mlp", "--space", "hidden=1.5"], "hidden")):
+        res = CliRunner().invoke(app, ["bench", "tune", *common, *extra, "--out", str(tmp_path / "bad")])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (extra, res.output)
+        assert not (tmp_path / "bad" / "chosen.toml").exists()
