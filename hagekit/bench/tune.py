@@ -52,7 +52,7 @@ SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "cyclip_reduction": ("paper", "mean"),
     "batch_size": (128, 256),
     "centroids": ("batch", "memory", "epoch"),
-    "dropout": (0.0, 0.1, 0.2),
+    "dropout": (0.0, 0.1, 0.2, 0.4),
     "weight_decay": (1e-5, 1e-4, 1e-3),
 }
 """Values tried per setting: learning rate, minimum optimiser steps, CyCLIP reduction, batch

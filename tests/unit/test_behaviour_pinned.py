@@ -52,7 +52,8 @@ HAGE_PAPER = {
 PARAMS = {
     "ridge": {"pca": 8, "cv": 3},
     "xgboost": {"n_estimators": 12, "max_depth": 3, "target_pca": 4, "n_jobs": 1},
-    "mlp": {"hidden": 32, "epochs": 12, "patience": 3, "batch_size": 32, "device": "cpu"},
+    "mlp": {"hidden": 32, "epochs": 12, "patience": 3, "batch_size": 32, "device": "cpu",
+            "lr": 1e-3, "dropout": 0.1, "weight_decay": 1e-5},  # the defaults when pinned
     "bleep": {"projection_dim": 16, "epochs": 6, "patience": 2, "batch_size": 32, "top_k": 10, "device": "cpu"},
     "mclstexp": {
         "projection_dim": 16,
