@@ -138,8 +138,9 @@ def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, 
             raise DataError(f"{exc}; is this a run folder? use another --out or --overwrite") from None
         new = json.loads(json.dumps(full, default=str))
         for part in ("protocol", "config"):
-            a = {k: v for k, v in old.get(part, {}).items() if k != "sections"}
-            b = {k: v for k, v in new.get(part, {}).items() if k != "sections"}
+            # an unset (None) setting equals an absent one: older runs may record keys newer ones omit
+            a = {k: v for k, v in old.get(part, {}).items() if k != "sections" and v is not None}
+            b = {k: v for k, v in new.get(part, {}).items() if k != "sections" and v is not None}
             if a != b:
                 keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 raise ProvenanceError(

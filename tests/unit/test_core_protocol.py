@@ -94,9 +94,18 @@ def test_protocol_runs_writes_and_resumes(toy, tmp_path: Path):
                         method="linear")
     assert LinearEstimator.calls == 6
     assert [r["pcc_all"] for r in res2.rows] == [r["pcc_all"] for r in res.rows]
-    with pytest.raises(ProvenanceError, match="other settings"):
+    with pytest.raises(ProvenanceError, match=r"other settings \(seed\)"):
         run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=1, out_dir=out,
                      method="linear")
+    # a setting recorded as unset (None) by an older run equals one a newer run leaves out
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["config"]["config_file"] = None
+    (out / "config.json").write_text(json.dumps(cfg))
+    run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out, method="linear")
+    assert LinearEstimator.calls == 6
+    with pytest.raises(ProvenanceError, match=r"other settings \(config_file\)"):
+        run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out,
+                     method="linear", config={"config_file": "a.toml"})
 
 
 def test_patient_split_tests_every_section_of_the_patient(toy):
