@@ -32,6 +32,7 @@ target_pca = 16
 
 [baselines.mlp]
 hidden = 256
+lr = 1e-3  # the 4-epoch CI budget is ~12 steps: the default 3e-4 needs its 100 epochs
 
 [baselines.bleep]
 projection_dim = 64
