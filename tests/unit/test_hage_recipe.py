@@ -101,7 +101,27 @@ def test_ablation_variants_do_not_give_identical_numbers():
     res = mod.ablation(1, cfg, data_kwargs={"n_sections": 2, "n_spots": 80, "n_genes": 24, "n_modules": 4, "dim": 12})
     vals = {v: np.array([r[k] for k in sorted(r)]) for v, r in res.items()}
     assert all(len(v) == 2 and np.isfinite(v).all() for v in vals.values())
-    for name in ("no_ge", "no_ha", "shuffled_emb"):
+    for name in ("no_ge", "no_ha", "random_emb"):
         assert np.abs(vals["full"] - vals[name]).max() > 1e-6, name
     table = mod.paired(res)
-    assert {r["variant"] for r in table} == {"no_ge", "no_ha", "shuffled_emb"}
+    assert {r["variant"] for r in table} == {"no_ge", "no_ha", "random_emb"}
+
+
+def test_ge_is_invariant_to_the_order_of_gene_embeddings():
+    """GE attends over the panel's gene embeddings as a set (no gene index): permuting them across
+    genes gives the same z^i and the same prediction. This is why an ablation that shuffles them
+    tests nothing, and why benchmarks/ablation_synthetic.py uses random embeddings instead."""
+    from hagekit.hage.model import HAGEModel
+
+    torch.manual_seed(0)
+    genes, x = torch.randn(12, 6), torch.randn(5, 10)
+    model = HAGEModel(HAGEConfig(d=16, n_heads=4), 10, genes).eval()
+    perm = torch.randperm(12)
+    shuffled = HAGEModel(HAGEConfig(d=16, n_heads=4), 10, genes[perm]).eval()
+    shuffled.load_state_dict({**model.state_dict(), "gene_embeddings": genes[perm]})
+    with torch.no_grad():
+        torch.testing.assert_close(shuffled.encode_image(x), model.encode_image(x))
+        torch.testing.assert_close(shuffled(x), model(x))
+        other = HAGEModel(HAGEConfig(d=16, n_heads=4), 10, torch.randn(12, 6)).eval()
+        other.load_state_dict({**model.state_dict(), "gene_embeddings": other.gene_embeddings})
+        assert not torch.allclose(other.encode_image(x), model.encode_image(x))  # their values do matter
