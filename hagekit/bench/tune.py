@@ -146,12 +146,13 @@ def score_config(
     from hagekit.baselines import make_method
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.metrics import evaluate_section
+    from hagekit.training.protocol import _call
     from hagekit.training.splits import train_val_split, trial_seed
 
     pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
     runs = [(f, r) for f in inner for r in range(max(1, int(repeats)))]
     for f, r in runs:
-        X, Y, _, _ = data.stack(f.train_sections)
+        X, Y, S, groups = data.stack(f.train_sections)
         name = f"{f.outer}/{f.val_section}"
         tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
         if method == "hage":
@@ -162,11 +163,13 @@ def score_config(
             est = make_method(method, context={"device": device, "random_state": trial_seed(seed, name, r)},
                               **dict(config))
         t0, c0 = time.perf_counter(), time.process_time()
-        est.fit(X[tr], Y[tr], X_val=X[va], Y_val=Y[va], progress=progress)
+        # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
+        _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va], groups=groups[tr],
+              progress=progress)
         secs.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        sec = data.sections[f.val_section]
-        m = evaluate_section(sec.targets, est.predict(sec.features))
+        X_v, Y_v, S_v, _ = data.stack([f.val_section])
+        m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))
         pcc.append(m.pcc_all)
         heg.append(m.pcc_heg)
         cos = getattr(est, "embedding_cosines_", None) or {"zi_cos": np.nan, "ze_cos": np.nan}

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -153,3 +154,20 @@ def test_tune_a_baseline_writes_a_bench_config(tmp_path: Path):
         res = CliRunner().invoke(app, ["bench", "tune", *common, *extra, "--out", str(tmp_path / "bad")])
         assert res.exit_code == 2 and message in " ".join(res.output.split()), (extra, res.output)
         assert not (tmp_path / "bad" / "chosen.toml").exists()
+
+
+def test_tune_fits_baselines_as_the_protocol_does(tmp_path: Path, caplog):
+    """A position-aware baseline gets the spots' positions in the inner fits (as in bench baselines)."""
+    import logging
+
+    from hagekit.bench.tune import inner_folds, score_config
+    from hagekit.training.dataset import load_dataset
+
+    torch.set_num_threads(1)
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    data = load_dataset(root, "toy", feats, genes=toy.GENES)
+    params = {"epochs": 2, "projection_dim": 16, "heads": 2, "dim_head": 8, "layers": 1, "top_k": 5}
+    with caplog.at_level(logging.WARNING):
+        res = score_config(data, None, params, inner_folds(data)[:1], method="mclstexp")
+    assert np.isfinite(res["pcc_all"]) and np.isnan(res["zi_cos"])
+    assert "no spot positions" not in caplog.text
