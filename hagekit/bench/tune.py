@@ -150,33 +150,33 @@ def score_config(
     from hagekit.training.splits import train_val_split, trial_seed
 
     pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
-    runs = [(f, r) for f in inner for r in range(max(1, int(repeats)))]
-    for f, r in runs:
+    for f in inner:  # each fold's arrays (and embeddings) once, for all its repeats
         X, Y, S, groups = data.stack(f.train_sections)
-        name = f"{f.outer}/{f.val_section}"
-        tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
-        if method == "hage":
-            est = HAGERegressor(config, embeddings_for(gene_embeddings, f.train_sections), device=device,
-                                random_state=trial_seed(seed, name, r), genes=list(data.genes),
-                                label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
-        else:
-            est = make_method(method, context={"device": device, "random_state": trial_seed(seed, name, r)},
-                              **dict(config))
-        t0, c0 = time.perf_counter(), time.process_time()
-        # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
-        _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va], groups=groups[tr],
-              progress=progress)
-        secs.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
         X_v, Y_v, S_v, _ = data.stack([f.val_section])
-        m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))
-        pcc.append(m.pcc_all)
-        heg.append(m.pcc_heg)
-        cos = getattr(est, "embedding_cosines_", None) or {"zi_cos": np.nan, "ze_cos": np.nan}
-        zi.append(cos["zi_cos"])
-        ze.append(cos["ze_cos"])
-        history = getattr(est, "history_", None)
-        steps.append(int(history[-1].get("steps", 0)) if history else 0)
+        emb = embeddings_for(gene_embeddings, f.train_sections) if method == "hage" else None
+        name = f"{f.outer}/{f.val_section}"
+        for r in range(max(1, int(repeats))):
+            tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
+            if method == "hage":
+                est = HAGERegressor(config, emb, device=device, random_state=trial_seed(seed, name, r),
+                                    genes=list(data.genes), label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
+            else:
+                est = make_method(method, context={"device": device, "random_state": trial_seed(seed, name, r)},
+                                  **dict(config))
+            t0, c0 = time.perf_counter(), time.process_time()
+            # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
+            _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
+                  groups=groups[tr], progress=progress)
+            secs.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))
+            pcc.append(m.pcc_all)
+            heg.append(m.pcc_heg)
+            cos = getattr(est, "embedding_cosines_", None) or {"zi_cos": np.nan, "ze_cos": np.nan}
+            zi.append(cos["zi_cos"])
+            ze.append(cos["ze_cos"])
+            history = getattr(est, "history_", None)
+            steps.append(int(history[-1].get("steps", 0)) if history else 0)
     return {
         "pcc_all": float(np.mean(pcc)), "pcc_heg": float(np.mean(heg)),
         "per_fold_pcc_all": [float(v) for v in pcc], "fit_seconds": float(np.mean(secs)),
