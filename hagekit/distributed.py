@@ -31,6 +31,7 @@ __all__ = [
     "barrier",
     "my_tasks",
     "round_robin_device",
+    "shutdown_distributed",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,16 +112,39 @@ def init_distributed(device: str | None = "auto") -> DistContext:
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=minutes))
         import atexit
 
-        atexit.register(_destroy)  # NCCL warns (and may hang) when a group is left at exit
+        atexit.register(shutdown_distributed, wait=False)  # NCCL warns (and may hang) when a group is left at exit
         log.info("rank %d/%d (local %d) joined the %s process group on %s", rank, world, local, backend, dev)
     return DistContext(dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
 
 
-def _destroy() -> None:
+#: How long a finished rank waits at the final barrier for the others (seconds).
+FINAL_BARRIER_S = 600
+
+
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leave the process group (idempotent; a no-op without one).
+
+    With ``wait`` (a rank that finished its work normally) every rank first meets at one
+    barrier, so no rank tears down its connections while another still talks to it: without
+    it, a rank that left early made gloo abort its peer at exit ("terminate called without an
+    active exception", exit -6) after all work was done. A failed rank leaves without waiting
+    (its peers then fail in their next collective instead of hanging).
+    """
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        try:
+            if dist.get_backend() == "gloo":
+                import datetime
+
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=FINAL_BARRIER_S), wait_all_ranks=True)
+            else:
+                dist.barrier()
+        except Exception as exc:  # a peer died: still leave the group below
+            log.warning("final barrier failed (%s); leaving the process group anyway", exc)
+    dist.destroy_process_group()
 
 
 def deal_balanced(weights: Sequence[float], n_bins: int) -> list[list[int]]:

@@ -69,6 +69,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
+        _leave_process_group(exc.code in (0, None))
         if state.hard_exit:
             import os
             import sys
@@ -77,3 +78,14 @@ def main() -> None:
             sys.stderr.flush()
             os._exit(exc.code if isinstance(exc.code, int) else 1)
         raise
+    _leave_process_group(True)
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Under torchrun: meet the other ranks once more (only after success), then leave the group."""
+    import sys
+
+    if "torch.distributed" in sys.modules:  # never import torch just to find out
+        from hagekit.distributed import shutdown_distributed
+
+        shutdown_distributed(wait=finished)
