@@ -26,6 +26,8 @@ __all__ = [
     "get_baseline",
     "list_baselines",
     "make_baseline",
+    "register_method",
+    "method_search_space",
 ]
 
 #: method name -> "module:Class", in the order of the paper's comparison.
@@ -40,17 +42,72 @@ METHODS: dict[str, str] = {
 }
 BASELINES = METHODS
 
+#: Entry-point group through which installed packages add methods (name = "module:Class").
+ENTRY_POINT_GROUP = "hagekit.methods"
+_plugins_loaded = False
+
+
+def register_method(name: str, target: type | str, *, replace: bool = False) -> None:
+    """Add a method to the registry: ``target`` is the estimator class or ``"module:Class"``.
+
+    A method is one file: a :class:`~hagekit.training.estimator.Regressor` subclass (its
+    optional ``search_space`` class attribute is what ``bench tune --method`` searches), then
+    one ``register_method`` call (or one line in :data:`METHODS`, or an entry point in the
+    ``hagekit.methods`` group of an installed package). A taken name is refused unless ``replace``.
+    """
+    key = name.strip().lower()
+    if not key or any(c.isspace() or c == "," for c in key):
+        raise ConfigError(f"method name {name!r}: use letters, digits, '-' and '_'")
+    if key in METHODS and not replace:
+        raise ConfigError(f"method {name!r} is already registered")
+    if isinstance(target, str):
+        if ":" not in target:
+            raise ConfigError(f"method {name!r}: target must be 'module:Class', got {target!r}")
+        METHODS[key] = target
+    else:
+        _CLASSES[key] = target
+        METHODS[key] = f"{target.__module__}:{target.__qualname__}"
+    if "hage" in METHODS and key != "hage":  # HAGE stays last, as in the paper's tables
+        METHODS["hage"] = METHODS.pop("hage")
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _load_plugins() -> None:
+    """Register the methods of installed packages (``hagekit.methods`` entry points), once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name.strip().lower() not in METHODS:
+            register_method(ep.name, ep.value)
+
 
 def list_methods() -> list[str]:
     """Registered method names, in the order of the paper's comparison (HAGE last)."""
+    _load_plugins()
     return list(METHODS)
+
+
+def method_search_space(name: str) -> dict[str, tuple[Any, ...]]:
+    """The search space ``name`` declares for ``bench tune --method`` (its ``search_space``), or {}."""
+    space = getattr(get_method(name), "search_space", None) or {}
+    return {k: tuple(v) for k, v in dict(space).items()}
 
 
 def get_method(name: str) -> type:
     """The estimator class registered as ``name`` (unknown names list the valid ones)."""
     key = name.strip().lower()
     if key not in METHODS:
+        _load_plugins()
+    if key not in METHODS:
         raise ConfigError(f"--methods: unknown method {name!r} (choose from {', '.join(METHODS)})")
+    if key in _CLASSES:
+        return _CLASSES[key]
     module, cls = METHODS[key].split(":")
     return getattr(importlib.import_module(module), cls)
 

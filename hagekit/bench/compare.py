@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.baselines import METHODS, make_method, method_accepts
+from hagekit.baselines import METHODS, list_methods, make_method, method_accepts
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.metrics import METRIC_NAMES
 from hagekit.progress import Reporter, reporter_or_null
@@ -503,19 +503,21 @@ def _split_config(config_file: Path | str | None) -> tuple[dict[str, Any], dict[
     tables = flat.pop("baselines", {}) or {}
     if not isinstance(tables, dict) or any(not isinstance(v, dict) for v in tables.values()):
         raise ConfigError(at(config_file, "[baselines] must hold one table per method, e.g. [baselines.ridge]"))
-    unknown = sorted(set(tables) - set(ALL_METHODS))
+    known = list_methods()
+    unknown = sorted(set(tables) - set(known))
     if unknown:
         raise ConfigError(at(config_file, f"[baselines]: unknown method(s) {', '.join(unknown)} "
-                                          f"(choose from {', '.join(ALL_METHODS[:-1])})"))
+                                          f"(choose from {', '.join(known[:-1])})"))
     return flat, {k: dict(v) for k, v in tables.items()}
 
 
 def parse_methods(methods: Sequence[str] | None) -> list[str]:
     """Validate ``--methods``; ``None`` means every method; ``mean`` is always included first."""
-    chosen = [m.strip().lower() for m in (methods or ALL_METHODS) if m.strip()]
-    unknown = [m for m in chosen if m not in ALL_METHODS]
+    known = list_methods()
+    chosen = [m.strip().lower() for m in (methods or known) if m.strip()]
+    unknown = [m for m in chosen if m not in known]
     if unknown:
-        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)} (choose from {', '.join(ALL_METHODS)})")
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)} (choose from {', '.join(known)})")
     chosen = list(dict.fromkeys(chosen))
     if "mean" not in chosen:
         chosen.insert(0, "mean")

@@ -42,7 +42,7 @@ from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
 
-__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
+__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "default_space", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
             "hidden": (256, 512, 1024)},
 }
 """Default search spaces of the baselines (others need ``--space``)."""
+
+
+def default_space(method: str) -> dict[str, tuple[Any, ...]]:
+    """The default search space of a baseline: :data:`BASELINE_SPACES`, else the one its class
+    declares (``search_space``), else empty (``--space`` needed)."""
+    from hagekit.baselines import method_search_space
+
+    return dict(BASELINE_SPACES.get(method) or method_search_space(method))
 
 MIN_GAIN = 0.002
 """Smallest score gain that moves a setting. On HER2ST C2..C6 (5 inner folds, ~600 training spots)
@@ -218,9 +226,9 @@ def tune(
         valid = list(HAGEConfig.field_names())
     else:
         defaults = method_defaults(method)
-        if not space and method not in BASELINE_SPACES:
+        space = dict(space or default_space(method))
+        if not space:
             raise ConfigError(f"bench tune: {method} has no default search space; give --space")
-        space = dict(space or BASELINE_SPACES[method])
         valid = list(defaults)
         base = {**{k: defaults[k] for k in space if k in defaults}, **dict(base or {})}
     order = tuple(order or [k for k in SEARCH_ORDER if k in space] + [k for k in space if k not in SEARCH_ORDER])
@@ -296,7 +304,7 @@ def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequ
         chosen = result.best.to_dict()
         table = "hage"
     else:
-        searched = list(space or BASELINE_SPACES.get(result.method, {}))
+        searched = list(space or default_space(result.method))
         default = method_defaults(result.method)
         chosen = dict(result.best)
         table = f"baselines.{result.method}"
