@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests`` (the CI command), ``lint``, ``bench``."""
+"""Developer sessions: ``nox -s tests`` (the CI command), ``fast``, ``lint``, ``bench``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ def tests(session: nox.Session) -> None:
     """Install hagekit in a fresh venv and run the whole test suite."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "-q", "--durations=15", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session(python=PYTHON)
+def fast(session: nox.Session) -> None:
+    """The fast lane: unit tests only (no shared data, no end-to-end processes, nothing marked slow)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", "-m", "not slow and not integration", "tests/unit",
+                *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session(python=PYTHON)

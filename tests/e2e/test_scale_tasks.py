@@ -17,7 +17,7 @@ from hagekit.cli.main import app
 from hagekit.distributed import DistContext, my_tasks, round_robin_device
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
+_spec = importlib.util.spec_from_file_location("_hage_toy", REPO / "tests" / "unit" / "_hage_toy.py")
 toy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(toy)
 
