@@ -31,7 +31,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from hagekit.cli import _options
 from hagekit.distributed import is_main_process
 
 console = Console(quiet=not is_main_process())  # under torchrun, results are printed by rank 0 only
@@ -235,12 +234,6 @@ class reporting:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
-
-
-# Common options: defined in hagekit.cli._options; these names stay for modules importing them here.
-WorkspaceOpt = _options.Workspace
-SeedOpt = _options.Seed
-OverwriteOpt = _options.Overwrite
 
 
 def split_csv(value: str | None) -> list[str] | None:
