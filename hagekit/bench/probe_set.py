@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, at
+from hagekit.io.paths import child_path
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["ProbeSet", "build_probe_set", "GROUP_REGEX"]
@@ -84,7 +85,12 @@ def build_probe_set(
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise DataError(at(section_path, f"gene(s) {', '.join(missing)} not in this section"))
-    done = [g for g in genes if (out / g).exists()]
+    gene_dirs = {g: child_path(out, g, what="gene symbol") for g in genes}  # before any write
+    store = child_path(out / "_patches", name, what="section name", source=section_path)
+    barcodes = [str(b) for b in adata.obs_names]
+    for bc in barcodes:
+        child_path(store, f"b0_{bc}.png", what="spot barcode", source=section_path)
+    done = [g for g in genes if gene_dirs[g].exists()]
     if done and not overwrite:
         raise DataError(at(out / done[0], "already exists; use --overwrite or another --out"))
     counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
@@ -92,7 +98,6 @@ def build_probe_set(
     col = {g: int(adata.var_names.get_loc(g)) for g in genes}
     mpp = float(meta.get("mpp", float("nan")))
     centres = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    barcodes = [str(b) for b in adata.obs_names]
     for g in genes:
         if np.ptp(expr[:, col[g]]) == 0:
             raise DataError(at(section_path, f"gene {g} is constant in this section; no high/low split"))
@@ -100,7 +105,6 @@ def build_probe_set(
     block = np.floor(centres / (block_spots * pitch)).astype(np.int64)
     block_id = np.unique(block, axis=0, return_inverse=True)[1].reshape(-1)
     patcher = SpotPatcher(image, centres, mpp=mpp, patch_um=patch_um, out_size=size, barcodes=barcodes)
-    store = out / "_patches" / name
     store.mkdir(parents=True, exist_ok=True)
     files = []
     task = reporter_or_null(progress).task(f"probe set {name}", total=len(barcodes))
@@ -121,7 +125,7 @@ def build_probe_set(
         v = expr[:, col[g]]
         med = float(np.median(v))
         high = v > med
-        gdir = out / g
+        gdir = gene_dirs[g]
         if gdir.exists():
             shutil.rmtree(gdir)
         for cls, mask in (("high", high), ("low", ~high)):
