@@ -65,15 +65,16 @@ def build_probe_set(
     from PIL import Image
 
     from hagekit.data.section import read_section, section_image_path
-    from hagekit.slides.patches import SpotPatcher
+    from hagekit.slides.patches import SpotPatcher, check_patch_um
     from hagekit.targets import expression_targets
 
     section_path, out = Path(section_path), Path(out_dir)
     genes = [g.strip() for g in genes if g.strip()]
     if not genes:
         raise ConfigError("--genes: give at least one gene symbol")
-    if size < 8 or not patch_um > 0:
-        raise ConfigError(f"--size must be >= 8 and --patch-um > 0, got {size}, {patch_um}")
+    if size < 8:
+        raise ConfigError(f"--size must be >= 8, got {size}")
+    check_patch_um(patch_um)
     if not section_path.is_file():
         raise DataError(at(section_path, "section not found (a prepared <dataset>/<section>.h5ad)"))
     adata = read_section(section_path)
