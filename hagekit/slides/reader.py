@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,9 +66,13 @@ def pil_image_module():
 def check_declared_size(path: Path, width: int, height: int) -> None:
     """Refuse, before decoding, an in-memory image larger than :data:`MAX_IMAGE_PIXELS`."""
     if int(width) * int(height) > MAX_IMAGE_PIXELS:
-        raise DataError(at(path, f"declares {width:,} x {height:,} px ({width * height / 1e9:.1f} Gpx), more than the "
-                                 f"{MAX_IMAGE_PIXELS / 1e9:.1f} Gpx decoded in memory (decompression-bomb limit); "
-                                 "convert it to a pyramidal TIFF (e.g. vips tiffsave --tile --pyramid) to read it tiled"))
+        raise DataError(at(path, _too_large(f"{width:,} x {height:,} px", int(width) * int(height))))
+
+
+def _too_large(declared: str, pixels: int) -> str:
+    return (f"declares {declared} ({pixels / 1e9:.1f} Gpx), more than the {MAX_IMAGE_PIXELS / 1e9:.1f} Gpx an image "
+            "decoded whole may have (decompression-bomb limit); a pyramidal TIFF is read tile by tile "
+            "(vips tiffsave --tile --pyramid)")
 
 
 class SlideReader:
@@ -261,9 +267,14 @@ def _decode_pil(path: Path, reduce: int, decode_side: int | None) -> tuple[np.nd
     from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            fmt = im.format
-            full_w, full_h = im.size
+        with warnings.catch_warnings():  # the size is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt = im.format
+                full_w, full_h = im.size
+    except Image.DecompressionBombError as exc:  # PIL's own check (twice its limit) came first
+        pixels = int(m.group(1)) if (m := re.search(r"\((\d+) pixels\)", str(exc))) else 0
+        raise DataError(at(path, _too_large(f"{pixels:,} px", pixels))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         what = "truncated image" if "runcated" in str(exc) else "not a readable image"
         raise DataError(at(path, f"{what} ({exc})")) from None
