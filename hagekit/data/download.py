@@ -215,7 +215,13 @@ def download_file(
     h = hashlib.sha256()
     status, total = "resumed", None
     resume = response is None or (have > 0 and (getattr(response, "status", None) or response.getcode()) == 206)
-    with _open_part(part, resume=resume) as out:
+    try:
+        out_file = _open_part(part, resume=resume)
+    except BaseException:
+        if response is not None:
+            response.close()
+        raise
+    with out_file as out:
         if resume:
             for chunk in iter(lambda: out.read(CHUNK), b""):
                 h.update(chunk)
@@ -241,12 +247,13 @@ def download_file(
                 task.close()
         out.flush()
         st = os.fstat(out.fileno())
-    return _verify_part(entry, part, target, lock, total, status, h.hexdigest(), (st.st_dev, st.st_ino), st.st_size)
+    return _verify_part(entry, part, target, lock, total, status, h.hexdigest(), st)
 
 
 def _verify_part(entry: ManifestFile, part: Path, target: Path, lock: DownloadLock, total: int | None,
-                 status: str, digest: str, identity: tuple[int, int], size: int) -> DownloadedFile:
-    """Size and checksum checks of a finished part, then the rename to ``target``."""
+                 status: str, digest: str, st: os.stat_result) -> DownloadedFile:
+    """Size and checksum checks of a finished part (``st``: its stat through our handle), then the rename."""
+    size = st.st_size
     if total is not None and size != total:
         if size > total:
             part.unlink()
@@ -266,9 +273,7 @@ def _verify_part(entry: ManifestFile, part: Path, target: Path, lock: DownloadLo
     except DataError:
         part.unlink()
         raise
-    _finish(part, target, identity)
-    if check == "pinned":
-        log.warning("%s: no published checksum; sha256 %s pinned in %s", target, digest, lock.path)
+    _finish(part, target, (st.st_dev, st.st_ino))
     return DownloadedFile(entry.name, target, size, digest, status, check != "pinned", check)
 
 
@@ -315,5 +320,6 @@ def download(
             safe_extract(target, _extract_dest(target))
         if not entry.sha256 and lock.get(entry.name) is None:  # pinned once usable (unpacked, for an archive)
             lock.record(entry.name, entry.url, got.size, got.sha256)
+            log.warning("%s: no published checksum; its sha256 %s is now pinned in %s", target, got.sha256, lock.path)
         result.files.append(got)
     return result
