@@ -94,3 +94,16 @@ def test_extract_patch_um_bounds(prepared: tuple[Path, Path], value: str) -> Non
                                    "--workspace", str(ws), "--patch-um", value])
     _one_line(res, "--patch-um")
     assert not (ws / "features").exists() or not list((ws / "features").rglob("*.h5"))
+
+
+@pytest.mark.parametrize("tile", ["1000000", "4097", "4"])
+def test_extract_tile_size_bounds(tmp_path: Path, tile: str) -> None:
+    from test_data_fixtures import write_pyramid_tiff
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_pyramid_tiff(slides / "s.tif")
+    res = CliRunner().invoke(app, ["-q", "extract", "--slides", str(slides), "--encoder", "builtin", "--device", "cpu",
+                                   "--out", str(tmp_path / "out"), "--tile-size", tile])
+    _one_line(res, "--tile-size: must be 8 to 4096 px")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.h5"))
