@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hagekit.errors import ConfigError
+from hagekit.io.paths import child_path
 
 __all__ = ["Workspace", "canonical_dataset", "encoder_slug", "DATASET_ALIASES"]
 
@@ -76,7 +77,7 @@ class Workspace:
         return self.data_root / canonical_dataset(dataset)
 
     def section_path(self, dataset: str, section: str) -> Path:
-        return self.dataset_dir(dataset) / f"{section}.h5ad"
+        return child_path(self.dataset_dir(dataset), f"{section}.h5ad", what="section")
 
     def genes_dir(self, dataset: str) -> Path:
         return self.root / "genes" / canonical_dataset(dataset)
@@ -88,10 +89,11 @@ class Workspace:
         return self.genes_dir(dataset) / "embeddings.txt"
 
     def features_dir(self, dataset: str, encoder: str) -> Path:
-        return self.root / "features" / canonical_dataset(dataset) / encoder_slug(encoder)
+        return child_path(self.root / "features" / canonical_dataset(dataset), encoder_slug(encoder), what="--encoder")
 
     def runs_dir(self, dataset: str) -> Path:
         return self.root / "runs" / canonical_dataset(dataset)
 
     def run_dir(self, dataset: str, name: str) -> Path:
-        return self.runs_dir(dataset) / name
+        """``<root>/runs/<dataset>/<name>``; a ``--name`` that would leave that folder is refused."""
+        return child_path(self.runs_dir(dataset), name, what="--name")

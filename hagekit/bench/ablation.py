@@ -100,6 +100,8 @@ def _run_variants(
 ) -> tuple[BenchResult, list[str]]:
     from hagekit.training.splits import make_folds
 
+    if n_jobs is not None and int(n_jobs) < 1:
+        raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
     out = Path(out)
     _check_out(out, overwrite)
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,

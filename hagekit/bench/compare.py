@@ -151,6 +151,8 @@ def run_methods(
     from hagekit.distributed import gather_to_all, init_distributed, my_tasks, round_robin_device
     from hagekit.training.splits import make_folds
 
+    if int(n_jobs) < 1:
+        raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods: duplicate method names in {', '.join(names)}")
@@ -653,6 +655,8 @@ def bench_baselines(
     settings (epochs, ...); ``epochs`` also reaches mlp/bleep/mclstexp. ``reference``
     defaults to ``hage`` when run, else the first method after ``mean``.
     """
+    if int(n_jobs) < 1:
+        raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
     chosen = parse_methods(methods)
     out = Path(out)
     _check_out(out, overwrite)

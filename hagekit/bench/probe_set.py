@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, at
+from hagekit.io.paths import child_path
 from hagekit.progress import Reporter, reporter_or_null
 
 __all__ = ["ProbeSet", "build_probe_set", "GROUP_REGEX"]
@@ -64,15 +65,16 @@ def build_probe_set(
     from PIL import Image
 
     from hagekit.data.section import read_section, section_image_path
-    from hagekit.slides.patches import SpotPatcher
+    from hagekit.slides.patches import SpotPatcher, check_patch_um
     from hagekit.targets import expression_targets
 
     section_path, out = Path(section_path), Path(out_dir)
     genes = [g.strip() for g in genes if g.strip()]
     if not genes:
         raise ConfigError("--genes: give at least one gene symbol")
-    if size < 8 or not patch_um > 0:
-        raise ConfigError(f"--size must be >= 8 and --patch-um > 0, got {size}, {patch_um}")
+    if size < 8:
+        raise ConfigError(f"--size must be >= 8, got {size}")
+    check_patch_um(patch_um)
     if not section_path.is_file():
         raise DataError(at(section_path, "section not found (a prepared <dataset>/<section>.h5ad)"))
     adata = read_section(section_path)
@@ -84,7 +86,12 @@ def build_probe_set(
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise DataError(at(section_path, f"gene(s) {', '.join(missing)} not in this section"))
-    done = [g for g in genes if (out / g).exists()]
+    gene_dirs = {g: child_path(out, g, what="gene symbol") for g in genes}  # before any write
+    store = child_path(out / "_patches", name, what="section name", source=section_path)
+    barcodes = [str(b) for b in adata.obs_names]
+    for bc in barcodes:
+        child_path(store, f"b0_{bc}.png", what="spot barcode", source=section_path)
+    done = [g for g in genes if gene_dirs[g].exists()]
     if done and not overwrite:
         raise DataError(at(out / done[0], "already exists; use --overwrite or another --out"))
     counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
@@ -92,7 +99,6 @@ def build_probe_set(
     col = {g: int(adata.var_names.get_loc(g)) for g in genes}
     mpp = float(meta.get("mpp", float("nan")))
     centres = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    barcodes = [str(b) for b in adata.obs_names]
     for g in genes:
         if np.ptp(expr[:, col[g]]) == 0:
             raise DataError(at(section_path, f"gene {g} is constant in this section; no high/low split"))
@@ -100,7 +106,6 @@ def build_probe_set(
     block = np.floor(centres / (block_spots * pitch)).astype(np.int64)
     block_id = np.unique(block, axis=0, return_inverse=True)[1].reshape(-1)
     patcher = SpotPatcher(image, centres, mpp=mpp, patch_um=patch_um, out_size=size, barcodes=barcodes)
-    store = out / "_patches" / name
     store.mkdir(parents=True, exist_ok=True)
     files = []
     task = reporter_or_null(progress).task(f"probe set {name}", total=len(barcodes))
@@ -121,7 +126,7 @@ def build_probe_set(
         v = expr[:, col[g]]
         med = float(np.median(v))
         high = v > med
-        gdir = out / g
+        gdir = gene_dirs[g]
         if gdir.exists():
             shutil.rmtree(gdir)
         for cls, mask in (("high", high), ("low", ~high)):

@@ -83,7 +83,7 @@ def handle_errors(fn: F) -> F:
 
 
 def check_numbers(values: dict[str, Any]) -> None:
-    """Refuse non-finite float options and a negative ``--seed`` (named as the user typed them)."""
+    """Refuse non-finite float options, a negative ``--seed`` and ``--jobs`` below 1 (named as the user typed them)."""
     import math
 
     from hagekit.errors import ConfigError
@@ -95,6 +95,8 @@ def check_numbers(values: dict[str, Any]) -> None:
                 raise ConfigError(f"{option_name(name)}: must be a finite number, got {item}")
         if name == "seed" and isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"--seed: must be >= 0, got {value}")
+        if name == "jobs" and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ConfigError(f"{option_name(name)}: must be >= 1 worker process, got {value}")
 
 
 def option_name(param: str) -> str:

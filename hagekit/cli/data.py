@@ -271,10 +271,12 @@ def download_cmd(
     show: Annotated[bool, typer.Option("--list", help="List the built-in manifests and exit.")] = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """Download a dataset or weight file listed in data_manifests/, resuming partial files and verifying sha256."""
+    """Download a dataset or weight file listed in data_manifests/, resuming partial files; each file is
+    checked against its published sha256, else against the sha256 pinned on its first download."""
     from hagekit.data.download import download
     from hagekit.data.manifests import list_manifests, load_manifest
     from hagekit.errors import ConfigError
+    from hagekit.io.paths import child_path
     from hagekit.workspace import Workspace
 
     if show or (name is None and manifest is None):
@@ -283,7 +285,7 @@ def download_cmd(
             raise ConfigError("NAME: give a manifest name (listed above) or --manifest FILE")
         return
     man = load_manifest(manifest if manifest is not None else name)  # type: ignore[arg-type]
-    dest = out if out is not None else Workspace.resolve(workspace).root / "raw" / man.name
+    dest = out if out is not None else child_path(Workspace.resolve(workspace).root / "raw", man.name, what="manifest name")
     with reporting() as progress:
         result = download(man, dest, files=split_csv(files), extract=extract, progress=progress)
     _print_download(result)
@@ -304,14 +306,15 @@ def _print_download(result: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.name} -> {result.folder}")
-    for col, justify in (("file", "left"), ("bytes", "right"), ("sha256", "left"), ("status", "left")):
+    for col, justify in (("file", "left"), ("bytes", "right"), ("sha256", "left"), ("status", "left"), ("check", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for f in result.files:
-        table.add_row(f.name, f"{f.size:,}", f.sha256[:16] + "…", f.status)
+        table.add_row(f.name, f"{f.size:,}", f.sha256[:16] + "…", f.status, f.check_text)
     console.print(table)
     if result.unverified:
         console.print(
-            f"[yellow]{len(result.unverified)} file(s) have no published checksum; their sha256 is shown above[/]"
+            f"[yellow]{len(result.unverified)} file(s) have no published checksum: their sha256 is pinned in "
+            f"{result.lock} and every later download into this folder is verified against it[/]"
         )
 
 

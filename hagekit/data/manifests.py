@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from hagekit.errors import ConfigError, DataError, at
+from hagekit.io.paths import name_problem
 
 __all__ = ["Manifest", "ManifestFile", "manifests_dir", "list_manifests", "load_manifest", "parse_manifest"]
 
@@ -93,11 +94,6 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
     return parse_manifest(raw, path)
 
 
-def _safe_rel(name: str) -> bool:
-    p = PurePosixPath(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
-
-
 def parse_manifest(raw: Any, path: Path) -> Manifest:
     """Validate a manifest mapping; raise :class:`DataError` naming the file and key."""
     if not isinstance(raw, dict):
@@ -105,6 +101,9 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
     for key in ("name", "kind", "title", "licence", "citation"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise DataError(at(path, f"'{key}' is missing or empty"))
+    problem = name_problem(raw["name"].strip())
+    if problem:
+        raise DataError(at(path, f"name {raw['name']!r} {problem} (it names the download folder)"))
     if raw["kind"] not in _KINDS:
         raise DataError(at(path, f"kind {raw['kind']!r} is not valid (valid choices: {', '.join(_KINDS)})"))
     access = raw.get("access", "open")
@@ -116,8 +115,9 @@ def parse_manifest(raw: Any, path: Path) -> Manifest:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("url"), str):
             raise DataError(at(path, f"files[{k}] needs 'name' and 'url' strings"))
         name = entry["name"]
-        if not _safe_rel(name):
-            raise DataError(at(path, f"files[{k}].name {name!r} must be a relative path without '..'"))
+        problem = name_problem(name, nested=True)
+        if problem:
+            raise DataError(at(path, f"files[{k}].name {name!r} {problem}; it must be a relative path without '..' inside --out"))
         if name in seen:
             raise DataError(at(path, f"files[{k}].name {name!r} listed twice"))
         seen.add(name)

@@ -163,17 +163,23 @@ def hub_download(repo_id: str, filenames: Iterable[str], *, what: str, gated: bo
     fail at once instead of probing the network.
     """
     import huggingface_hub
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
+
+    from hagekit.io.hub_auth import is_hub_url
 
     hint = f"pass --weights PATH (a local pytorch_model.bin or .safetensors from {repo_id})"
     if gated and not (os.environ.get("HF_TOKEN") or huggingface_hub.get_token()):
         raise EncoderError(f"{what}: no weights: {hint}, or set HF_TOKEN for the gated hf-hub:{repo_id}")
+    # the token goes to huggingface.co over HTTPS only (HF_ENDPOINT may name another host)
+    token: bool | None = None if is_hub_url(constants.ENDPOINT) else False
+    if token is False:
+        log.warning("HF_ENDPOINT %s is not https://huggingface.co: no token is sent to it", constants.ENDPOINT)
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         log.info("HF_HUB_OFFLINE is set: only the local hub cache is used for %s", repo_id)
     filenames = list(filenames)
     for name in filenames:  # the local hub cache first: works offline
         try:
-            return Path(hf_hub_download(repo_id, name, local_files_only=True))
+            return Path(hf_hub_download(repo_id, name, local_files_only=True, token=token))
         except Exception:  # not cached
             continue
     if not _hub_reachable():
@@ -181,7 +187,7 @@ def hub_download(repo_id: str, filenames: Iterable[str], *, what: str, gated: bo
     errors = []
     for name in filenames:
         try:
-            return Path(hf_hub_download(repo_id, name))
+            return Path(hf_hub_download(repo_id, name, token=token))
         except Exception as exc:  # a missing file: try the next name; anything else: stop
             errors.append(f"{name}: {type(exc).__name__}")
             if type(exc).__name__ != "EntryNotFoundError":
@@ -196,9 +202,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
     from huggingface_hub import constants
 
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    parts = urlparse(constants.ENDPOINT)
+    host = parts.hostname or "huggingface.co"
+    port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False

@@ -25,6 +25,7 @@ from hagekit.extract.engine import PRECISIONS, run_encoder
 from hagekit.extract.runner import EncoderOptions, SkipItem, run_items
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
+from hagekit.slides.patches import check_patch_um
 
 __all__ = ["extract_sections", "SpotDataset", "DEFAULT_PATCH_UM"]
 
@@ -188,8 +189,7 @@ def extract_sections(
     ws = Workspace.resolve(workspace)
     root = Path(data_root) if data_root is not None else ws.data_root
     ds_name = canonical_dataset(dataset)
-    if not (patch_um > 0 and math.isfinite(patch_um)):
-        raise ConfigError(f"--patch-um: must be a positive size in µm, got {patch_um}")
+    check_patch_um(patch_um)
     if batch_size < 1:
         raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
     if precision is not None and precision not in PRECISIONS:

@@ -188,6 +188,10 @@ def _extract_slide(
         reader.close()
 
 
+#: Largest tile side (px at the target resolution): 16x the usual 256, 192 MB as RGB per read.
+MAX_TILE_PX = 4096
+
+
 def extract_slides(
     slides: Sequence[Path | str] | Path | str,
     *,
@@ -228,8 +232,8 @@ def extract_slides(
         raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
-    if tile_size < 8:
-        raise ConfigError(f"--tile-size: must be at least 8 px, got {tile_size}")
+    if not 8 <= tile_size <= MAX_TILE_PX:
+        raise ConfigError(f"--tile-size: must be 8 to {MAX_TILE_PX} px (a tile is read whole), got {tile_size}")
     if not 0 <= overlap < tile_size:
         raise ConfigError(f"--overlap: must be in [0, --tile-size={tile_size}) px, got {overlap}")
     if num_workers is not None and num_workers < 0:

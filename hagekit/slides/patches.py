@@ -20,17 +20,41 @@ import numpy as np
 from hagekit.errors import DataError, at
 from hagekit.slides.reader import ImageReader, OpenSlideReader, SlideReader, open_slide
 
-__all__ = ["patch_size_px", "check_spots_inside", "crop_patch", "SpotPatcher", "choose_reduce"]
+__all__ = ["MAX_PATCH_UM", "check_patch_um", "patch_size_px", "check_spots_inside", "crop_patch", "SpotPatcher", "choose_reduce"]
 
 log = logging.getLogger(__name__)
+
+
+#: Largest spot patch side (µm): 2 mm, 18x HEST's 112 µm and 10 legacy-ST spot pitches. A
+#: patch is read whole into memory (at 0.25 µm/px, 2 mm is 8,000 px, 192 MB as RGB).
+MAX_PATCH_UM = 2000.0
+
+
+def _patch_um_problem(patch_um: float) -> str | None:
+    if not (patch_um > 0 and math.isfinite(patch_um)):
+        return f"must be a positive size in µm, got {patch_um}"
+    if patch_um > MAX_PATCH_UM:
+        return f"{patch_um:g} µm is larger than the {MAX_PATCH_UM:g} µm a spot patch may span"
+    return None
+
+
+def check_patch_um(patch_um: float, option: str = "--patch-um") -> float:
+    """Refuse (:class:`ConfigError`) a patch side that is not positive, not finite or above :data:`MAX_PATCH_UM`."""
+    from hagekit.errors import ConfigError
+
+    problem = _patch_um_problem(patch_um)
+    if problem:
+        raise ConfigError(f"{option}: {problem}")
+    return float(patch_um)
 
 
 def patch_size_px(patch_um: float, mpp: float) -> float:
     """Side of a ``patch_um`` µm patch in level-0 pixels at ``mpp`` µm/px."""
     if not (mpp > 0 and math.isfinite(mpp)):
         raise DataError(f"mpp: must be a positive number of µm per pixel, got {mpp}")
-    if not (patch_um > 0 and math.isfinite(patch_um)):
-        raise DataError(f"--patch-um: must be a positive size in µm, got {patch_um}")
+    problem = _patch_um_problem(patch_um)
+    if problem:
+        raise DataError(f"--patch-um: {problem}")
     return float(patch_um) / float(mpp)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +28,8 @@ __all__ = [
     "OpenSlideReader",
     "ImageReader",
     "pil_image_module",
+    "check_declared_size",
+    "MAX_IMAGE_PIXELS",
     "SLIDE_SUFFIXES",
     "IMAGE_SUFFIXES",
 ]
@@ -40,17 +44,35 @@ _MPP_RANGE = (0.05, 50.0)
 #: Resolution tags (TIFF, PNG pHYs, JPEG dpi) coarser than this are screen defaults (72-300
 #: dpi), not a scan: at most ~5 µm/px (>= 5,000 dpi) is believed.
 _MAX_TAG_MPP = 25400.0 / 5000.0
-#: Large enough for any section JPEG/PNG we expect (PIL's default warns at ~89 Mpx).
-MAX_IMAGE_PIXELS = 2_000_000_000
+#: Most pixels an image decoded whole into memory (JPEG/PNG through PIL, a flat TIFF level
+#: through tifffile) may declare: 1.5 Gpx (e.g. 40,000 x 37,500; 4.5 GB as RGB). Real section
+#: images fit: her2st JPEGs are ~92 Mpx, full-resolution Visium images at most ~30,000 px a side
+#: (0.9 Gpx). Larger slides are pyramidal TIFF/SVS files read tile by tile through OpenSlide,
+#: which this limit does not touch. A larger declared size is refused before decoding (a
+#: few-hundred-byte PNG can declare 60,000 x 60,000 px: a 10.8 GB decompression bomb).
+MAX_IMAGE_PIXELS = 1_500_000_000
 
 
 def pil_image_module():
-    """PIL's ``Image`` module with the decompression-bomb limit raised for section images."""
+    """PIL's ``Image`` module with its decompression-bomb limit set to :data:`MAX_IMAGE_PIXELS`
+    (PIL refuses twice that; :func:`check_declared_size` refuses more before any decode)."""
     from PIL import Image
 
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     return Image
+
+
+def check_declared_size(path: Path, width: int, height: int) -> None:
+    """Refuse, before decoding, an in-memory image larger than :data:`MAX_IMAGE_PIXELS`."""
+    if int(width) * int(height) > MAX_IMAGE_PIXELS:
+        raise DataError(at(path, _too_large(f"{width:,} x {height:,} px", int(width) * int(height))))
+
+
+def _too_large(declared: str, pixels: int) -> str:
+    return (f"declares {declared} ({pixels / 1e9:.1f} Gpx), more than the {MAX_IMAGE_PIXELS / 1e9:.1f} Gpx an image "
+            "decoded whole may have (decompression-bomb limit); a pyramidal TIFF is read tile by tile "
+            "(vips tiffsave --tile --pyramid)")
 
 
 class SlideReader:
@@ -245,12 +267,18 @@ def _decode_pil(path: Path, reduce: int, decode_side: int | None) -> tuple[np.nd
     from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            fmt = im.format
-            full_w, full_h = im.size
+        with warnings.catch_warnings():  # the size is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt = im.format
+                full_w, full_h = im.size
+    except Image.DecompressionBombError as exc:  # PIL's own check (twice its limit) came first
+        pixels = int(m.group(1)) if (m := re.search(r"\((\d+) pixels\)", str(exc))) else 0
+        raise DataError(at(path, _too_large(f"{pixels:,} px", pixels))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         what = "truncated image" if "runcated" in str(exc) else "not a readable image"
         raise DataError(at(path, f"{what} ({exc})")) from None
+    check_declared_size(path, full_w, full_h)
     if fmt == "JPEG":
         _check_jpeg_end(path)
     r = _pick_reduce(full_w, full_h, reduce, decode_side)
@@ -294,9 +322,10 @@ def _decode_tiff(path: Path, reduce: int, decode_side: int | None) -> tuple[np.n
             r = _pick_reduce(width, height, reduce, decode_side)
             fine_enough = [lv for lv in levels if _hw(lv.shape, lv.axes)[1] * r >= width]  # downsample <= r
             level = min(fine_enough, key=lambda lv: _hw(lv.shape, lv.axes)[1], default=levels[0])
+            check_declared_size(path, *reversed(_hw(level.shape, level.axes)))
             arr = _to_rgb_uint8(level.asarray(), level.axes)
             props = _tiff_properties(tif.pages[0])
-    except MemoryError:  # not a broken file: the run must stop, not skip the slide
+    except (MemoryError, DataError):  # out of memory (stop the run) or a size refused above: not a broken file
         raise
     except Exception as exc:  # tifffile raises many types for truncated or foreign files
         raise DataError(at(path, f"truncated or unreadable slide file ({type(exc).__name__}: {exc})")) from None

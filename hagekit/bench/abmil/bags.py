@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
+from hagekit.io.paths import child_path
 
 __all__ = ["find_feature_files", "BagStore", "PackedBags", "pack_bags", "PACK_DTYPES"]
 
@@ -29,7 +30,7 @@ def find_feature_files(
     found: dict[str, Path] = {}
     missing = []
     for sid in slide_ids:
-        for cand in (root / f"{sid}.h5", root / "h5_files" / f"{sid}.h5"):
+        for cand in (child_path(root, f"{sid}.h5", what="slide_id"), root / "h5_files" / f"{sid}.h5"):
             if cand.is_file():
                 found[sid] = cand
                 break

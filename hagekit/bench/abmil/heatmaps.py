@@ -12,6 +12,7 @@ import numpy as np
 
 from hagekit.errors import DataError, at
 from hagekit.io.atomic import atomic_path, write_text
+from hagekit.io.paths import child_path
 
 if TYPE_CHECKING:
     from hagekit.bench.abmil.bags import BagStore
@@ -51,7 +52,7 @@ def write_predictions(out: Path, preds: Sequence[SlidePrediction], class_names: 
     for p in sorted(preds, key=lambda r: r.slide_id):
         w.writerow([p.slide_id, p.case_id, p.fold, class_names[p.label], class_names[int(p.proba.argmax())], *[f"{v:.6f}" for v in p.proba]])
         attrs = store.attrs.get(p.slide_id, {})
-        with atomic_path(out / "attention" / f"{p.slide_id}.h5") as tmp:
+        with atomic_path(child_path(out / "attention", f"{p.slide_id}.h5", what="slide_id")) as tmp:
             with h5py.File(tmp, "w") as h5:
                 h5.create_dataset("attention", data=p.attention.astype(np.float32))
                 h5.create_dataset("coords", data=p.coords)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, at
+from hagekit.io.paths import name_problem
 from hagekit.training.splits import trial_seed
 
 __all__ = ["ABMIL_DATASETS", "SLIDE_SUFFIXES", "SlideLabels", "read_slide_labels", "make_slide_folds", "strip_slide_suffix"]
@@ -98,6 +99,9 @@ def read_slide_labels(path: Path | str, *, dataset: str = "csv") -> SlideLabels:
     slide_ids = [strip_slide_suffix(s.strip()) for s in df["slide_id"]]
     if any(not s for s in slide_ids):
         raise DataError(at(path, "empty slide_id"))
+    for s in slide_ids:  # ids name feature, attention and heatmap files
+        if (problem := name_problem(s)) is not None:
+            raise DataError(at(path, f"slide_id {s!r} {problem}; a slide id names files and must stay inside their folder"))
     dup = sorted({s for s in slide_ids if slide_ids.count(s) > 1})
     if dup:
         raise DataError(at(path, f"duplicate slide_id {', '.join(dup[:5])}"))

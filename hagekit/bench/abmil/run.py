@@ -29,6 +29,7 @@ from hagekit.bench.abmil.training import ABMILConfig, SlidePrediction, cross_val
 from hagekit.bench.downstream_report import DownstreamResult, EncoderScores, write_downstream_report
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.atomic import visible_files
+from hagekit.io.paths import child_path
 from hagekit.progress import Reporter
 from hagekit.workspace import encoder_slug
 
@@ -119,6 +120,9 @@ def run_abmil(
     if not features:
         raise ConfigError("--features/--encoder: give at least one feature source")
     out = Path(out_dir)
+    enc_dirs = {name: child_path(out, encoder_slug(name), what="encoder name") for name in features}
+    for sid in labels.slide_ids:
+        child_path(out, f"{sid}.h5", what="slide_id", source=labels.path)
     if (out / "summary.json").exists() and not overwrite:
         raise ConfigError(at(out, "results already exist; pass --overwrite to replace them"))
     heatmaps = [strip_slide_suffix(h) for h in heatmaps]
@@ -165,11 +169,12 @@ def run_abmil(
     )
     write_downstream_report(result, out)
     for name, (preds, store) in per_encoder.items():
-        enc_dir = out / encoder_slug(name)
+        enc_dir = enc_dirs[name]
         write_predictions(enc_dir, preds, labels.class_names, store)
         for sid in heatmaps:
             if sid in store.files and slides is not None:
-                draw_attention_heatmap(slides[sid], enc_dir / "attention" / f"{sid}.h5", enc_dir / "heatmaps" / f"{sid}.png")
+                draw_attention_heatmap(slides[sid], enc_dir / "attention" / f"{sid}.h5",
+                                       child_path(enc_dir / "heatmaps", f"{sid}.png", what="slide_id"))
     result.out_dir = out
     return result
 
