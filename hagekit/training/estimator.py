@@ -34,6 +34,10 @@ class Regressor(RegressorMixin, BaseEstimator):
     method: ClassVar[str] = "method"
     """The registry name, used in messages."""
 
+    param_constraints: ClassVar[Mapping[str, Any]] = {}
+    """``{parameter: Interval(...) | OneOf(...)}`` (:mod:`hagekit.training.param_checks`), checked
+    by ``hagekit.baselines.make_method`` before any run folder is written."""
+
     def fit(
         self,
         X: np.ndarray,

@@ -124,7 +124,64 @@ def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_
         "n_genes": len(data.genes),
         "sections": list(data.sections),
         "features": {k: v for k, v in data.feature_attrs.items()},
+        "inputs": data.inputs_digest(),
     }
+
+
+PATH_KEYS = frozenset({"data_root", "features_dir", "genes_path", "path", "per_fold_cache", "cache_dir", "files",
+                       "trained"})
+"""Recorded input locations: never part of a run's identity (a moved or copied workspace
+resumes), because what they held is compared by content (``protocol.inputs``, embedding sha256)."""
+
+
+def _identity(value: Any) -> Any:
+    """A recorded setting as compared on resume: no locations, and an unset (None) setting
+    equals an absent one (older runs may record keys newer ones omit)."""
+    if isinstance(value, dict):
+        return {k: _identity(v) for k, v in value.items()
+                if v is not None and k not in PATH_KEYS and not (k == "gene_embeddings" and isinstance(v, str))}
+    return value
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two recorded settings differ (nested tables are descended)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out.extend(_differing_keys(a.get(k), b.get(k), f"{prefix}{k}."))
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _recorded_genes(out_dir: Path, old: dict[str, Any]) -> str | None:
+    """The genes digest a run recorded; older runs (no ``inputs``): the digest of its genes.txt."""
+    inputs = old.get("protocol", {}).get("inputs")
+    if isinstance(inputs, dict):
+        return inputs.get("genes")
+    try:
+        genes = [g for g in (out_dir / "genes.txt").read_text(encoding="utf-8").splitlines() if g]
+    except (OSError, UnicodeDecodeError):
+        return None
+    from hagekit.training.dataset import _sha256_parts
+
+    return _sha256_parts(["\n".join(genes)])
+
+
+def _run_differences(out_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a run folder's config.json and this run, by content (see docs/resume.md).
+
+    A run recorded before inputs were digested is compared on what it has: settings, its
+    section list and its genes.txt (not its file contents, which it did not record)."""
+    diffs: list[str] = []
+    for part in ("protocol", "config"):
+        a, b = (_identity(x.get(part)) if isinstance(x.get(part), dict) else {} for x in (old, new))
+        if part == "protocol" and "inputs" not in a:  # an older run: the genes from its genes.txt
+            b = {k: v for k, v in b.items() if k != "inputs"}
+            genes = _recorded_genes(out_dir, old)
+            if genes is not None and genes != new["protocol"]["inputs"]["genes"]:
+                diffs.append("inputs.genes")
+        diffs.extend(_differing_keys(a, b))
+    return diffs
 
 
 def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, Any],
@@ -136,17 +193,12 @@ def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, 
             old = read_json_object(cfg_path, what="a run's config")
         except DataError as exc:
             raise DataError(f"{exc}; is this a run folder? use another --out or --overwrite") from None
-        new = json.loads(json.dumps(full, default=str))
-        for part in ("protocol", "config"):
-            # an unset (None) setting equals an absent one: older runs may record keys newer ones omit
-            a = {k: v for k, v in old.get(part, {}).items() if k != "sections" and v is not None}
-            b = {k: v for k, v in new.get(part, {}).items() if k != "sections" and v is not None}
-            if a != b:
-                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                raise ProvenanceError(
-                    at(out_dir, f"existing run has other settings ({', '.join(keys)}); "
-                       "use another --out or --overwrite")
-                )
+        keys = _run_differences(out_dir, old, json.loads(json.dumps(full, default=str)))
+        if keys:
+            raise ProvenanceError(
+                at(out_dir, f"existing run has other settings ({', '.join(keys)}); its finished trials "
+                   "would not match: use --overwrite to redo it, or another --out")
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for old in out_dir.glob("*/trial*/metrics.json"):
@@ -191,6 +243,8 @@ def run_protocol(
     config = dict(config or {})
     out = Path(out_dir) if out_dir is not None else None
     dctx = dist if dist is not None else DistContext()
+    for fold in fold_list:  # every split is valid (--val-fraction, spots) before the run folder is touched
+        _split_records(fold, trials, seed, val_fraction, data)
     if out is not None and dctx.is_main:
         _prepare_run_dir(out, settings, config, data, fold_list, overwrite)
     barrier(dctx)  # the run folder is checked (and cleared with --overwrite) before any rank trains
