@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hagekit.errors import ConfigError
-from hagekit.training.param_checks import check_declared_params
+from hagekit.training.param_checks import check_declared_params, declared_constraints
 
 __all__ = [
     "METHODS",
@@ -77,7 +77,7 @@ def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params
         if key in defaults:  # HAGE's config__<field> values are checked by HAGEConfig
             _check_param_type(name, key, value, defaults[key].default)
     est = est.set_params(**params)
-    check_declared_params(name.strip().lower(), getattr(cls, "param_constraints", {}), est.get_params(deep=False))
+    check_declared_params(name.strip().lower(), declared_constraints(cls), est.get_params(deep=False))
     return est
 
 

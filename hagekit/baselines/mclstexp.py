@@ -130,7 +130,7 @@ class MclSTExpRegressor(RetrievalBaseline):
         "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
         "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
         "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
-        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True), "random_state": Interval(0, integer=True),
+        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
         "heads": Interval(1, integer=True), "dim_head": Interval(1, integer=True), "layers": Interval(0, integer=True),
     }
 

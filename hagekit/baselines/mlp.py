@@ -47,7 +47,7 @@ class MLPRegressor(TrainedBaseline):
         "hidden": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
         "lr": Interval(0, low_open=True), "weight_decay": Interval(0), "epochs": Interval(1, integer=True),
         "batch_size": Interval(1, integer=True), "patience": Interval(0, integer=True),
-        "random_state": Interval(0, integer=True),
+
     }
 
     def __init__(

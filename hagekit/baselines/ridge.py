@@ -88,7 +88,7 @@ class RidgeRegressor(Regressor):
     method: ClassVar[str] = "ridge"
     param_constraints: ClassVar[dict[str, Any]] = {
         "alphas": Interval(0, low_open=True, each=True), "pca": Interval(1, integer=True, optional=True),
-        "cv": Interval(2, integer=True), "scoring": OneOf(SCORINGS), "random_state": Interval(0, integer=True),
+        "cv": Interval(2, integer=True), "scoring": OneOf(SCORINGS),
     }
 
     def __init__(

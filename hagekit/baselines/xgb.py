@@ -40,7 +40,7 @@ class XGBoostRegressor(Regressor):
         "reg_lambda": Interval(0), "multi_strategy": OneOf(STRATEGIES),
         "target_pca": Interval(1, integer=True, optional=True),
         "early_stopping_rounds": Interval(1, integer=True, optional=True), "max_bin": Interval(2, integer=True),
-        "n_jobs": Interval(-1, integer=True, optional=True), "random_state": Interval(0, integer=True),
+        "n_jobs": Interval(-1, integer=True, optional=True),
     }
 
     def __init__(

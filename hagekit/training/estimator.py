@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from hagekit.errors import ConfigError, DataError
 from hagekit.progress import Reporter
+from hagekit.training.param_checks import Interval
 
 __all__ = ["Regressor", "check_fit_inputs", "check_predict_input", "params_of", "save_arrays"]
 
@@ -34,7 +35,7 @@ class Regressor(RegressorMixin, BaseEstimator):
     method: ClassVar[str] = "method"
     """The registry name, used in messages."""
 
-    param_constraints: ClassVar[Mapping[str, Any]] = {}
+    param_constraints: ClassVar[Mapping[str, Any]] = {"random_state": Interval(0, integer=True)}
     """``{parameter: Interval(...) | OneOf(...)}`` (:mod:`hagekit.training.param_checks`), checked
     by ``hagekit.baselines.make_method`` before any run folder is written."""
 

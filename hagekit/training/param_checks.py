@@ -15,7 +15,7 @@ from typing import Any
 
 from hagekit.errors import ConfigError
 
-__all__ = ["Interval", "OneOf", "check_declared_params"]
+__all__ = ["Interval", "OneOf", "check_declared_params", "declared_constraints"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,12 @@ def check_declared_params(method: str, constraints: Mapping[str, Any], params: M
     for key, rule in constraints.items():
         if key in params and not rule.accepts(params[key]):
             raise ConfigError(f"[baselines.{method}] {key} = {params[key]!r}: must be {rule.describe()}")
+
+
+def declared_constraints(cls: type) -> dict[str, Any]:
+    """``param_constraints`` of ``cls`` merged over its bases (a base declares the shared ones,
+    e.g. ``random_state``; a subclass adds or overrides)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("param_constraints", {}) or {})
+    return out

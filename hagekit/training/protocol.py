@@ -181,7 +181,23 @@ def _run_differences(out_dir: Path, old: dict[str, Any], new: dict[str, Any]) ->
             if genes is not None and genes != new["protocol"]["inputs"]["genes"]:
                 diffs.append("inputs.genes")
         diffs.extend(_differing_keys(a, b))
-    return diffs
+    return _grouped(diffs)
+
+
+def _grouped(keys: list[str]) -> list[str]:
+    """``inputs.sections.A1.features``, ``...A2.features`` -> ``inputs.sections.{A1,A2}.features``."""
+    out: list[str] = []
+    by_field: dict[str, list[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        if len(parts) == 4 and parts[:2] == ["inputs", "sections"]:
+            by_field.setdefault(parts[3], []).append(parts[2])
+        else:
+            out.append(key)
+    for fld, secs in by_field.items():
+        out.append(f"inputs.sections.{secs[0]}.{fld}" if len(secs) == 1
+                   else f"inputs.sections.{{{','.join(secs)}}}.{fld}")
+    return sorted(out)
 
 
 def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, Any],
