@@ -223,10 +223,10 @@ class HAGERegressor(Regressor):
     def load(cls, directory: Path | str, *, device: str = "cpu") -> HAGERegressor:
         """Rebuild a fitted estimator from a directory written by :meth:`save`."""
         import torch
-        from safetensors.torch import load_file
 
         from hagekit.hage.model import HAGEModel
         from hagekit.io.jsonfile import read_json_object
+        from hagekit.io.tensorfile import load_safetensors
 
         directory = Path(directory)
         meta_path, weights_path = directory / ESTIMATOR_FILE, directory / MODEL_FILE
@@ -242,7 +242,7 @@ class HAGERegressor(Regressor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(at(meta_path, f"incomplete estimator description ({type(exc).__name__}: {exc})")) from None
         try:
-            state = load_file(str(weights_path))
+            state = load_safetensors(weights_path)
         except Exception as exc:  # safetensors raises several types on corrupt files
             raise DataError(at(weights_path, f"unreadable safetensors file ({exc})")) from None
         if "gene_embeddings" not in state:

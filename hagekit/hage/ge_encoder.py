@@ -146,7 +146,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     except HagekitError as exc:
         raise EncoderError(f"ge:{run}: {exc}") from None
     fold, trial, mdir = _pick_model(info, fold, trial)
-    from safetensors.torch import load_file
+    from hagekit.io.tensorfile import load_safetensors
 
     meta_path = mdir / ESTIMATOR_FILE
     try:
@@ -161,7 +161,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EncoderError(f"ge:{run}: {meta_path}: incomplete estimator description ({type(exc).__name__}: {exc})") from None
     try:
-        state = load_file(str(mdir / MODEL_FILE))
+        state = load_safetensors(mdir / MODEL_FILE)
     except Exception as exc:  # safetensors raises several types on corrupt files
         raise EncoderError(f"ge:{run}: {mdir / MODEL_FILE}: not a readable safetensors file ({exc})") from None
     spec, weights, sha = _base_from_attrs(info.feature_attrs)
@@ -183,12 +183,10 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
 
 
 def _from_file(path: Path) -> _Source:
-    from safetensors import safe_open
+    from hagekit.io.tensorfile import load_safetensors
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        state, meta = load_safetensors(path, with_metadata=True)
     except Exception as exc:  # safetensors raises several types on bad files
         raise EncoderError(f"ge:{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != GE_FORMAT:
