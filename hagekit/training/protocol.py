@@ -275,69 +275,25 @@ def run_protocol(
     per_gene: dict[str, dict[str, list[float]]] = {}
     splits_record: list[dict[str, Any]] = []
     outer = rep.task(f"{method}: folds x trials", total=len(mine))
+    job = _TrialJob(data, factory, method, seed, val_fraction, out, save_models, estimator_type, progress, rep,
+                    outer, rows_of, per_gene)
+    waiting: list[tuple[int, Fold, int]] = []  # trials another process holds the lock of
     for f_i, fold in enumerate(fold_list):
         if not any(f_i * trials + t in mine for t in range(trials)):
             splits_record.extend(_split_records(fold, trials, seed, val_fraction, data))
             continue
-        X_all, Y_all, S_all, sec_idx = data.stack(fold.train_sections)
+        stacked = data.stack(fold.train_sections)
         for trial in range(trials):
-            tseed = trial_seed(seed, fold.name, trial)
-            tr, va = train_val_split(len(X_all), seed=seed, fold=fold.name, trial=trial,
+            tr, va = train_val_split(len(stacked[0]), seed=seed, fold=fold.name, trial=trial,
                                      val_fraction=val_fraction)
-            splits_record.append({**fold.as_dict(), "trial": trial, "seed": tseed,
+            splits_record.append({**fold.as_dict(), "trial": trial, "seed": trial_seed(seed, fold.name, trial),
                                   "n_train": int(len(tr)), "n_val": int(len(va))})
             task_id = f_i * trials + trial
-            if task_id not in mine:
-                continue
-            tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
-            ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
-                              fold.test_sections, tdir)
-            saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models,
-                                 estimator_type=estimator_type)
-            if saved is not None:
-                rows_of[task_id] = saved["rows"]
-                per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
-                rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
-                outer.advance(1)
-                continue
-            est = factory(ctx)
-            t0 = time.perf_counter()
-            try:
-                _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
-                      spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=progress)
-            except TrainingError as exc:
-                raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
-            fit_s = time.perf_counter() - t0
-            trial_rows: list[dict[str, Any]] = []
-            trial_genes: dict[str, list[float]] = {}
-            for sec in fold.test_sections:
-                sd = data.sections[sec]
-                X_t, _, S_t, _ = data.stack([sec])
-                t1 = time.perf_counter()
-                pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
-                pred_s = time.perf_counter() - t1
-                if pred.shape != sd.targets.shape:
-                    raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
-                if not np.isfinite(pred).all():
-                    raise TrainingError(f"{method} fold {fold.name} trial {trial}: predictions for {sec} are not "
-                                        "finite (training diverged; lower --lr or check the inputs); nothing saved for this trial")
-                m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
-                row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
-                       "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
-                       "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
-                trial_rows.append({k: row[k] for k in ROW_KEYS})
-                trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
-            rows_of[task_id] = trial_rows
-            per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
-            if tdir is not None:
-                with atomic_dir(tdir) as tmp:
-                    if save_models and hasattr(est, "save"):
-                        est.save(tmp)
-                    write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
-            last = trial_rows[-1]
-            outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
-            log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
-                     ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
+            if task_id in mine and not job.run(task_id, fold, trial, stacked, wait=False):
+                waiting.append((task_id, fold, trial))
+    for task_id, fold, trial in waiting:  # trained by another process meanwhile: wait, then read (or take over)
+        rep.message(f"{method} {fold.name} trial {trial}: another process is training it; waiting")
+        job.run(task_id, fold, trial, data.stack(fold.train_sections), wait=True)
     outer.close()
     for part_rows, part_genes in gather_to_all((rows_of, per_gene), dctx):
         rows_of.update(part_rows)
@@ -347,6 +303,104 @@ def run_protocol(
     if out is not None and dctx.is_main:
         _write_tables(out, rows, summary, splits_record, settings)
     return ProtocolResult(rows, summary, per_gene, out)
+
+
+@dataclass
+class _TrialJob:
+    """One fold x trial of :func:`run_protocol`: reuse its saved result or train, evaluate and
+    save it, under the trial's lock file (``<fold>/.trial<k>.lock``), so that processes sharing
+    a run folder train each trial exactly once."""
+
+    data: STDataset
+    factory: Callable[[FoldContext], Estimator]
+    method: str
+    seed: int
+    val_fraction: float
+    out: Path | None
+    save_models: bool
+    estimator_type: type | None
+    progress: Reporter | None
+    rep: Any
+    outer: Any
+    rows_of: dict[int, list[dict[str, Any]]]
+    per_gene: dict[str, dict[str, list[float]]]
+
+    def run(self, task_id: int, fold: Fold, trial: int, stacked: tuple, *, wait: bool) -> bool:
+        """Do the trial; False (nothing done) when another process holds its lock and not ``wait``."""
+        if self.out is None:
+            self._do(task_id, fold, trial, stacked)
+            return True
+        from hagekit.io.locks import ItemLock, try_lock
+
+        delay = 0.2
+        while True:
+            lock = try_lock(self.out / fold.name, f".{trial_dir_name(trial)}")
+            if isinstance(lock, ItemLock):
+                break
+            if not wait:
+                return False
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)
+        try:
+            self._do(task_id, fold, trial, stacked)
+        finally:
+            lock.release()
+        return True
+
+    def _do(self, task_id: int, fold: Fold, trial: int, stacked: tuple) -> None:
+        X_all, Y_all, S_all, sec_idx = stacked
+        data, method = self.data, self.method
+        tseed = trial_seed(self.seed, fold.name, trial)
+        tr, va = train_val_split(len(X_all), seed=self.seed, fold=fold.name, trial=trial,
+                                 val_fraction=self.val_fraction)
+        tdir = self.out / fold.name / trial_dir_name(trial) if self.out is not None else None
+        ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections, fold.test_sections, tdir)
+        saved = _saved_trial(ctx, self.factory, n_features=X_all.shape[1], check_model=self.save_models,
+                             estimator_type=self.estimator_type)
+        if saved is not None:
+            self.rows_of[task_id] = saved["rows"]
+            self.per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
+            self.rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
+            self.outer.advance(1)
+            return
+        est = self.factory(ctx)
+        t0 = time.perf_counter()
+        try:
+            _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
+                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=self.progress)
+        except TrainingError as exc:
+            raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
+        fit_s = time.perf_counter() - t0
+        trial_rows: list[dict[str, Any]] = []
+        trial_genes: dict[str, list[float]] = {}
+        for sec in fold.test_sections:
+            sd = data.sections[sec]
+            X_t, _, S_t, _ = data.stack([sec])
+            t1 = time.perf_counter()
+            pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
+            pred_s = time.perf_counter() - t1
+            if pred.shape != sd.targets.shape:
+                raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
+            if not np.isfinite(pred).all():
+                raise TrainingError(f"{method} fold {fold.name} trial {trial}: predictions for {sec} are not "
+                                    "finite (training diverged; lower --lr or check the inputs); nothing saved for this trial")
+            m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
+            row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
+                   "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
+                   "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
+            trial_rows.append({k: row[k] for k in ROW_KEYS})
+            trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
+        self.rows_of[task_id] = trial_rows
+        self.per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
+        if tdir is not None:
+            with atomic_dir(tdir) as tmp:
+                if self.save_models and hasattr(est, "save"):
+                    est.save(tmp)
+                write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
+        last = trial_rows[-1]
+        self.outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
+        log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
+                 ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
 
 
 def _split_records(fold: Fold, trials: int, seed: int, val_fraction: float, data: STDataset) -> list[dict[str, Any]]:

@@ -185,3 +185,36 @@ def test_every_registered_method_declares_its_parameters():
         make_method(name)  # the defaults pass their own declarations
     with pytest.raises(ConfigError, match=r"\[baselines\.xgboost\] n_estimators = -3"):
         make_method("xgboost", n_estimators=-3)
+
+
+_TRAIN_SCRIPT = """
+import json, logging, sys
+import torch
+torch.set_num_threads(1)
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
+from hagekit.training.run import train_run
+kw = json.loads(sys.argv[1])
+train_run(**kw)
+"""
+
+
+def test_two_concurrent_trains_on_one_run_train_each_trial_once(tmp_path: Path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    kw = {"data_root": str(root), "dataset": "toy", "features_dir": str(feats), "genes_path": str(panel),
+          "embeddings_path": str(emb), "out": str(tmp_path / "run"),
+          "overrides": {**toy.FAST, "epochs": 2, "folds": "A1,B1", "trials": 2}}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, json.dumps(kw)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    trained = [m for _, err in outs for m in re.findall(r"hage fold (\w+) trial (\d+): PCC\(all\)", err)]
+    assert sorted(trained) == [("A1", "0"), ("A1", "1"), ("B1", "0"), ("B1", "1")]
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4
+    assert not list((tmp_path / "run").rglob("*.lock"))
