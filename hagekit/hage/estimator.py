@@ -186,16 +186,15 @@ class HAGERegressor(Regressor):
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path | str) -> Path:
         """Write ``model.safetensors`` and ``estimator.json`` into ``directory`` (atomically each)."""
-        from safetensors.torch import save_file
-
         from hagekit.io.atomic import atomic_path, write_json
+        from hagekit.io.tensorfile import save_safetensors
 
         model = self._fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(directory / MODEL_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": ESTIMATOR_FORMAT})
+            save_safetensors(state, tmp, metadata={"format": ESTIMATOR_FORMAT})
         write_json(directory / ESTIMATOR_FILE, self.describe())
         return directory
 

@@ -293,10 +293,9 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
                    force: bool = False) -> Path:
     """Write a self-contained ``.safetensors``: GE weights, gene embeddings, config, base encoder spec.
     A collapsed model (:func:`hagekit.hage.model.collapse_message`) is refused unless ``force``."""
-    from safetensors.torch import save_file
-
     from hagekit.errors import ConfigError
     from hagekit.io.atomic import atomic_path
+    from hagekit.io.tensorfile import save_safetensors
 
     run, out = Path(run), Path(out)
     if out.suffix != ".safetensors":
@@ -321,6 +320,6 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         **{k: str(v) for k, v in src.meta.items()},
     }
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_safetensors(tensors, tmp, metadata=metadata)
     log.info("exported GE of %s (%d genes, d=%d) to %s", src.label, len(src.genes), src.config.d, out)
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from hagekit.errors import DataError, at
 
-__all__ = ["safetensors_shapes", "load_safetensors"]
+__all__ = ["safetensors_shapes", "load_safetensors", "save_safetensors"]
 
 _DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -60,17 +60,40 @@ def safetensors_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def save_safetensors(tensors: dict[str, Any], path: Path | str, *, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors or numpy arrays (all of one kind) as safetensors, also under a path
+    that is not valid UTF-8 (safetensors' ``save_file`` refuses one: the bytes are written here)."""
+    import numpy as np
+
+    path = Path(path)
+    if metadata is not None:  # a value holding a non-UTF-8 path keeps its bytes as \\xff escapes
+        metadata = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    for k, v in metadata.items()}
+    numpy = all(isinstance(v, np.ndarray) for v in tensors.values())
+    if numpy:
+        from safetensors.numpy import save, save_file
+    else:
+        from safetensors.torch import save, save_file
+    if _utf8(path):
+        save_file(tensors, str(path), metadata=metadata)
+    else:
+        path.write_bytes(save(tensors, metadata=metadata))
+
+
 def load_safetensors(path: Path | str, *, with_metadata: bool = False) -> Any:
     """The tensors of a safetensors file (torch, CPU), also under a path that is not valid UTF-8
     (safetensors' ``load_file``/``safe_open`` refuse such paths: the bytes are read here instead).
     With ``with_metadata``: ``(tensors, metadata)``."""
     path = Path(path)
-    try:
-        str(path).encode("utf-8")
-        utf8 = True
-    except UnicodeEncodeError:
-        utf8 = False
-    if utf8:
+    if _utf8(path):
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as fh:

@@ -120,15 +120,14 @@ def check_predict_input(name: str, X: Any, n_features: int | None) -> np.ndarray
 
 def save_arrays(out_dir: Path | str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``params.json`` and ``model.safetensors`` (numpy arrays) into ``out_dir``."""
-    from safetensors.numpy import save_file
-
     from hagekit.io.atomic import atomic_path, write_json
+    from hagekit.io.tensorfile import save_safetensors
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "params.json", dict(params))
     with atomic_path(out / "model.safetensors") as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        save_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
     return out
 
 
