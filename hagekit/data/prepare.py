@@ -167,37 +167,43 @@ def prepare_dataset(
     report = PrepareReport(dataset=ds, folder=folder)
     rep = reporter_or_null(progress)
     task = rep.task(f"prepare {ds}", total=len(sources))
-    try:
-        for src in sources:
-            path = folder / f"{src.section}.h5ad"
-            if path.exists() and not overwrite:
-                info = section_info(path)
-                report.sections.append(
-                    PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient)
-                )
-                log.info("%s: already prepared, kept (use --overwrite to redo)", path)
-                task.advance(1, status=f"{src.section} kept")
-                continue
-            adata = src.build()
-            write_section(adata, path)
-            meta = adata.uns["hagekit"]
+    from hagekit.io.locks import each_locked
+
+    def one(src: SectionSource) -> None:
+        path = folder / f"{src.section}.h5ad"
+        if path.exists() and not overwrite:
+            info = section_info(path)
             report.sections.append(
-                PreparedSection(
-                    src.section,
-                    path,
-                    "written",
-                    int(adata.n_obs),
-                    int(adata.n_vars),
-                    bool(meta["has_image"]),
-                    float(meta["mpp"]),
-                    str(meta["patient"]),
-                    int(meta.get("n_dropped_spots", 0)),
-                )
+                PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient)
             )
-            del adata
-            task.advance(1, status=src.section)
+            log.info("%s: already prepared, kept (use --overwrite to redo)", path)
+            task.advance(1, status=f"{src.section} kept")
+            return
+        adata = src.build()
+        write_section(adata, path)
+        meta = adata.uns["hagekit"]
+        report.sections.append(
+            PreparedSection(
+                src.section,
+                path,
+                "written",
+                int(adata.n_obs),
+                int(adata.n_vars),
+                bool(meta["has_image"]),
+                float(meta["mpp"]),
+                str(meta["patient"]),
+                int(meta.get("n_dropped_spots", 0)),
+            )
+        )
+        del adata
+        task.advance(1, status=src.section)
+
+    try:  # under per-section locks: two prepares into one folder write each section once
+        each_locked(sources, lambda s: folder, lambda s: f".{s.section}.h5ad", one)
     finally:
         task.close()
+    order = {s.section: i for i, s in enumerate(sources)}
+    report.sections.sort(key=lambda p: order[p.section])
     return report
 
 

@@ -56,23 +56,9 @@ class FoldEmbeddings:
         return self._loaded[path]
 
     def _load(self, sections: Sequence[str], path: Path) -> np.ndarray:
-        from hagekit.genes.embeddings import write_gene2vec_text
-
         emb = _read_verified(path) if path.is_file() else None
         if emb is None:
-            from hagekit.genes.coexpression import train_gene_embeddings
-
-            log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
-            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
-                                        dim=self.dim, seed=self.seed, progress=self.progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            provenance = {**emb.provenance, "n_genes": len(emb.symbols),
-                          "content_sha256": content_sha256(emb.symbols, emb.vectors)}
-            write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=provenance)
-            self.trained.append(path)
-            emb = _read_verified(path)
-            if emb is None:
-                raise DataError(at(path, "per-fold gene embeddings do not read back as written"))
+            emb = self._train_locked(sections, path)
         row = {s.upper(): i for i, s in enumerate(emb.symbols)}
         out = np.zeros((len(self.genes), emb.vectors.shape[1]), dtype=np.float32)
         missing = [g for g in self.genes if g.upper() not in row]
@@ -83,6 +69,30 @@ class FoldEmbeddings:
             log.warning("%s: %d panel genes have no embedding (zero vectors), e.g. %s", path, len(missing),
                         ", ".join(missing[:5]))
         return out
+
+    def _train_locked(self, sections: Sequence[str], path: Path) -> Any:
+        """Train and cache the set for ``sections`` under the cache file's lock; a process that
+        waited for another's lock reads what that one wrote instead of training it again."""
+        from hagekit.genes.coexpression import train_gene_embeddings
+        from hagekit.genes.embeddings import write_gene2vec_text
+        from hagekit.io.locks import wait_lock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wait_lock(path.parent, f".{path.name}"):
+            emb = _read_verified(path, quiet=True) if path.is_file() else None
+            if emb is not None:
+                return emb
+            log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
+            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
+                                        dim=self.dim, seed=self.seed, progress=self.progress)
+            provenance = {**emb.provenance, "n_genes": len(emb.symbols),
+                          "content_sha256": content_sha256(emb.symbols, emb.vectors)}
+            write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=provenance)
+            self.trained.append(path)
+            emb = _read_verified(path)
+            if emb is None:
+                raise DataError(at(path, "per-fold gene embeddings do not read back as written"))
+            return emb
 
 
 def content_sha256(symbols: Sequence[str], vectors: np.ndarray) -> str:
@@ -95,7 +105,7 @@ def content_sha256(symbols: Sequence[str], vectors: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _read_verified(path: Path) -> Any:
+def _read_verified(path: Path, *, quiet: bool = False) -> Any:
     """A per-fold cache file whose contents match the digest its sidecar recorded, else ``None``
     (damaged, truncated even at a line boundary, or written before digests were recorded: the
     caller trains it again; training on half a cache would silently zero the missing genes)."""
@@ -109,7 +119,7 @@ def _read_verified(path: Path) -> Any:
     except (HagekitError, OSError, ValueError) as exc:
         ok, problem = False, str(exc)
     if not ok:
-        log.warning("%s: per-fold gene embeddings cache is damaged or incomplete (%s); training it again", path, problem)
+        (log.info if quiet else log.warning)("%s: per-fold gene embeddings cache is damaged or incomplete (%s); training it again", path, problem)
         return None
     return emb
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -218,3 +219,68 @@ def test_two_concurrent_trains_on_one_run_train_each_trial_once(tmp_path: Path):
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 4
     assert not list((tmp_path / "run").rglob("*.lock"))
+
+
+def _two_threads(fn) -> list:
+    """Run ``fn()`` in two threads started together; their results (exceptions re-raised)."""
+    import threading
+
+    start = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+def test_two_prepares_into_one_folder_build_each_section_once(tmp_path: Path):
+    import threading
+    import time
+
+    from hagekit.data.prepare import SectionSource, prepare_dataset
+    from hagekit.data.section import make_section
+
+    built: list[str] = []
+    guard = threading.Lock()
+
+    def builder(name: str):
+        def build():
+            with guard:
+                built.append(name)
+            time.sleep(0.2)  # slow enough that the two writers overlap
+            counts = np.random.default_rng(0).poisson(3.0, size=(4, 3))
+            return make_section(counts, [f"b{i}" for i in range(4)], ["G1", "G2", "G3"],
+                                np.arange(8.0).reshape(4, 2), dataset="toy", section=name, patient="P")
+        return build
+
+    names = ["S1", "S2", "S3", "S4"]
+    sources = [SectionSource(n, "P", (), builder(n), has_image=False) for n in names]
+    reports = _two_threads(lambda: prepare_dataset(sources, tmp_path, "toy"))
+    assert sorted(built) == names  # each section built by one of the two
+    assert all([s.section for s in r.sections] == names for r in reports)
+    assert not list((tmp_path / "toy").glob(".*.lock"))
+
+
+def test_two_synths_into_one_folder_write_each_section_once(tmp_path: Path, caplog):
+    import logging
+
+    from hagekit.data.synthetic import synthesize_dataset
+
+    caplog.set_level(logging.INFO, logger="hagekit.data.synthetic")
+    results = _two_threads(lambda: synthesize_dataset(tmp_path, n_sections=4, n_spots=100, n_genes=40, seed=3))
+    assert results[0] == results[1] and len(results[0]) == 4
+    kept = [r for r in caplog.records if "exists with the same settings, kept" in r.getMessage()]
+    assert len(kept) == 4  # 8 section visits, 4 writes: every section was written exactly once
