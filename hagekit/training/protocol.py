@@ -129,7 +129,7 @@ def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_
 
 
 PATH_KEYS = frozenset({"data_root", "features_dir", "genes_path", "path", "per_fold_cache", "cache_dir", "files",
-                       "trained"})
+                       "trained", "image_path"})
 """Recorded input locations: never part of a run's identity (a moved or copied workspace
 resumes), because what they held is compared by content (``protocol.inputs``, embedding sha256)."""
 
