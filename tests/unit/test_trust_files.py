@@ -157,6 +157,8 @@ def test_report_on_a_summary_of_wrong_types_is_one_line(tmp_path: Path, bad: dic
     run.mkdir()
     (run / "summary.json").write_text(json.dumps(bad))
     (run / "genes.txt").write_text("G0\n")
+    (run / "A1" / "trial0").mkdir(parents=True)  # one finished trial, so only the summary is wrong
+    (run / "A1" / "trial0" / "metrics.json").write_text(json.dumps({"rows": [], "per_gene_pcc": {"A1": [0.5]}}))
     res = CliRunner().invoke(app, ["report", str(run)])
     assert res.exit_code == 2, res.output
     assert "summary.json" in res.output and "Traceback" not in res.output
