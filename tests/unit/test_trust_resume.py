@@ -131,6 +131,9 @@ def test_rejected_option_leaves_the_run_untouched(tmp_path: Path):
         assert res.exit_code == 2 and "val_fraction" in res.output and "Traceback" not in res.output
         assert len(res.output.strip().splitlines()) == 1, res.output
         assert {str(p): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == snapshot
+    fresh = [a if a != str(run) else str(tmp_path / "fresh") for a in base]
+    res = runner.invoke(app, [*fresh, "--val-fraction", "0"])
+    assert res.exit_code == 2 and not (tmp_path / "fresh").exists()  # nothing saved, so a corrected rerun runs
     # run_protocol itself validates every split before it writes
     from hagekit.training.dataset import load_dataset
     from hagekit.training.protocol import run_protocol
