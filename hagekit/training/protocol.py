@@ -155,7 +155,8 @@ def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def _recorded_genes(out_dir: Path, old: dict[str, Any]) -> str | None:
     """The genes digest a run recorded; older runs (no ``inputs``): the digest of its genes.txt."""
-    inputs = old.get("protocol", {}).get("inputs")
+    protocol = old.get("protocol")
+    inputs = protocol.get("inputs") if isinstance(protocol, dict) else None
     if isinstance(inputs, dict):
         return inputs.get("genes")
     try:
