@@ -8,6 +8,7 @@ atomically, so a failure never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import re
@@ -198,8 +199,14 @@ def prepare_dataset(
         del adata
         task.advance(1, status=src.section)
 
+    new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]
     try:  # under per-section locks: two prepares into one folder write each section once
         each_locked(sources, lambda s: folder, lambda s: f".{s.section}.h5ad", one)
+    except BaseException:
+        for d in new_dirs:  # a failed first section leaves no empty folders (the locks made them)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         task.close()
     order = {s.section: i for i, s in enumerate(sources)}
