@@ -168,11 +168,13 @@ def predict_section(
         adata.var["pcc"] = per_gene
     if info.target.startswith("log1p"):
         adata.uns["log1p"] = {"base": None}  # scanpy's marker: X is natural-log log1p data
+    from hagekit.io.h5 import utf8_safe
+
     adata.uns["hagekit"] = {
         **describe_prediction(info.target, truth=sec is not None, clipped=int((raw_pred < 0).sum())),
-        "run": str(info.path.resolve()),
+        "run": utf8_safe(str(info.path.resolve())),
         "models": [str(p.relative_to(info.path)) for p in models],
-        "features": str(features.resolve()),
+        "features": utf8_safe(str(features.resolve())),
         "encoder": str(ff.attrs.get("encoder", "")),
         "target": info.target,
         "section": name,

@@ -93,7 +93,13 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
     rows, labels = [], []
     for path in visible_files(run, "*/trial*/metrics.json"):
         saved = read_json_object(path, what="a trial's metrics")
-        for section, values in (saved.get("per_gene_pcc") or {}).items():
+        per_gene = saved.get("per_gene_pcc") or {}
+        if not isinstance(per_gene, dict):
+            raise DataError(at(path, '"per_gene_pcc" must map each section to a list of PCCs'))
+        for section, values in per_gene.items():
+            if not isinstance(values, list) or not all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+                raise DataError(at(path, f'"per_gene_pcc" of {section} must be a list of numbers (or null)'))
             if len(values) != len(genes):
                 raise DataError(at(path, f"{len(values)} per-gene PCCs for {len(genes)} genes"))
             rows.append([np.nan if v is None else float(v) for v in values])
@@ -101,6 +107,28 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
     if not rows:
         raise DataError(at(run, "no finished trials with per-gene PCC (<fold>/trial<k>/metrics.json)"))
     return genes, np.asarray(rows, dtype=np.float64), labels
+
+
+def check_summary(summary: dict[str, Any], path: Path | str) -> None:
+    """A summary.json as :func:`summary_markdown` reads it, else one line naming the file:
+    ``per_section`` {section: {metric: number}}, ``overall`` {metric: {mean, std: number}}."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    metrics = ("pcc_all", "pcc_heg", "mse", "mae")
+    per_section, overall = summary.get("per_section", {}), summary.get("overall", {})
+    problem = None
+    if not isinstance(per_section, dict) or not all(
+            isinstance(v, dict) and all(number(v.get(m)) for m in metrics) for v in per_section.values()):
+        problem = '"per_section" must map each section to numbers pcc_all, pcc_heg, mse, mae'
+    elif not isinstance(overall, dict) or (overall and not all(
+            isinstance(overall.get(m), dict) and all(number(x) for x in overall[m].values())
+            and number(overall[m].get("mean")) and number(overall[m].get("std")) for m in metrics)):
+        problem = '"overall" must map pcc_all, pcc_heg, mse, mae to numbers mean and std'
+    elif not isinstance(summary.get("target", ""), str) or not isinstance(summary.get("log_base", "e"), str):
+        problem = '"target" and "log_base" must be strings'
+    if problem:
+        raise DataError(at(path, f"not a run summary of this version: {problem}; rerun `hagekit train` to rewrite it"))
 
 
 def summary_markdown(summary: dict[str, Any], title: str = "") -> str:
@@ -130,6 +158,7 @@ def report_run(run: Path | str, *, out: Path | str | None = None, log_base: str 
     if not summary_path.is_file():
         raise DataError(at(run, "no summary.json; is this a finished run (`hagekit train`)?"))
     summary = read_json_object(summary_path, what="a run summary")
+    check_summary(summary, summary_path)
     summary = rescale_errors(summary, log_base, target=_run_target(run, summary))
     genes, table, labels = per_gene_table(run)
     with np.errstate(invalid="ignore"):

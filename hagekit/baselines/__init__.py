@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hagekit.errors import ConfigError
+from hagekit.training.param_checks import check_declared_params, declared_constraints
 
 __all__ = [
     "METHODS",
@@ -132,7 +133,9 @@ def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params
     for key, value in params.items():
         if key in defaults:  # HAGE's config__<field> values are checked by HAGEConfig
             _check_param_type(name, key, value, defaults[key].default)
-    return est.set_params(**params)
+    est = est.set_params(**params)
+    check_declared_params(name.strip().lower(), declared_constraints(cls), est.get_params(deep=False))
+    return est
 
 
 list_baselines = list_methods

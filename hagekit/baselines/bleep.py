@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hagekit.baselines._common import WEIGHTINGS
 from hagekit.baselines._trained import Batchable, RetrievalBaseline
+from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["BLEEPRegressor", "ProjectionHead", "bleep_loss"]
 
@@ -59,6 +61,12 @@ class BLEEPRegressor(RetrievalBaseline):
     """Image/expression projection heads aligned contrastively; top-k retrieval at inference."""
 
     method: ClassVar[str] = "bleep"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
+        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
+        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
+        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
+    }
 
     def __init__(
         self,

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hagekit.baselines._common import WEIGHTINGS
 from hagekit.baselines._trained import Batchable, RetrievalBaseline
 from hagekit.baselines.bleep import ProjectionHead
 from hagekit.errors import DataError
+from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["MclSTExpRegressor", "SpotEncoder", "grid_positions", "clip_loss"]
 
@@ -124,6 +126,13 @@ class MclSTExpRegressor(RetrievalBaseline):
     """Spot transformer (expression + position) vs image head, CLIP; weighted top-k retrieval."""
 
     method: ClassVar[str] = "mclstexp"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
+        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
+        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
+        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
+        "heads": Interval(1, integer=True), "dim_head": Interval(1, integer=True), "layers": Interval(0, integer=True),
+    }
 
     def __init__(
         self,

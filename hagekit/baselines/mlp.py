@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hagekit.baselines._trained import Batchable, TrainedBaseline
+from hagekit.training.param_checks import Interval
 
 __all__ = ["MLPRegressor"]
 
@@ -42,6 +43,12 @@ class MLPRegressor(TrainedBaseline):
     mode: ClassVar[str] = "min"
     min_delta: ClassVar[float] = 1e-6
     min_batch: ClassVar[int] = 1
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "hidden": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
+        "lr": Interval(0, low_open=True), "weight_decay": Interval(0), "epochs": Interval(1, integer=True),
+        "batch_size": Interval(1, integer=True), "patience": Interval(0, integer=True),
+
+    }
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from hagekit.baselines._common import Standardizer
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.estimator import Regressor
+from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["RidgeRegressor", "DEFAULT_ALPHAS"]
 
@@ -85,6 +86,10 @@ class RidgeRegressor(Regressor):
     """
 
     method: ClassVar[str] = "ridge"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "alphas": Interval(0, low_open=True, each=True), "pca": Interval(1, integer=True, optional=True),
+        "cv": Interval(2, integer=True), "scoring": OneOf(SCORINGS),
+    }
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from hagekit.baselines._common import n_cpus
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.estimator import Regressor
+from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["XGBoostRegressor"]
 
@@ -32,6 +33,15 @@ class XGBoostRegressor(Regressor):
     """Boosted trees, multi-output (vector leaves) or per gene, with validation early stopping."""
 
     method: ClassVar[str] = "xgboost"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "n_estimators": Interval(1, integer=True), "max_depth": Interval(0, integer=True),
+        "learning_rate": Interval(0, 1, low_open=True), "subsample": Interval(0, 1, low_open=True),
+        "colsample_bytree": Interval(0, 1, low_open=True), "min_child_weight": Interval(0),
+        "reg_lambda": Interval(0), "multi_strategy": OneOf(STRATEGIES),
+        "target_pca": Interval(1, integer=True, optional=True),
+        "early_stopping_rounds": Interval(1, integer=True, optional=True), "max_bin": Interval(2, integer=True),
+        "n_jobs": Interval(-1, integer=True, optional=True),
+    }
 
     def __init__(
         self,

@@ -113,7 +113,8 @@ def _run_one(data: Any, factory: _Factory, fold: str, kw: dict[str, Any], thread
     return run_protocol(data, factory, folds=[fold], method=factory.spec.name, **kw).rows
 
 
-HAGE_ONLY_SETTINGS = frozenset({"hage", "gene_embeddings", "allow_leak", "leaked_sections", "per_fold_embeddings",
+HAGE_ONLY_SETTINGS = frozenset({"hage", "gene_embeddings", "gene_embeddings_sha256", "allow_leak", "leaked_sections",
+                                "per_fold_embeddings",
                                 "config_file"})
 """Bench settings that only HAGE's runs record (a baseline's run records its resolved ``params``,
 which is what it takes from a config file): changing them does not invalidate, and so does not
@@ -157,6 +158,8 @@ def run_methods(
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods: duplicate method names in {', '.join(names)}")
     fold_list = make_folds(data.patients(), split=split, folds=folds)
+    if hasattr(data, "inputs_digest"):
+        data.inputs_digest()  # hashed once here, carried to every task (and worker) with the data
     if any(s.kind == "hage" for s in specs) and (gene_embeddings is None or hage_config is None):
         raise ConfigError("--gene-embeddings: HAGE needs the panel's gene embeddings")
     context = {"config": hage_config, "gene_embeddings": gene_embeddings, "device": device}
@@ -584,6 +587,7 @@ def load_bench_inputs(
         "features_dir": str(Path(features_dir).resolve()),
         "genes_path": str(genes_path.resolve()),
         "gene_embeddings": str(Path(embeddings_path).resolve()) if emb is not None else None,
+        "gene_embeddings_sha256": _file_sha256(Path(embeddings_path)) if emb is not None else None,
         "allow_leak": settings.allow_leak,
         "leaked_sections": leak,
         "per_fold_embeddings": None if per_fold is None else {
@@ -592,6 +596,12 @@ def load_bench_inputs(
         "config_file": str(config_file) if config_file else None,
     }
     return BenchInputs(data, hage_config, settings, emb, method_params, warnings, record, per_fold)
+
+
+def _file_sha256(path: Path) -> str:
+    from hagekit.training.run import _sha256
+
+    return _sha256(path)
 
 
 def features_header(data: Any, settings: Any, n_methods: int) -> str:

@@ -10,6 +10,7 @@ finite (``--lr inf`` is refused) and ``--seed`` must be >= 0, the same rule ever
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -62,6 +63,7 @@ def handle_errors(fn: F) -> F:
         from hagekit.errors import HagekitError, is_fatal_os_error, os_error_message
 
         state.hard_exit = False
+        _printable_paths()
         try:
             check_numbers(kwargs)
             return fn(*args, **kwargs)
@@ -80,6 +82,17 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _printable_paths() -> None:
+    """Paths that are not valid UTF-8 (undecodable bytes held as surrogates) print with those
+    bytes as ``\\xff`` escapes instead of failing the command after its work is done."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
 
 
 def check_numbers(values: dict[str, Any]) -> None:

@@ -151,71 +151,76 @@ def embed(
 
     ws = Workspace.resolve(workspace)
     out = check_output_file(out if out is not None else ws.embeddings_path(dataset), "--out")
-    if out.exists() and not overwrite:
-        err_console.print(f"{out}: exists, kept (pass --overwrite to train again)")
-        return
-    root = _data_root(workspace, data_root)
-    panel_path = _default_panel(workspace, dataset, genes, required=True)
-    panel = read_gene_list(panel_path)  # type: ignore[arg-type]
-    train = split_csv(sections)
-    without, with_img = _image_less_sections(root, dataset)
-    everything = without + with_img
-    if train is None:
-        if without:
-            train = without
-        else:
-            train = everything
-            err_console.print("[yellow]no section lacks an image: training on all sections (no unseen section left)[/]")
-    if eval_sections is not None and eval_sections.strip().lower() == "none":
-        held_out: list[str] = []
-    else:
-        held_out = split_csv(eval_sections) or [s for s in sorted(everything) if s not in set(train)]
-    unknown = [s for s in held_out if s not in set(everything)]
-    if unknown:
-        raise ConfigError(f"--eval-sections: unknown section(s) {', '.join(unknown)} (available: {', '.join(everything)})")
-    if eval_threshold is not None and not -1.0 <= eval_threshold < 1.0:
-        raise ConfigError(f"--eval-threshold: a Pearson r in [-1, 1), got {eval_threshold}")
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
-    with reporting() as progress:
-        emb = train_gene_embeddings(
-            root,
-            dataset,
-            sections=train,
-            genes=panel,
-            dim=dim,
-            threshold=threshold,
-            seed=seed,
-            epochs=epochs,
-            min_partners=DEFAULT_MIN_PARTNERS if min_partners is None else min_partners,
-            progress=progress,
-        )
-        emb.provenance["panel"] = str(panel_path)
-        quality = None
-        if held_out:
-            quality = coexpression_auc(
-                emb, root, dataset, held_out, seed=seed, progress=progress, option="--eval-sections",
-                threshold=DEFAULT_EVAL_THRESHOLD if eval_threshold is None else eval_threshold,
-            )
-            emb.provenance["quality"] = quality
-    write_gene_embeddings(out, emb.symbols, emb.vectors, provenance=emb.provenance)
-    console.print(
-        f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(train)} sections "
-        f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
-    )
-    if emb.unmatched:
-        from hagekit.genes.embeddings import write_embedded_panel
+    from hagekit.io.locks import wait_lock
 
-        written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
-        shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
-        console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
-                      f"training sections): {shown}")
-        if genes is None:
-            console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
-                          f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")
+    # one writer at a time: a second `genes embed` to this file waits, then finds it made (kept)
+    with wait_lock(out.parent, f".{out.name}",
+                   on_wait=lambda info: err_console.print(f"{out}: {info.describe()} is writing it; waiting")):
+        if out.exists() and not overwrite:
+            err_console.print(f"{out}: exists, kept (pass --overwrite to train again)")
+            return
+        root = _data_root(workspace, data_root)
+        panel_path = _default_panel(workspace, dataset, genes, required=True)
+        panel = read_gene_list(panel_path)  # type: ignore[arg-type]
+        train = split_csv(sections)
+        without, with_img = _image_less_sections(root, dataset)
+        everything = without + with_img
+        if train is None:
+            if without:
+                train = without
+            else:
+                train = everything
+                err_console.print("[yellow]no section lacks an image: training on all sections (no unseen section left)[/]")
+        if eval_sections is not None and eval_sections.strip().lower() == "none":
+            held_out: list[str] = []
         else:
-            console.print(f"panel of the embedded genes: {written}; train with --genes {written}")
-    if quality is not None:
-        _print_quality(quality)
+            held_out = split_csv(eval_sections) or [s for s in sorted(everything) if s not in set(train)]
+        unknown = [s for s in held_out if s not in set(everything)]
+        if unknown:
+            raise ConfigError(f"--eval-sections: unknown section(s) {', '.join(unknown)} (available: {', '.join(everything)})")
+        if eval_threshold is not None and not -1.0 <= eval_threshold < 1.0:
+            raise ConfigError(f"--eval-threshold: a Pearson r in [-1, 1), got {eval_threshold}")
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        with reporting() as progress:
+            emb = train_gene_embeddings(
+                root,
+                dataset,
+                sections=train,
+                genes=panel,
+                dim=dim,
+                threshold=threshold,
+                seed=seed,
+                epochs=epochs,
+                min_partners=DEFAULT_MIN_PARTNERS if min_partners is None else min_partners,
+                progress=progress,
+            )
+            emb.provenance["panel"] = str(panel_path)
+            quality = None
+            if held_out:
+                quality = coexpression_auc(
+                    emb, root, dataset, held_out, seed=seed, progress=progress, option="--eval-sections",
+                    threshold=DEFAULT_EVAL_THRESHOLD if eval_threshold is None else eval_threshold,
+                )
+                emb.provenance["quality"] = quality
+        write_gene_embeddings(out, emb.symbols, emb.vectors, provenance=emb.provenance)
+        console.print(
+            f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(train)} sections "
+            f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
+        )
+        if emb.unmatched:
+            from hagekit.genes.embeddings import write_embedded_panel
+
+            written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
+            shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+            console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
+                          f"training sections): {shown}")
+            if genes is None:
+                console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
+                              f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")
+            else:
+                console.print(f"panel of the embedded genes: {written}; train with --genes {written}")
+        if quality is not None:
+            _print_quality(quality)
 
 
 def _print_quality(q: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ atomically, so a failure never leaves a half-written file under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import re
@@ -167,37 +168,49 @@ def prepare_dataset(
     report = PrepareReport(dataset=ds, folder=folder)
     rep = reporter_or_null(progress)
     task = rep.task(f"prepare {ds}", total=len(sources))
-    try:
-        for src in sources:
-            path = folder / f"{src.section}.h5ad"
-            if path.exists() and not overwrite:
-                info = section_info(path)
-                report.sections.append(
-                    PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient)
-                )
-                log.info("%s: already prepared, kept (use --overwrite to redo)", path)
-                task.advance(1, status=f"{src.section} kept")
-                continue
-            adata = src.build()
-            write_section(adata, path)
-            meta = adata.uns["hagekit"]
+    from hagekit.io.locks import each_locked
+
+    def one(src: SectionSource) -> None:
+        path = folder / f"{src.section}.h5ad"
+        if path.exists() and not overwrite:
+            info = section_info(path)
             report.sections.append(
-                PreparedSection(
-                    src.section,
-                    path,
-                    "written",
-                    int(adata.n_obs),
-                    int(adata.n_vars),
-                    bool(meta["has_image"]),
-                    float(meta["mpp"]),
-                    str(meta["patient"]),
-                    int(meta.get("n_dropped_spots", 0)),
-                )
+                PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient)
             )
-            del adata
-            task.advance(1, status=src.section)
+            log.info("%s: already prepared, kept (use --overwrite to redo)", path)
+            task.advance(1, status=f"{src.section} kept")
+            return
+        adata = src.build()
+        write_section(adata, path)
+        meta = adata.uns["hagekit"]
+        report.sections.append(
+            PreparedSection(
+                src.section,
+                path,
+                "written",
+                int(adata.n_obs),
+                int(adata.n_vars),
+                bool(meta["has_image"]),
+                float(meta["mpp"]),
+                str(meta["patient"]),
+                int(meta.get("n_dropped_spots", 0)),
+            )
+        )
+        del adata
+        task.advance(1, status=src.section)
+
+    new_dirs = [d for d in (folder, *folder.parents) if not d.exists()]
+    try:  # under per-section locks: two prepares into one folder write each section once
+        each_locked(sources, lambda s: folder, lambda s: f".{s.section}.h5ad", one)
+    except BaseException:
+        for d in new_dirs:  # a failed first section leaves no empty folders (the locks made them)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         task.close()
+    order = {s.section: i for i, s in enumerate(sources)}
+    report.sections.sort(key=lambda p: order[p.section])
     return report
 
 

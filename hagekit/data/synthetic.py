@@ -384,8 +384,12 @@ def synthesize_dataset(
     names = section_names(cfg.n_sections, cfg.n_patients)
     patient_index = {p: i for i, p in enumerate(dict.fromkeys(p for _, p in names))}
     Image = pil_image_module()
-    paths: list[Path] = []
-    for k, (section, patient) in enumerate(track(names, f"synth {cfg.dataset}", progress=progress)):
+    from hagekit.io.locks import each_locked
+
+    paths: dict[int, Path] = {}
+
+    def one(item: tuple[int, tuple[str, str]]) -> None:
+        k, (section, patient) = item
         path = folder / f"{section}.h5ad"
         image_path = folder / "images" / f"{section}.jpg"
         if path.exists() and not overwrite:
@@ -394,8 +398,8 @@ def synthesize_dataset(
             existing.file.close()
             if same and image_path.is_file():
                 log.info("%s: exists with the same settings, kept", path)
-                paths.append(path)
-                continue
+                paths[k] = path
+                return
             raise DataError(at(path, "exists with other synthetic settings; pass --overwrite or another --out"))
         image, counts, barcodes, spatial, obs = _synthesize_section(
             genes,
@@ -423,9 +427,14 @@ def synthesize_dataset(
         with atomic_path(image_path) as tmp:
             Image.fromarray(image).save(tmp, format="JPEG", quality=92)
         write_section(adata, path)
-        paths.append(path)
-    log.info("synthetic dataset %s: %d sections under %s", cfg.dataset, len(paths), folder)
-    return paths
+        paths[k] = path
+
+    # under per-section locks: two synths into one folder write each section once
+    items = track(list(enumerate(names)), f"synth {cfg.dataset}", progress=progress)
+    each_locked(items, lambda it: folder, lambda it: f".{it[1][0]}.h5ad", one)
+    paths_list = [paths[k] for k in sorted(paths)]
+    log.info("synthetic dataset %s: %d sections under %s", cfg.dataset, len(paths_list), folder)
+    return paths_list
 
 
 @dataclass

@@ -32,6 +32,7 @@ __all__ = [
     "embeddings_for_panel",
     "embedding_training_sections",
     "read_sidecar",
+    "provenance_sections",
     "sidecar_path",
     "match_symbols",
     "write_gene2vec_text",
@@ -84,7 +85,7 @@ class GeneEmbeddings:
 
     def training_sections(self) -> set[str]:
         """Sections the embeddings were trained on (from the sidecar; empty if unknown)."""
-        return {str(s) for s in self.provenance.get("sections", []) or []}
+        return provenance_sections(self.provenance, self.path or "embeddings")
 
 
 # Matching -------------------------------------------------------------------------------
@@ -144,8 +145,21 @@ def embedding_training_sections(path: Path | str) -> set[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(at(path, "gene embeddings file not found"))
-    sections = read_sidecar(path).get("sections", []) or []
-    return {str(s) for s in sections}
+    return provenance_sections(read_sidecar(path), path)
+
+
+def provenance_sections(provenance: dict[str, Any], path: Path | str) -> set[str]:
+    """The ``sections`` of a sidecar as a set of names: one name (``"A1"``) is that section, not
+    its letters; a value of another type is one line naming the sidecar (a leak guard must never
+    misread it)."""
+    sections = provenance.get("sections")
+    if sections is None:
+        return set()
+    if isinstance(sections, str):
+        return {sections}
+    if isinstance(sections, list) and all(isinstance(s, (str, int)) and not isinstance(s, bool) for s in sections):
+        return {str(s) for s in sections}
+    raise DataError(at(sidecar_path(path), f'"sections" must be a list of section names, got {sections!r}'))
 
 
 # Reading --------------------------------------------------------------------------------
@@ -489,7 +503,9 @@ def describe_provenance(provenance: dict[str, Any]) -> str:
     """One line about where embeddings came from (for CLI summaries)."""
     if not provenance:
         return "no sidecar (external file, e.g. published Gene2Vec)"
+    provenance_sections(provenance, "embeddings")  # of the right type
     sections = provenance.get("sections") or []
+    sections = [sections] if isinstance(sections, str) else sections
     parts = [str(provenance.get("method", "unknown method"))]
     if provenance.get("dataset"):
         parts.append(f"dataset {provenance['dataset']}")

@@ -14,9 +14,11 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from hagekit.errors import DataError, HagekitError, at
 from hagekit.progress import Reporter
 
 __all__ = ["FoldEmbeddings", "embeddings_for"]
@@ -54,18 +56,9 @@ class FoldEmbeddings:
         return self._loaded[path]
 
     def _load(self, sections: Sequence[str], path: Path) -> np.ndarray:
-        from hagekit.genes.embeddings import load_gene_embeddings, write_gene2vec_text
-
-        if not path.is_file():
-            from hagekit.genes.coexpression import train_gene_embeddings
-
-            log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
-            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
-                                        dim=self.dim, seed=self.seed, progress=self.progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=emb.provenance)
-            self.trained.append(path)
-        emb = load_gene_embeddings(path)
+        emb = _read_verified(path) if path.is_file() else None
+        if emb is None:
+            emb = self._train_locked(sections, path)
         row = {s.upper(): i for i, s in enumerate(emb.symbols)}
         out = np.zeros((len(self.genes), emb.vectors.shape[1]), dtype=np.float32)
         missing = [g for g in self.genes if g.upper() not in row]
@@ -76,6 +69,59 @@ class FoldEmbeddings:
             log.warning("%s: %d panel genes have no embedding (zero vectors), e.g. %s", path, len(missing),
                         ", ".join(missing[:5]))
         return out
+
+    def _train_locked(self, sections: Sequence[str], path: Path) -> Any:
+        """Train and cache the set for ``sections`` under the cache file's lock; a process that
+        waited for another's lock reads what that one wrote instead of training it again."""
+        from hagekit.genes.coexpression import train_gene_embeddings
+        from hagekit.genes.embeddings import write_gene2vec_text
+        from hagekit.io.locks import wait_lock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wait_lock(path.parent, f".{path.name}"):
+            emb = _read_verified(path, quiet=True) if path.is_file() else None
+            if emb is not None:
+                return emb
+            log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
+            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
+                                        dim=self.dim, seed=self.seed, progress=self.progress)
+            provenance = {**emb.provenance, "n_genes": len(emb.symbols),
+                          "content_sha256": content_sha256(emb.symbols, emb.vectors)}
+            write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=provenance)
+            self.trained.append(path)
+            emb = _read_verified(path)
+            if emb is None:
+                raise DataError(at(path, "per-fold gene embeddings do not read back as written"))
+            return emb
+
+
+def content_sha256(symbols: Sequence[str], vectors: np.ndarray) -> str:
+    """sha256 of embeddings as read (symbols in order, float32 vectors): the text format writes
+    float32 exactly, so a whole cache file reads back to the digest recorded when it was written."""
+    vec = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    h = hashlib.sha256("\n".join(symbols).encode("utf-8", "surrogateescape"))
+    h.update(f"{vec.shape}".encode())
+    h.update(vec.tobytes())
+    return h.hexdigest()
+
+
+def _read_verified(path: Path, *, quiet: bool = False) -> Any:
+    """A per-fold cache file whose contents match the digest its sidecar recorded, else ``None``
+    (damaged, truncated even at a line boundary, or written before digests were recorded: the
+    caller trains it again; training on half a cache would silently zero the missing genes)."""
+    from hagekit.genes.embeddings import load_gene_embeddings
+
+    try:
+        emb = load_gene_embeddings(path)
+        want = emb.provenance.get("content_sha256")
+        ok = want is not None and want == content_sha256(emb.symbols, emb.vectors)
+        problem = "its sidecar records no digest" if want is None else "contents differ from its recorded digest"
+    except (HagekitError, OSError, ValueError) as exc:
+        ok, problem = False, str(exc)
+    if not ok:
+        (log.info if quiet else log.warning)("%s: per-fold gene embeddings cache is damaged or incomplete (%s); training it again", path, problem)
+        return None
+    return emb
 
 
 def embeddings_for(gene_embeddings: np.ndarray | FoldEmbeddings | None,

@@ -186,16 +186,15 @@ class HAGERegressor(Regressor):
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path | str) -> Path:
         """Write ``model.safetensors`` and ``estimator.json`` into ``directory`` (atomically each)."""
-        from safetensors.torch import save_file
-
         from hagekit.io.atomic import atomic_path, write_json
+        from hagekit.io.tensorfile import save_safetensors
 
         model = self._fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(directory / MODEL_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": ESTIMATOR_FORMAT})
+            save_safetensors(state, tmp, metadata={"format": ESTIMATOR_FORMAT})
         write_json(directory / ESTIMATOR_FILE, self.describe())
         return directory
 
@@ -223,10 +222,10 @@ class HAGERegressor(Regressor):
     def load(cls, directory: Path | str, *, device: str = "cpu") -> HAGERegressor:
         """Rebuild a fitted estimator from a directory written by :meth:`save`."""
         import torch
-        from safetensors.torch import load_file
 
         from hagekit.hage.model import HAGEModel
         from hagekit.io.jsonfile import read_json_object
+        from hagekit.io.tensorfile import load_safetensors
 
         directory = Path(directory)
         meta_path, weights_path = directory / ESTIMATOR_FILE, directory / MODEL_FILE
@@ -242,7 +241,7 @@ class HAGERegressor(Regressor):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(at(meta_path, f"incomplete estimator description ({type(exc).__name__}: {exc})")) from None
         try:
-            state = load_file(str(weights_path))
+            state = load_safetensors(weights_path)
         except Exception as exc:  # safetensors raises several types on corrupt files
             raise DataError(at(weights_path, f"unreadable safetensors file ({exc})")) from None
         if "gene_embeddings" not in state:

@@ -146,7 +146,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     except HagekitError as exc:
         raise EncoderError(f"ge:{run}: {exc}") from None
     fold, trial, mdir = _pick_model(info, fold, trial)
-    from safetensors.torch import load_file
+    from hagekit.io.tensorfile import load_safetensors
 
     meta_path = mdir / ESTIMATOR_FILE
     try:
@@ -161,7 +161,7 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EncoderError(f"ge:{run}: {meta_path}: incomplete estimator description ({type(exc).__name__}: {exc})") from None
     try:
-        state = load_file(str(mdir / MODEL_FILE))
+        state = load_safetensors(mdir / MODEL_FILE)
     except Exception as exc:  # safetensors raises several types on corrupt files
         raise EncoderError(f"ge:{run}: {mdir / MODEL_FILE}: not a readable safetensors file ({exc})") from None
     spec, weights, sha = _base_from_attrs(info.feature_attrs)
@@ -183,12 +183,10 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
 
 
 def _from_file(path: Path) -> _Source:
-    from safetensors import safe_open
+    from hagekit.io.tensorfile import load_safetensors
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        state, meta = load_safetensors(path, with_metadata=True)
     except Exception as exc:  # safetensors raises several types on bad files
         raise EncoderError(f"ge:{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != GE_FORMAT:
@@ -295,10 +293,9 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
                    force: bool = False) -> Path:
     """Write a self-contained ``.safetensors``: GE weights, gene embeddings, config, base encoder spec.
     A collapsed model (:func:`hagekit.hage.model.collapse_message`) is refused unless ``force``."""
-    from safetensors.torch import save_file
-
     from hagekit.errors import ConfigError
     from hagekit.io.atomic import atomic_path
+    from hagekit.io.tensorfile import save_safetensors
 
     run, out = Path(run), Path(out)
     if out.suffix != ".safetensors":
@@ -323,6 +320,6 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         **{k: str(v) for k, v in src.meta.items()},
     }
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_safetensors(tensors, tmp, metadata=metadata)
     log.info("exported GE of %s (%d genes, d=%d) to %s", src.label, len(src.genes), src.config.d, out)
     return out

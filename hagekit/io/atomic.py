@@ -76,6 +76,31 @@ def remove_stale_temporaries(path: Path | str) -> list[Path]:
     return removed
 
 
+def _current_umask() -> int:
+    """The process umask (Linux: read from /proc, so no other thread sees a changed umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(tmp: Path) -> None:
+    """Give a finished file at least the mode every other output gets (0666 less the umask): some writers
+    (safetensors' ``save_file``) create theirs 0600, which a group-shared workspace cannot read."""
+    with contextlib.suppress(OSError):
+        if tmp.is_file() and not tmp.is_symlink():
+            mode = os.stat(tmp).st_mode & 0o7777
+            want = mode | (0o666 & ~_current_umask())
+            if want != mode:
+                os.chmod(tmp, want)
+
+
 def _release(tmp: Path) -> None:
     """After a failed write, give the temporary's space back at once (a full disk needs it)."""
     with contextlib.suppress(OSError):
@@ -100,6 +125,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp = tmp_path_for(path)
     try:
         yield tmp
+        _honour_umask(tmp)
         os.replace(tmp, path)
     except Exception as exc:
         _release(tmp)
@@ -122,8 +148,10 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():  # a file (or link) where the folder belongs: replaced too
+            path.unlink()
         os.replace(tmp, path)
     except Exception as exc:
         _reraise_as_os_error(exc, path)

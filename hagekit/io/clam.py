@@ -80,6 +80,22 @@ def _clam_files(src: Path) -> list[Path]:
     return files
 
 
+def _whole_pair(h5_out: Path, pt_out: Path) -> bool:
+    """Whether an existing ``h5_files/X.h5`` + ``pt_files/X.pt`` pair loads and agrees (a rerun
+    after a crash or a full disk must not keep a truncated file as done)."""
+    import h5py
+    import torch
+
+    try:
+        pt = torch.load(pt_out, map_location="cpu", weights_only=True)
+        with h5py.File(h5_out, "r") as h5:
+            shape = tuple(h5["features"].shape)
+            h5["features"][-1:]  # the last rows are readable
+    except Exception:  # any damage (truncation, wrong content) means: write it again
+        return False
+    return isinstance(pt, torch.Tensor) and tuple(pt.shape) == shape
+
+
 def export_clam(src: Path | str, out_dir: Path | str, *, overwrite: bool = False) -> ClamExport:
     """Write ``out_dir/h5_files/<name>.h5`` and ``out_dir/pt_files/<name>.pt`` for every
     feature file in ``src`` (a folder of hagekit/TRIDENT files, or one file). Existing
@@ -94,8 +110,10 @@ def export_clam(src: Path | str, out_dir: Path | str, *, overwrite: bool = False
     for f in _clam_files(src):
         h5_out, pt_out = out / "h5_files" / f"{f.stem}.h5", out / "pt_files" / f"{f.stem}.pt"
         if h5_out.exists() and pt_out.exists() and not overwrite:
-            result.skipped.append(f.stem)
-            continue
+            if _whole_pair(h5_out, pt_out):
+                result.skipped.append(f.stem)
+                continue
+            log.warning("%s: damaged CLAM output (a truncated .pt or .h5); writing it again", pt_out)
         ff = read_features(f)
         try:
             coords, attrs = clam_coords(ff.coords, ff.coords_attrs)

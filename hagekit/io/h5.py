@@ -74,11 +74,23 @@ class FeatureFile:
         return int(self.features.shape[1])
 
 
+def utf8_safe(text: str) -> str:
+    """``text`` as valid UTF-8 for an HDF5 attribute: a path that is not valid UTF-8 (its
+    undecodable bytes held as surrogates) keeps those bytes as ``\\xff`` escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _clean_attr(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, Path):
-        return str(value)
+        return utf8_safe(str(value))
+    if isinstance(value, str):
+        return utf8_safe(value)
     if isinstance(value, bool):
         return np.bool_(value)
     if isinstance(value, (dict, list, tuple)) and not _is_numeric_seq(value):
@@ -130,9 +142,9 @@ def write_features(
         with h5py.File(tmp, "w") as h5:
             fds = h5.create_dataset("features", data=features, chunks=True if len(features) else None)
             # TRIDENT's features attributes (it writes name, savetodir and encoder)
-            fds.attrs["name"] = str((coords_attrs or {}).get("name") or path.stem)
-            fds.attrs["savetodir"] = str(path.parent.resolve())
-            fds.attrs["encoder"] = str((attrs or {}).get("encoder", ""))
+            fds.attrs["name"] = utf8_safe(str((coords_attrs or {}).get("name") or path.stem))
+            fds.attrs["savetodir"] = utf8_safe(str(path.parent.resolve()))
+            fds.attrs["encoder"] = utf8_safe(str((attrs or {}).get("encoder", "")))
             cds = h5.create_dataset("coords", data=coords)
             for key, value in (coords_attrs or {}).items():
                 cds.attrs[key] = _clean_attr(value)

@@ -17,14 +17,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hagekit.io.tmpnames import pid_alive
 
-__all__ = ["ItemLock", "LockInfo", "try_lock", "item_lock", "read_lock", "is_stale", "DEFAULT_STALE_S"]
+__all__ = ["ItemLock", "LockInfo", "try_lock", "item_lock", "wait_lock", "each_locked", "read_lock", "is_stale",
+           "DEFAULT_STALE_S"]
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +159,48 @@ def item_lock(folder: Path, name: str, *, stale_after: float = DEFAULT_STALE_S) 
     finally:
         if isinstance(got, ItemLock):
             got.release()
+
+
+@contextlib.contextmanager
+def wait_lock(folder: Path, name: str, *, stale_after: float = DEFAULT_STALE_S,
+              on_wait: Callable[[LockInfo], None] | None = None) -> Iterator[ItemLock]:
+    """Hold ``<folder>/<name>.lock``, waiting while another live process holds it (``on_wait``
+    is told once who); the caller then rechecks whether that process already made the item."""
+    delay, told = 0.1, False
+    while True:
+        got = try_lock(folder, name, stale_after=stale_after)
+        if isinstance(got, ItemLock):
+            break
+        if on_wait is not None and not told:
+            on_wait(got)
+            told = True
+        time.sleep(delay)
+        delay = min(2.0, delay * 1.5)
+    try:
+        yield got
+    finally:
+        got.release()
+
+
+T = TypeVar("T")
+
+
+def each_locked(items: Iterable[T], folder: Callable[[T], Path], name: Callable[[T], str],
+                work: Callable[[T], None], *, on_wait: Callable[[LockInfo], None] | None = None) -> None:
+    """``work(item)`` for every item under its lock (as extraction divides its items): an item
+    another process holds is put off and done after its lock frees, when ``work`` (which must
+    recheck for a finished output) usually finds it made. Processes sharing a folder so make
+    each item once, and each returns only when every item exists."""
+    waiting: list[T] = []
+    for item in items:
+        got = try_lock(folder(item), name(item))
+        if not isinstance(got, ItemLock):
+            waiting.append(item)
+            continue
+        try:
+            work(item)
+        finally:
+            got.release()
+    for item in waiting:
+        with wait_lock(folder(item), name(item), on_wait=on_wait):
+            work(item)

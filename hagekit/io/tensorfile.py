@@ -10,10 +10,11 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 from hagekit.errors import DataError, at
 
-__all__ = ["safetensors_shapes"]
+__all__ = ["safetensors_shapes", "load_safetensors", "save_safetensors"]
 
 _DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -57,3 +58,52 @@ def safetensors_shapes(path: Path | str) -> dict[str, tuple[int, ...]]:
     if end_max != data_bytes:
         raise DataError(at(path, f"truncated or padded: header describes {end_max:,} data bytes, file holds {data_bytes:,}"))
     return shapes
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def save_safetensors(tensors: dict[str, Any], path: Path | str, *, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors or numpy arrays (all of one kind) as safetensors, also under a path
+    that is not valid UTF-8 (safetensors' ``save_file`` refuses one: the bytes are written here)."""
+    import numpy as np
+
+    path = Path(path)
+    if metadata is not None:  # a value holding a non-UTF-8 path keeps its bytes as \\xff escapes
+        metadata = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                    for k, v in metadata.items()}
+    numpy = all(isinstance(v, np.ndarray) for v in tensors.values())
+    if numpy:
+        from safetensors.numpy import save, save_file
+    else:
+        from safetensors.torch import save, save_file
+    if _utf8(path):
+        save_file(tensors, str(path), metadata=metadata)
+    else:
+        path.write_bytes(save(tensors, metadata=metadata))
+
+
+def load_safetensors(path: Path | str, *, with_metadata: bool = False) -> Any:
+    """The tensors of a safetensors file (torch, CPU), also under a path that is not valid UTF-8
+    (safetensors' ``load_file``/``safe_open`` refuse such paths: the bytes are read here instead).
+    With ``with_metadata``: ``(tensors, metadata)``."""
+    path = Path(path)
+    if _utf8(path):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = dict(fh.metadata() or {})
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    else:
+        from safetensors.torch import load
+
+        data = path.read_bytes()
+        state = load(data)
+        (n,) = struct.unpack("<Q", data[:8])
+        meta = dict(json.loads(data[8:8 + n].decode("utf-8")).get("__metadata__") or {})
+    return (state, meta) if with_metadata else state

@@ -53,6 +53,7 @@ class STDataset:
     sections: dict[str, SectionData]
     feature_attrs: dict[str, Any] = field(default_factory=dict)
     target: str = "log1p_norm"
+    _digest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def patients(self) -> dict[str, str]:
         """``{section: patient}`` for the split functions."""
@@ -62,6 +63,23 @@ class STDataset:
     def feature_dim(self) -> int:
         return int(next(iter(self.sections.values())).features.shape[1])
 
+    def inputs_digest(self) -> dict[str, Any]:
+        """What a run is made of, by content: sha256 of the panel's genes, and per section of
+        its expression (barcodes, panel counts, positions, patient) and of its features.
+
+        Computed once per dataset (cached on it), so resuming many runs over one dataset
+        hashes its arrays once; a run folder compares these, not file paths
+        (:func:`hagekit.training.protocol.run_protocol`)."""
+        if self._digest is None:
+            self._digest = {
+                "genes": _sha256_parts(["\n".join(self.genes)]),
+                "sections": {name: {"expression": _sha256_parts([s.patient, "\n".join(map(str, s.barcodes)),
+                                                                 s.counts, s.spatial]),
+                                    "features": _sha256_parts([s.features])}
+                             for name, s in self.sections.items()},
+            }
+        return self._digest
+
     def stack(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Concatenate sections: ``(features, targets, spatial, section_index)``."""
         parts = [self.sections[n] for n in names]
@@ -70,6 +88,22 @@ class STDataset:
         S = np.concatenate([_positions(p) for p in parts])
         idx = np.concatenate([np.full(p.n_spots, i) for i, p in enumerate(parts)])
         return X, Y, S, idx
+
+
+def _sha256_parts(parts: Sequence[Any]) -> str:
+    """sha256 over strings and arrays (dtype and shape included, so a reshaped array differs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        else:
+            h.update(str(part).encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _positions(s: SectionData) -> np.ndarray:

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from hagekit.errors import ConfigError, DataError
 from hagekit.progress import Reporter
+from hagekit.training.param_checks import Interval
 
 __all__ = ["Regressor", "check_fit_inputs", "check_predict_input", "params_of", "save_arrays"]
 
@@ -33,6 +34,10 @@ class Regressor(RegressorMixin, BaseEstimator):
 
     method: ClassVar[str] = "method"
     """The registry name, used in messages."""
+
+    param_constraints: ClassVar[Mapping[str, Any]] = {"random_state": Interval(0, integer=True)}
+    """``{parameter: Interval(...) | OneOf(...)}`` (:mod:`hagekit.training.param_checks`), checked
+    by ``hagekit.baselines.make_method`` before any run folder is written."""
 
     def fit(
         self,
@@ -115,15 +120,14 @@ def check_predict_input(name: str, X: Any, n_features: int | None) -> np.ndarray
 
 def save_arrays(out_dir: Path | str, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``params.json`` and ``model.safetensors`` (numpy arrays) into ``out_dir``."""
-    from safetensors.numpy import save_file
-
     from hagekit.io.atomic import atomic_path, write_json
+    from hagekit.io.tensorfile import save_safetensors
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "params.json", dict(params))
     with atomic_path(out / "model.safetensors") as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        save_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
     return out
 
 

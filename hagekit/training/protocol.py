@@ -124,7 +124,81 @@ def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_
         "n_genes": len(data.genes),
         "sections": list(data.sections),
         "features": {k: v for k, v in data.feature_attrs.items()},
+        "inputs": data.inputs_digest(),
     }
+
+
+PATH_KEYS = frozenset({"data_root", "features_dir", "genes_path", "path", "per_fold_cache", "cache_dir", "files",
+                       "trained", "image_path"})
+"""Recorded input locations: never part of a run's identity (a moved or copied workspace
+resumes), because what they held is compared by content (``protocol.inputs``, embedding sha256)."""
+
+
+def _identity(value: Any) -> Any:
+    """A recorded setting as compared on resume: no locations, and an unset (None) setting
+    equals an absent one (older runs may record keys newer ones omit)."""
+    if isinstance(value, dict):
+        return {k: _identity(v) for k, v in value.items()
+                if v is not None and k not in PATH_KEYS and not (k == "gene_embeddings" and isinstance(v, str))}
+    return value
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two recorded settings differ (nested tables are descended)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out.extend(_differing_keys(a.get(k), b.get(k), f"{prefix}{k}."))
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _recorded_genes(out_dir: Path, old: dict[str, Any]) -> str | None:
+    """The genes digest a run recorded; older runs (no ``inputs``): the digest of its genes.txt."""
+    protocol = old.get("protocol")
+    inputs = protocol.get("inputs") if isinstance(protocol, dict) else None
+    if isinstance(inputs, dict):
+        return inputs.get("genes")
+    try:
+        genes = [g for g in (out_dir / "genes.txt").read_text(encoding="utf-8").splitlines() if g]
+    except (OSError, UnicodeDecodeError):
+        return None
+    from hagekit.training.dataset import _sha256_parts
+
+    return _sha256_parts(["\n".join(genes)])
+
+
+def _run_differences(out_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a run folder's config.json and this run, by content (see docs/resume.md).
+
+    A run recorded before inputs were digested is compared on what it has: settings, its
+    section list and its genes.txt (not its file contents, which it did not record)."""
+    diffs: list[str] = []
+    for part in ("protocol", "config"):
+        a, b = (_identity(x.get(part)) if isinstance(x.get(part), dict) else {} for x in (old, new))
+        if part == "protocol" and "inputs" not in a:  # an older run: the genes from its genes.txt
+            b = {k: v for k, v in b.items() if k != "inputs"}
+            genes = _recorded_genes(out_dir, old)
+            if genes is not None and genes != new["protocol"]["inputs"]["genes"]:
+                diffs.append("inputs.genes")
+        diffs.extend(_differing_keys(a, b))
+    return _grouped(diffs)
+
+
+def _grouped(keys: list[str]) -> list[str]:
+    """``inputs.sections.A1.features``, ``...A2.features`` -> ``inputs.sections.{A1,A2}.features``."""
+    out: list[str] = []
+    by_field: dict[str, list[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        if len(parts) == 4 and parts[:2] == ["inputs", "sections"]:
+            by_field.setdefault(parts[3], []).append(parts[2])
+        else:
+            out.append(key)
+    for fld, secs in by_field.items():
+        out.append(f"inputs.sections.{secs[0]}.{fld}" if len(secs) == 1
+                   else f"inputs.sections.{{{','.join(secs)}}}.{fld}")
+    return sorted(out)
 
 
 def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, Any],
@@ -136,17 +210,12 @@ def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, 
             old = read_json_object(cfg_path, what="a run's config")
         except DataError as exc:
             raise DataError(f"{exc}; is this a run folder? use another --out or --overwrite") from None
-        new = json.loads(json.dumps(full, default=str))
-        for part in ("protocol", "config"):
-            # an unset (None) setting equals an absent one: older runs may record keys newer ones omit
-            a = {k: v for k, v in old.get(part, {}).items() if k != "sections" and v is not None}
-            b = {k: v for k, v in new.get(part, {}).items() if k != "sections" and v is not None}
-            if a != b:
-                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                raise ProvenanceError(
-                    at(out_dir, f"existing run has other settings ({', '.join(keys)}); "
-                       "use another --out or --overwrite")
-                )
+        keys = _run_differences(out_dir, old, json.loads(json.dumps(full, default=str)))
+        if keys:
+            raise ProvenanceError(
+                at(out_dir, f"existing run has other settings ({', '.join(keys)}); its finished trials "
+                   "would not match: use --overwrite to redo it, or another --out")
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for old in out_dir.glob("*/trial*/metrics.json"):
@@ -191,6 +260,8 @@ def run_protocol(
     config = dict(config or {})
     out = Path(out_dir) if out_dir is not None else None
     dctx = dist if dist is not None else DistContext()
+    for fold in fold_list:  # every split is valid (--val-fraction, spots) before the run folder is touched
+        _split_records(fold, trials, seed, val_fraction, data)
     if out is not None and dctx.is_main:
         _prepare_run_dir(out, settings, config, data, fold_list, overwrite)
     barrier(dctx)  # the run folder is checked (and cleared with --overwrite) before any rank trains
@@ -205,69 +276,25 @@ def run_protocol(
     per_gene: dict[str, dict[str, list[float]]] = {}
     splits_record: list[dict[str, Any]] = []
     outer = rep.task(f"{method}: folds x trials", total=len(mine))
+    job = _TrialJob(data, factory, method, seed, val_fraction, out, save_models, estimator_type, progress, rep,
+                    outer, rows_of, per_gene)
+    waiting: list[tuple[int, Fold, int]] = []  # trials another process holds the lock of
     for f_i, fold in enumerate(fold_list):
         if not any(f_i * trials + t in mine for t in range(trials)):
             splits_record.extend(_split_records(fold, trials, seed, val_fraction, data))
             continue
-        X_all, Y_all, S_all, sec_idx = data.stack(fold.train_sections)
+        stacked = data.stack(fold.train_sections)
         for trial in range(trials):
-            tseed = trial_seed(seed, fold.name, trial)
-            tr, va = train_val_split(len(X_all), seed=seed, fold=fold.name, trial=trial,
+            tr, va = train_val_split(len(stacked[0]), seed=seed, fold=fold.name, trial=trial,
                                      val_fraction=val_fraction)
-            splits_record.append({**fold.as_dict(), "trial": trial, "seed": tseed,
+            splits_record.append({**fold.as_dict(), "trial": trial, "seed": trial_seed(seed, fold.name, trial),
                                   "n_train": int(len(tr)), "n_val": int(len(va))})
             task_id = f_i * trials + trial
-            if task_id not in mine:
-                continue
-            tdir = out / fold.name / trial_dir_name(trial) if out is not None else None
-            ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections,
-                              fold.test_sections, tdir)
-            saved = _saved_trial(ctx, factory, n_features=X_all.shape[1], check_model=save_models,
-                                 estimator_type=estimator_type)
-            if saved is not None:
-                rows_of[task_id] = saved["rows"]
-                per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
-                rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
-                outer.advance(1)
-                continue
-            est = factory(ctx)
-            t0 = time.perf_counter()
-            try:
-                _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
-                      spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=progress)
-            except TrainingError as exc:
-                raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
-            fit_s = time.perf_counter() - t0
-            trial_rows: list[dict[str, Any]] = []
-            trial_genes: dict[str, list[float]] = {}
-            for sec in fold.test_sections:
-                sd = data.sections[sec]
-                X_t, _, S_t, _ = data.stack([sec])
-                t1 = time.perf_counter()
-                pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
-                pred_s = time.perf_counter() - t1
-                if pred.shape != sd.targets.shape:
-                    raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
-                if not np.isfinite(pred).all():
-                    raise TrainingError(f"{method} fold {fold.name} trial {trial}: predictions for {sec} are not "
-                                        "finite (training diverged; lower --lr or check the inputs); nothing saved for this trial")
-                m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
-                row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
-                       "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
-                       "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
-                trial_rows.append({k: row[k] for k in ROW_KEYS})
-                trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
-            rows_of[task_id] = trial_rows
-            per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
-            if tdir is not None:
-                with atomic_dir(tdir) as tmp:
-                    if save_models and hasattr(est, "save"):
-                        est.save(tmp)
-                    write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
-            last = trial_rows[-1]
-            outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
-            log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
-                     ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
+            if task_id in mine and not job.run(task_id, fold, trial, stacked, wait=False):
+                waiting.append((task_id, fold, trial))
+    for task_id, fold, trial in waiting:  # trained by another process meanwhile: wait, then read (or take over)
+        rep.message(f"{method} {fold.name} trial {trial}: another process is training it; waiting")
+        job.run(task_id, fold, trial, data.stack(fold.train_sections), wait=True)
     outer.close()
     for part_rows, part_genes in gather_to_all((rows_of, per_gene), dctx):
         rows_of.update(part_rows)
@@ -277,6 +304,104 @@ def run_protocol(
     if out is not None and dctx.is_main:
         _write_tables(out, rows, summary, splits_record, settings)
     return ProtocolResult(rows, summary, per_gene, out)
+
+
+@dataclass
+class _TrialJob:
+    """One fold x trial of :func:`run_protocol`: reuse its saved result or train, evaluate and
+    save it, under the trial's lock file (``<fold>/.trial<k>.lock``), so that processes sharing
+    a run folder train each trial exactly once."""
+
+    data: STDataset
+    factory: Callable[[FoldContext], Estimator]
+    method: str
+    seed: int
+    val_fraction: float
+    out: Path | None
+    save_models: bool
+    estimator_type: type | None
+    progress: Reporter | None
+    rep: Any
+    outer: Any
+    rows_of: dict[int, list[dict[str, Any]]]
+    per_gene: dict[str, dict[str, list[float]]]
+
+    def run(self, task_id: int, fold: Fold, trial: int, stacked: tuple, *, wait: bool) -> bool:
+        """Do the trial; False (nothing done) when another process holds its lock and not ``wait``."""
+        if self.out is None:
+            self._do(task_id, fold, trial, stacked)
+            return True
+        from hagekit.io.locks import ItemLock, try_lock
+
+        delay = 0.2
+        while True:
+            lock = try_lock(self.out / fold.name, f".{trial_dir_name(trial)}")
+            if isinstance(lock, ItemLock):
+                break
+            if not wait:
+                return False
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)
+        try:
+            self._do(task_id, fold, trial, stacked)
+        finally:
+            lock.release()
+        return True
+
+    def _do(self, task_id: int, fold: Fold, trial: int, stacked: tuple) -> None:
+        X_all, Y_all, S_all, sec_idx = stacked
+        data, method = self.data, self.method
+        tseed = trial_seed(self.seed, fold.name, trial)
+        tr, va = train_val_split(len(X_all), seed=self.seed, fold=fold.name, trial=trial,
+                                 val_fraction=self.val_fraction)
+        tdir = self.out / fold.name / trial_dir_name(trial) if self.out is not None else None
+        ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections, fold.test_sections, tdir)
+        saved = _saved_trial(ctx, self.factory, n_features=X_all.shape[1], check_model=self.save_models,
+                             estimator_type=self.estimator_type)
+        if saved is not None:
+            self.rows_of[task_id] = saved["rows"]
+            self.per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in saved.get("per_gene_pcc", {}).items()})
+            self.rep.message(f"{method} {fold.name} trial {trial}: done earlier, skipped")
+            self.outer.advance(1)
+            return
+        est = self.factory(ctx)
+        t0 = time.perf_counter()
+        try:
+            _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
+                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=self.progress)
+        except TrainingError as exc:
+            raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
+        fit_s = time.perf_counter() - t0
+        trial_rows: list[dict[str, Any]] = []
+        trial_genes: dict[str, list[float]] = {}
+        for sec in fold.test_sections:
+            sd = data.sections[sec]
+            X_t, _, S_t, _ = data.stack([sec])
+            t1 = time.perf_counter()
+            pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
+            pred_s = time.perf_counter() - t1
+            if pred.shape != sd.targets.shape:
+                raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")
+            if not np.isfinite(pred).all():
+                raise TrainingError(f"{method} fold {fold.name} trial {trial}: predictions for {sec} are not "
+                                    "finite (training diverged; lower --lr or check the inputs); nothing saved for this trial")
+            m, r = evaluate_section(sd.targets, pred, return_per_gene=True)
+            row = {"method": method, "fold": fold.name, "trial": trial, "section": sec,
+                   "patient": sd.patient, **m.as_dict(), "n_train": int(len(tr)),
+                   "n_val": int(len(va)), "fit_seconds": fit_s, "predict_seconds": pred_s}
+            trial_rows.append({k: row[k] for k in ROW_KEYS})
+            trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
+        self.rows_of[task_id] = trial_rows
+        self.per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
+        if tdir is not None:
+            with atomic_dir(tdir) as tmp:
+                if self.save_models and hasattr(est, "save"):
+                    est.save(tmp)
+                write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
+        last = trial_rows[-1]
+        self.outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
+        log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
+                 ", ".join(f"{r['section']}={r['pcc_all']:.3f}" for r in trial_rows))
 
 
 def _split_records(fold: Fold, trials: int, seed: int, val_fraction: float, data: STDataset) -> list[dict[str, Any]]:

@@ -156,6 +156,8 @@ def resolve_settings(
         raise ConfigError(f"--trials: must be >= 1, got {settings.trials}")
     if settings.seed < 0:
         raise ConfigError(f"{source}: seed must be >= 0, got {settings.seed}")
+    if not 0.0 < settings.val_fraction < 1.0:
+        raise ConfigError(f"{source}: val_fraction (--val-fraction) must be in (0, 1), got {settings.val_fraction}")
     return hage, settings
 
 
@@ -163,6 +165,18 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def portable_path(path: Path | str, run_dir: Path | str) -> str:
+    """``path`` as a run records it: relative to the run folder (so a moved or copied workspace
+    keeps pointing at its own inputs); informational only, a rerun compares contents."""
+    import os
+
+    target, base = Path(path).resolve(), Path(run_dir).resolve()
+    try:
+        return os.path.relpath(target, base)
+    except ValueError:  # another drive (Windows)
+        return str(target)
 
 
 def _sha256(path: Path) -> str:
@@ -259,18 +273,18 @@ def train_run(
                                                     progress=progress)
     run_config = {
         "hage": config.to_dict(),
-        "genes_path": str(genes_path.resolve()),
+        "genes_path": portable_path(genes_path, out),
         "gene_embeddings": {
-            "path": str(embeddings_path.resolve()),
+            "path": portable_path(embeddings_path, out),
             "sha256": _sha256(embeddings_path),
             "dim": int(emb.shape[1]),
             "training_sections": sorted(embedding_training_sections(embeddings_path)),
             "allow_leak": settings.allow_leak,
             "leaked_sections": leak,
-            "per_fold_cache": str(per_fold.cache_dir) if per_fold is not None else None,
+            "per_fold_cache": portable_path(per_fold.cache_dir, out) if per_fold is not None else None,
         },
-        "data_root": str(Path(data_root).resolve()),
-        "features_dir": str(Path(features_dir).resolve()),
+        "data_root": portable_path(data_root, out),
+        "features_dir": portable_path(features_dir, out),
     }
     rep = reporter_or_null(progress)
     rep.message(
