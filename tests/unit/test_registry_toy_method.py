@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hagekit.baselines import METHODS, get_method, list_methods, register_method
+from hagekit.baselines import METHODS, get_method, list_methods, make_method, register_method
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
 from hagekit.training.estimator import Regressor
+from hagekit.training.param_checks import Interval
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -29,6 +30,7 @@ class ShrunkMean(Regressor):
 
     method: ClassVar[str] = "toy-shrunk"
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {"shrink": (0.0, 0.5, 1.0)}
+    param_constraints: ClassVar[dict[str, Any]] = {"shrink": Interval(0.0, 1.0)}
 
     def __init__(self, *, shrink: float = 0.5, random_state: int = 0) -> None:
         self.shrink = shrink
@@ -62,6 +64,8 @@ def test_a_registered_method_is_listed_last_before_hage_and_refused_twice(regist
         register_method("toy-shrunk", ShrunkMean)
     with pytest.raises(ConfigError, match="module:Class"):
         register_method("other", "no_colon_here")
+    with pytest.raises(ConfigError, match=r"shrink = 2\.0: must be a number >= 0 and <= 1"):
+        make_method("toy-shrunk", shrink=2.0)  # its declared range is checked before any fit
 
 
 def test_a_registered_method_runs_in_bench_baselines_and_tune(registered, tmp_path: Path):
