@@ -123,9 +123,9 @@ prepare_cscc_cmd = prepare_app.command("cscc")(
 @prepare_app.command("visium")
 @handle_errors
 def prepare_visium_cmd(
-    raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5, spatial/).")],
+    raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Section name to write (file <name>.h5ad).")],
-    image: Annotated[Path | None, typer.Option("--image", help="Full-resolution H&E the spots were aligned to (default: counts only).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="H&E the spots were aligned to: full-resolution, hires or lowres, recognised by its size (default: spatial/tissue_hires_image.png, else the lowres one).")] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Patient id (default: the section name).")] = None,
     out: OutOpt = None,
     dataset: opt.DatasetFolder = "visium",
@@ -133,7 +133,7 @@ def prepare_visium_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """10x Visium (Space Ranger outs); the pixel size comes from spot_diameter_fullres / 55 µm."""
+    """10x Visium (Space Ranger outs); pixel size = 55 µm / (spot_diameter_fullres x the image's scale factor)."""
     from hagekit.data.visium import prepare_visium
 
     _prepare(prepare_visium, raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
