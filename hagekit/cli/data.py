@@ -21,7 +21,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 prepare_app = typer.Typer(
-    help="Read a published raw layout (her2st, cscc, visium, hest) into hagekit sections.",
+    help="Read a published raw layout (her2st, cscc, stutility, visium, hest) into hagekit sections.",
     no_args_is_help=True,
 )
 data_app.add_typer(prepare_app, name="prepare")
@@ -51,7 +51,7 @@ def _fmt_mpp(mpp: float) -> str:
 
 
 #: Columns of every sections table; numbers right-aligned.
-_SECTION_COLUMNS = ("section", "patient", "spots", "genes", "image", "mpp")
+_SECTION_COLUMNS = ("section", "patient", "spots", "genes", "image", "mpp", "array")
 _NUMERIC = {"spots", "genes", "mpp", "dropped"}
 
 
@@ -74,6 +74,7 @@ def _print_prepare(report: Any) -> None:
             f"{s.n_genes:,}",
             "yes" if s.has_image else "[yellow]no (counts only)[/]",
             _fmt_mpp(s.mpp),
+            s.array or "-",
             str(s.dropped) if s.status == "written" else "",
             s.status,
         )
@@ -140,6 +141,28 @@ def prepare_visium_cmd(
              in_tissue_only=not all_spots, overwrite=overwrite)
 
 
+@prepare_app.command("stutility")
+@handle_errors
+def prepare_stutility_cmd(
+    raw: RawOpt,
+    out: OutOpt = None,
+    sections: SectionsOpt = None,
+    gene_names: Annotated[
+        Path | None,
+        typer.Option("--gene-names", help="Gene id -> symbol file (id, symbol per line; a 10x features.tsv.gz works); "
+                     "default: keep the counts' gene ids.", show_default=False),
+    ] = None,
+    dataset: opt.DatasetFolder = "stutility",
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
+) -> None:
+    """Legacy ST in STUtility's layout (<S>.tsv, alignment_table_<S>.tsv, <S>.jpg); 1k or 2k array told from the spots."""
+    from hagekit.data.stutility import prepare_stutility
+
+    _prepare(prepare_stutility, raw, workspace, out, sections=split_csv(sections), dataset=dataset,
+             gene_names=gene_names, overwrite=overwrite)
+
+
 @prepare_app.command("hest")
 @handle_errors
 def prepare_hest_cmd(
@@ -201,6 +224,7 @@ def _print_list(infos: list[Any], *, title: str) -> None:
             f"{i.n_genes:,}",
             "yes" if i.has_image else "[yellow]no (counts only)[/]",
             _fmt_mpp(i.mpp),
+            i.array or "-",
         )
     console.print(table)
 
@@ -212,7 +236,7 @@ def list_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
     workspace: opt.Workspace = None,
 ) -> None:
-    """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp."""
+    """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp, array (ST 1k/2k pitch, Visium)."""
     from hagekit.data.section import list_sections
     from hagekit.errors import DataError
 

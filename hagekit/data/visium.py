@@ -289,7 +289,7 @@ def build_visium_section(
     meta["coords_mpp"] = VISIUM_SPOT_DIAMETER_UM / float(sf["spot_diameter_fullres"])
     meta["image_resolution"] = res.resolution if res is not None else ""
     meta["image_scalef"] = float(scale)
-    meta["array"] = f"Visium ({res.resolution} image)" if res is not None else "Visium"
+    meta["array"] = f"Visium {res.resolution}" if res is not None else "Visium"
     return adata
 
 
