@@ -20,6 +20,7 @@ from hagekit.distributed import parse_shard
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.extract.common import EncoderSetup, provenance
 from hagekit.extract.engine import PRECISIONS, run_encoder
+from hagekit.extract.resolution import source_resolution_attrs
 from hagekit.extract.runner import EncoderOptions, run_items
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
@@ -156,6 +157,8 @@ def _extract_slide(
                 thumb, scale = reader.thumbnail(1024)
             write_preview(preview_dir / f"{path.stem}.png", thumb, mask, grid, scale)
         coords_attrs = grid.coords_attrs(path.stem, reader, savetodir=out_path.parent.resolve())
+        resolution = source_resolution_attrs(path.stem, source_px=float(grid.patch_size_level0),
+                                             out_px=int(setup.bundle.input_size), source_mpp=float(grid.level0_mpp))
         if grid.read_size != grid.patch_size:
             log.warning(
                 "%s: no pyramid level at %.3g µm/px; tiles are %d level-%d px resized to %d, so CLAM "
@@ -180,6 +183,7 @@ def _extract_slide(
             target_mpp=float(grid.target_mpp),
             slide=path.name,
             section=path.stem,
+            **resolution,
         )
         write_features(out_path, feats, grid.coords, attrs=attrs, coords_attrs=coords_attrs)
         log.info("%s: %d tiles in %.1fs", path.stem, stats.n, stats.seconds)
