@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_file
@@ -19,8 +20,8 @@ genes_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help="Training: Pearson r above which two genes are co-expressed in a section (default 0.2).")]
-EvalThresholdOpt = Annotated[float | None, typer.Option("--eval-threshold", help="AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default 0.3).")]
+ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help=f"Training: Pearson r above which two genes are co-expressed in a section (default {dflt.module_constant('hagekit.genes.coexpression', 'DEFAULT_THRESHOLD')}).")]
+EvalThresholdOpt = Annotated[float | None, typer.Option("--eval-threshold", help=f"AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default {dflt.module_constant('hagekit.genes.quality', 'DEFAULT_EVAL_THRESHOLD')}).")]
 
 
 def _data_root(workspace: Path | None, data_root: Path | None) -> Path:
@@ -129,7 +130,7 @@ def embed(
     dim: Annotated[int, typer.Option("--dim", help="Embedding dimension (Gene2Vec: 200).")] = 200,
     threshold: ThresholdOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Word2Vec passes over the pairs (default: enough for ~5M pair updates, 10..100).", show_default=False)] = None,
-    min_partners: Annotated[int | None, typer.Option("--min-partners", help="Strongest partners per gene and section always kept (default 2).")] = None,
+    min_partners: Annotated[int | None, typer.Option("--min-partners", help=f"Strongest partners per gene and section always kept (default {dflt.module_constant('hagekit.genes.coexpression', 'DEFAULT_MIN_PARTNERS')}).")] = None,
     eval_sections: Annotated[str | None, typer.Option("--eval-sections", help="Sections for the held-out AUC (default: the dataset's other sections; 'none' skips).")] = None,
     eval_threshold: EvalThresholdOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Embeddings file, Gene2Vec text (default: <workspace>/genes/<dataset>/embeddings.txt).")] = None,
