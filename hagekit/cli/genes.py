@@ -73,12 +73,14 @@ def select(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Select an HVG panel and print how many genes survive each step (never writes an empty panel)."""
-    from hagekit.genes.panel import select_panel, write_panel
+    from hagekit.genes.panel import PanelRequest, keep_existing_panel, select_panel, write_panel
     from hagekit.workspace import Workspace
 
     out = check_output_file(out if out is not None else Workspace.resolve(workspace).panel_path(dataset), "--out")
-    if out.exists() and not overwrite:
-        err_console.print(f"{out}: exists, kept (pass --overwrite to select again)")
+    chosen = split_csv(sections)
+    request = PanelRequest(dataset, top, flavor, rule, min_spots, vocab, tuple(chosen) if chosen else None)
+    if not overwrite and keep_existing_panel(out, request):  # other settings: one line naming them, exit 2
+        err_console.print(f"{out}: exists with these settings, kept (pass --overwrite to select again)")
         return
     reference = None
     if compare is not None:
