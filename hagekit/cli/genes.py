@@ -205,13 +205,14 @@ def embed(
         f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(train)} sections "
         f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
     )
-    if emb.unmatched:
+    if emb.unmatched or genes is not None:  # an explicit --genes always gets <out stem>.panel.txt to train with
         from hagekit.genes.embeddings import write_embedded_panel
 
         written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
         shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
-        console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
-                      f"training sections): {shown}")
+        if dropped:
+            console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
+                          f"training sections): {shown}")
         if genes is None:
             console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
                           f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")
