@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_dir
@@ -187,7 +188,7 @@ def synth_cmd(
     sections: Annotated[int, typer.Option("--sections", help="Number of sections.")] = 4,
     spots: Annotated[int, typer.Option("--spots", help="Spots per section (grid, 100 µm pitch).")] = 300,
     genes: Annotated[int, typer.Option("--genes", help="Genes per section.")] = 200,
-    patients: Annotated[int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).")] = None,
+    patients: Annotated[int | None, typer.Option("--patients", help=f"Number of patients (default {dflt.config_default('hagekit.data.synthetic', 'SynthConfig', 'n_patients')}, sections split among them).")] = None,
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
