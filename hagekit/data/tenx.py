@@ -109,6 +109,13 @@ def _first(folder: Path, *names: str) -> Path | None:
     return None
 
 
+def _need(folder: Path, what: str, *names: str) -> Path:
+    found = _first(folder, *names)
+    if found is None:
+        raise DataError(at(folder, f"10x matrix folder lacks {what}"))
+    return found
+
+
 def _read_lines(path: Path) -> list[list[str]]:
     try:
         with _open_text(path) as fh:
@@ -124,13 +131,9 @@ def read_10x_mtx(folder: Path | str, *, feature_type: str = GENE_EXPRESSION):
     import scipy.sparse as sp
 
     folder = Path(folder)
-    matrix = _first(folder, "matrix.mtx")
-    barcodes_file = _first(folder, "barcodes.tsv")
-    features_file = _first(folder, "features.tsv", "genes.tsv")
-    for found, name in ((matrix, "matrix.mtx(.gz)"), (barcodes_file, "barcodes.tsv(.gz)"), (features_file, "features.tsv(.gz)")):
-        if found is None:
-            raise DataError(at(folder, f"10x matrix folder lacks {name}"))
-    assert matrix is not None and barcodes_file is not None and features_file is not None
+    matrix = _need(folder, "matrix.mtx(.gz)", "matrix.mtx")
+    barcodes_file = _need(folder, "barcodes.tsv(.gz)", "barcodes.tsv")
+    features_file = _need(folder, "features.tsv(.gz)", "features.tsv", "genes.tsv")
     barcodes = [row[0] for row in _read_lines(barcodes_file)]
     rows = _read_lines(features_file)
     ids = [r[0] for r in rows]

@@ -232,3 +232,11 @@ def test_parquet_positions(tmp_path: Path) -> None:
     df.to_parquet(parquet)
     s = prepare_visium(outs, tmp_path / "data", name="S1", image=image).sections[0]
     assert s.n_spots == 14
+
+
+def test_matrix_market_folder_missing_a_file(tmp_path: Path) -> None:
+    outs, image = make_visium(tmp_path / "outs")
+    _write_mtx(outs)
+    (outs / "filtered_feature_bc_matrix" / "barcodes.tsv.gz").unlink()
+    with pytest.raises(DataError, match=r"filtered_feature_bc_matrix: 10x matrix folder lacks barcodes.tsv\(.gz\)"):
+        prepare_visium(outs, tmp_path / "data", name="S1", image=image)
