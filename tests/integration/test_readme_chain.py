@@ -71,6 +71,8 @@ RULES: list[tuple[str, Run | str]] = [
     ("hagekit extract --slides", Run()),
     ("hagekit export-features", Run()),
     ("hagekit train --dataset her2 --config hage.toml", "a placeholder for your own config file"),
+    ("hagekit train --dataset her2 --genes", "leave-one-patient-out needs images of 2+ patients; only patient C's "
+     "(C2..C6) are on these machines (the embed line before it runs)"),
     ("hagekit train", Run(speed=FAST_TRAIN)),
     ("hagekit predict", Run()),
     ("hagekit report", Run()),
