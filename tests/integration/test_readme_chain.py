@@ -39,11 +39,11 @@ FAST_TRAIN = ("--folds", "C2", "--trials", "1", "--epochs", "1")
 
 #: (prefix, decision): the first rule whose prefix starts the command decides; str = skipped (reason).
 RULES: list[tuple[str, Run | str]] = [
-    ("pip install", "installs the package (the test runs this checkout)"),
+    ("pip install", "installs from PyPI (the test runs this checkout, with its environment)"),
     ("python -m venv", "creates a virtual environment"),
     (". .venv/bin/activate", "activates that virtual environment"),
     ("pytest", "runs the test suite itself"),
-    ("nox ", "runs the test suite itself"),
+    ("nox ", "runs the project's own sessions (tests, lint, benchmarks)"),
     ("torchrun ", "several GPUs or nodes (torchrun on CPU: tests/unit/test_extract_scale.py)"),
     ("G2V=", "shell variables for the paper's tables below"),
     ("hagekit demo", Run()),
