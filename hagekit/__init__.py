@@ -22,6 +22,7 @@ _API = by_module(
         "hagekit.data.her2st": ["prepare_her2st"],
         "hagekit.data.cscc": ["prepare_cscc"],
         "hagekit.data.visium": ["prepare_visium"],
+        "hagekit.data.stutility": ["prepare_stutility"],
         "hagekit.data.hest": ["prepare_hest"],
         "hagekit.data.prepare": ["prepare_dataset", "PrepareReport"],
         "hagekit.data.manifests": ["load_manifest", "list_manifests"],

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from hagekit.cli import _defaults as _dflt
+
 __all__ = [
     "Workspace",
     "Seed",
@@ -59,11 +61,11 @@ Run = Annotated[Path, typer.Option("--run", help="Run folder written by `hagekit
 # protocol -----------------------------------------------------------------------------------
 Split = Annotated[str | None, typer.Option("--split", help="section (leave-one-section-out, the paper) or patient (leak-free).")]
 Folds = Annotated[str | None, typer.Option("--folds", help="Held-out sections/patients to run, comma-separated (default: all).")]
-Trials = Annotated[int | None, typer.Option("--trials", help="Random 4:1 train/validation trials per fold (default 5).")]
+Trials = Annotated[int | None, typer.Option("--trials", help=f"Random 4:1 train/validation trials per fold (default {_dflt.run('trials')}).")]
 
 # behaviour ----------------------------------------------------------------------------------
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same numbers.")]
-SeedOrConfig = Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same numbers (default 0).")]
+SeedOrConfig = Annotated[int | None, typer.Option("--seed", help=f"Random seed; same seed, same numbers (default {_dflt.run('seed')}).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Recompute outputs that already exist instead of skipping them.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present; this rank's GPU under torchrun), cpu, cuda or cuda:N.")]
 AllowLeak = Annotated[bool, typer.Option("--allow-leak", help="Use gene embeddings trained on a held-out section (warns).")]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
 
@@ -186,8 +187,8 @@ def grid(
     encoder: opt.FeatureEncoder = "builtin",
     genes: opt.Panel = None,
     gene_embeddings: opt.GeneEmbeddings = None,
-    k1: Annotated[str | None, typer.Option("--k1", help="Expression cluster counts, comma-separated (default 10,20,30,40).")] = None,
-    k2: Annotated[str | None, typer.Option("--k2", help="Image sub-cluster counts, comma-separated (default 2,3).")] = None,
+    k1: Annotated[str | None, typer.Option("--k1", help=f"Expression cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.ablation', 'DEFAULT_K1')))}).")] = None,
+    k2: Annotated[str | None, typer.Option("--k2", help=f"Image sub-cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.ablation', 'DEFAULT_K2')))}).")] = None,
     split: opt.Split = None,
     folds: opt.Folds = None,
     trials: opt.Trials = None,

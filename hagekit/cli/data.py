@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_dir
@@ -21,7 +22,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 prepare_app = typer.Typer(
-    help="Read a published raw layout (her2st, cscc, visium, hest) into hagekit sections.",
+    help="Read a published raw layout (her2st, cscc, stutility, visium, hest) into hagekit sections.",
     no_args_is_help=True,
 )
 data_app.add_typer(prepare_app, name="prepare")
@@ -51,7 +52,7 @@ def _fmt_mpp(mpp: float) -> str:
 
 
 #: Columns of every sections table; numbers right-aligned.
-_SECTION_COLUMNS = ("section", "patient", "spots", "genes", "image", "mpp")
+_SECTION_COLUMNS = ("section", "patient", "spots", "genes", "image", "mpp", "array")
 _NUMERIC = {"spots", "genes", "mpp", "dropped"}
 
 
@@ -74,6 +75,7 @@ def _print_prepare(report: Any) -> None:
             f"{s.n_genes:,}",
             "yes" if s.has_image else "[yellow]no (counts only)[/]",
             _fmt_mpp(s.mpp),
+            s.array or "-",
             str(s.dropped) if s.status == "written" else "",
             s.status,
         )
@@ -123,9 +125,9 @@ prepare_cscc_cmd = prepare_app.command("cscc")(
 @prepare_app.command("visium")
 @handle_errors
 def prepare_visium_cmd(
-    raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5, spatial/).")],
+    raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/).")],
     name: Annotated[str, typer.Option("--name", "-n", help="Section name to write (file <name>.h5ad).")],
-    image: Annotated[Path | None, typer.Option("--image", help="Full-resolution H&E the spots were aligned to (default: counts only).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="H&E the spots were aligned to: full-resolution, hires or lowres, recognised by its size (default: spatial/tissue_hires_image.png, else the lowres one).")] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Patient id (default: the section name).")] = None,
     out: OutOpt = None,
     dataset: opt.DatasetFolder = "visium",
@@ -133,11 +135,33 @@ def prepare_visium_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """10x Visium (Space Ranger outs); the pixel size comes from spot_diameter_fullres / 55 µm."""
+    """10x Visium (Space Ranger outs); pixel size = 55 µm / (spot_diameter_fullres x the image's scale factor)."""
     from hagekit.data.visium import prepare_visium
 
     _prepare(prepare_visium, raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
              in_tissue_only=not all_spots, overwrite=overwrite)
+
+
+@prepare_app.command("stutility")
+@handle_errors
+def prepare_stutility_cmd(
+    raw: RawOpt,
+    out: OutOpt = None,
+    sections: SectionsOpt = None,
+    gene_names: Annotated[
+        Path | None,
+        typer.Option("--gene-names", help="Gene id -> symbol file (id, symbol per line; a 10x features.tsv.gz works); "
+                     "default: keep the counts' gene ids.", show_default=False),
+    ] = None,
+    dataset: opt.DatasetFolder = "stutility",
+    overwrite: opt.Overwrite = False,
+    workspace: opt.Workspace = None,
+) -> None:
+    """Legacy ST in STUtility's layout (<S>.tsv, alignment_table_<S>.tsv, <S>.jpg); 1k or 2k array told from the spots."""
+    from hagekit.data.stutility import prepare_stutility
+
+    _prepare(prepare_stutility, raw, workspace, out, sections=split_csv(sections), dataset=dataset,
+             gene_names=gene_names, overwrite=overwrite)
 
 
 @prepare_app.command("hest")
@@ -164,7 +188,7 @@ def synth_cmd(
     sections: Annotated[int, typer.Option("--sections", help="Number of sections.")] = 4,
     spots: Annotated[int, typer.Option("--spots", help="Spots per section (grid, 100 µm pitch).")] = 300,
     genes: Annotated[int, typer.Option("--genes", help="Genes per section.")] = 200,
-    patients: Annotated[int | None, typer.Option("--patients", help="Number of patients (default 2, sections split among them).")] = None,
+    patients: Annotated[int | None, typer.Option("--patients", help=f"Number of patients (default {dflt.config_default('hagekit.data.synthetic', 'SynthConfig', 'n_patients')}, sections split among them).")] = None,
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
@@ -201,6 +225,7 @@ def _print_list(infos: list[Any], *, title: str) -> None:
             f"{i.n_genes:,}",
             "yes" if i.has_image else "[yellow]no (counts only)[/]",
             _fmt_mpp(i.mpp),
+            i.array or "-",
         )
     console.print(table)
 
@@ -212,7 +237,7 @@ def list_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
     workspace: opt.Workspace = None,
 ) -> None:
-    """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp."""
+    """Table of prepared datasets and sections: spots, genes, image yes/no, patient, mpp, array (ST 1k/2k pitch, Visium)."""
     from hagekit.data.section import list_sections
     from hagekit.errors import DataError
 

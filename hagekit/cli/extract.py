@@ -49,7 +49,11 @@ def extract_cmd(
     magnification: Annotated[
         float | None, typer.Option("--magnification", help="Tile magnification (20 = 0.5 µm/px); excludes --target-mpp.", rich_help_panel=_SLIDE)
     ] = None,
-    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile side in px at the target resolution.", rich_help_panel=_SLIDE)] = 256,
+    tile_size: Annotated[
+        int | None,
+        typer.Option("--tile-size", help="Tile side in px at the target resolution (default: 256; with --coords, the file's patch_size).",
+                     rich_help_panel=_SLIDE, show_default=False),
+    ] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px at the target resolution.", rich_help_panel=_SLIDE)] = 0,
     min_tissue: Annotated[
         float, typer.Option("--min-tissue", help="Keep tiles with at least this tissue fraction.", rich_help_panel=_SLIDE)
@@ -111,7 +115,7 @@ def extract_cmd(
     if dataset is not None:
         slide_only = {
             "--mpp": mpp is not None, "--target-mpp": target_mpp is not None, "--magnification": magnification is not None,
-            "--coords": coords is not None, "--preview": preview, "--tile-size": tile_size != 256,
+            "--coords": coords is not None, "--preview": preview, "--tile-size": tile_size is not None,
             "--overlap": overlap != 0, "--min-tissue": not math.isclose(min_tissue, 0.25),
         }
         bad = [k for k, v in slide_only.items() if v]

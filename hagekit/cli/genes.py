@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_file
@@ -19,8 +20,8 @@ genes_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help="Training: Pearson r above which two genes are co-expressed in a section (default 0.2).")]
-EvalThresholdOpt = Annotated[float | None, typer.Option("--eval-threshold", help="AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default 0.3).")]
+ThresholdOpt = Annotated[float | None, typer.Option("--threshold", help=f"Training: Pearson r above which two genes are co-expressed in a section (default {dflt.module_constant('hagekit.genes.coexpression', 'DEFAULT_THRESHOLD')}).")]
+EvalThresholdOpt = Annotated[float | None, typer.Option("--eval-threshold", help=f"AUC: mean Pearson r over the evaluation sections that makes a pair co-expressed (default {dflt.module_constant('hagekit.genes.quality', 'DEFAULT_EVAL_THRESHOLD')}).")]
 
 
 def _data_root(workspace: Path | None, data_root: Path | None) -> Path:
@@ -72,12 +73,14 @@ def select(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Select an HVG panel and print how many genes survive each step (never writes an empty panel)."""
-    from hagekit.genes.panel import select_panel, write_panel
+    from hagekit.genes.panel import PanelRequest, keep_existing_panel, select_panel, write_panel
     from hagekit.workspace import Workspace
 
     out = check_output_file(out if out is not None else Workspace.resolve(workspace).panel_path(dataset), "--out")
-    if out.exists() and not overwrite:
-        err_console.print(f"{out}: exists, kept (pass --overwrite to select again)")
+    chosen = split_csv(sections)
+    request = PanelRequest(dataset, top, flavor, rule, min_spots, vocab, tuple(chosen) if chosen else None)
+    if not overwrite and keep_existing_panel(out, request):  # other settings: one line naming them, exit 2
+        err_console.print(f"{out}: exists with these settings, kept (pass --overwrite to select again)")
         return
     reference = None
     if compare is not None:
@@ -129,7 +132,7 @@ def embed(
     dim: Annotated[int, typer.Option("--dim", help="Embedding dimension (Gene2Vec: 200).")] = 200,
     threshold: ThresholdOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Word2Vec passes over the pairs (default: enough for ~5M pair updates, 10..100).", show_default=False)] = None,
-    min_partners: Annotated[int | None, typer.Option("--min-partners", help="Strongest partners per gene and section always kept (default 2).")] = None,
+    min_partners: Annotated[int | None, typer.Option("--min-partners", help=f"Strongest partners per gene and section always kept (default {dflt.module_constant('hagekit.genes.coexpression', 'DEFAULT_MIN_PARTNERS')}).")] = None,
     eval_sections: Annotated[str | None, typer.Option("--eval-sections", help="Sections for the held-out AUC (default: the dataset's other sections; 'none' skips).")] = None,
     eval_threshold: EvalThresholdOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Embeddings file, Gene2Vec text (default: <workspace>/genes/<dataset>/embeddings.txt).")] = None,
@@ -207,13 +210,14 @@ def embed(
             f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(train)} sections "
             f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
         )
-        if emb.unmatched:
+        if emb.unmatched or genes is not None:  # an explicit --genes always gets <out stem>.panel.txt to train with
             from hagekit.genes.embeddings import write_embedded_panel
 
             written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
             shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
-            console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
-                          f"training sections): {shown}")
+            if dropped:
+                console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
+                              f"training sections): {shown}")
             if genes is None:
                 console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
                               f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")

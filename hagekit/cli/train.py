@@ -7,8 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting
+
+
+def _h(what: str, field: str, extra: str = "") -> str:
+    """``what (default X; --recipe paper: Y)`` with both values read from the configuration."""
+    return f"{what} (default {dflt.hage(field):g}; --recipe paper: {dflt.paper_recipe(field):g}{extra})."
 
 
 def register(app: typer.Typer) -> None:
@@ -55,15 +61,15 @@ def train(
     folds: opt.Folds = None,
     trials: opt.Trials = None,
     seed: opt.SeedOrConfig = None,
-    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="Validation share of training spots (default 0.2).")] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Expression target: log1p_norm (default), log1p, raw.")] = None,
-    d: Annotated[int | None, typer.Option("--d", help="Embedding dimension (paper: 1024).")] = None,
-    k1: Annotated[int | None, typer.Option("--k1", help="Expression clusters (paper: 30).")] = None,
-    k2: Annotated[int | None, typer.Option("--k2", help="Image sub-clusters per expression cluster (paper: 2).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (paper: 15 HER2+, 100 cSCC).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Spots per step (default 256).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = None,
-    patience: Annotated[int | None, typer.Option("--patience", help="Early stopping patience in epochs (paper: 5; 0 disables).")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help=f"Validation share of training spots (default {dflt.run('val_fraction')}).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help=f"Expression target: log1p_norm, log1p, raw (default {dflt.run('target')}).")] = None,
+    d: Annotated[int | None, typer.Option("--d", help=_h("Embedding dimension", "d"))] = None,
+    k1: Annotated[int | None, typer.Option("--k1", help=_h("Expression clusters", "k1"))] = None,
+    k2: Annotated[int | None, typer.Option("--k2", help=_h("Image sub-clusters per expression cluster", "k2"))] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help=_h("Epochs", "epochs", "; paper: 100 on cSCC"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=_h("Spots per step", "batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=_h("Adam learning rate", "lr"))] = None,
+    patience: Annotated[int | None, typer.Option("--patience", help=_h("Early stopping patience in epochs, 0 disables", "patience"))] = None,
     no_ge: Annotated[bool, typer.Option("--no-ge", help="Ablation: plain MLP image encoder instead of GE.")] = False,
     no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Ablation: no hierarchical (centroid) alignment.")] = False,
     single_level: Annotated[bool, typer.Option("--single-level", help="Ablation: k1*k2 clusters on expression only.")] = False,

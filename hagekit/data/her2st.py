@@ -7,10 +7,10 @@ Layout (``<raw>`` is the repository root or its ``data/`` folder)::
     ST-imgs/<letter>/<S>/*.jpg       full-resolution H&E (optional per section)
     ST-pat/lbl/<S>_labeled_coordinates.tsv   pathologist labels (some sections)
 
-Patient = the letter, section = letter + digit. Pixel size: legacy ST arrays have 100 µm
-spots on a 200 µm centre-to-centre grid, so microns per pixel = 200 / (pixels per array
-step), fitted per section from ``new_x/new_y`` vs ``pixel_x/pixel_y`` (an exact affine map
-in these files). For the C sections this gives ~290 px per step, i.e. ~0.69 µm/px.
+Patient = the letter, section = letter + digit. Pixel size: HER2ST is on the 1k ST array
+(100 µm spots, 200 µm per array step; :mod:`hagekit.data.st_array` tells it from the 2k
+array), so microns per pixel = 200 / (pixels per array step), fitted per section from
+``new_x/new_y`` vs ``pixel_x/pixel_y`` (an exact affine map in these files).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hagekit.data.prepare import (
     require_dir,
     select_sections,
 )
+from hagekit.data.st_array import PITCH_TOLERANCE, StArray, detect_st_array, pitch_xy_px
 from hagekit.errors import DataError, at
 from hagekit.progress import Reporter
 
@@ -136,12 +137,56 @@ def _find_image(data: Path, section: str) -> Path | None:
 
 def array_pitch_px(array_xy: np.ndarray, pixel_xy: np.ndarray) -> float:
     """Pixels per array step: slopes of the least-squares fit pixel ~ array, averaged over x and y."""
-    slopes = []
-    for k in range(2):
-        a = np.asarray(array_xy[:, k], dtype=np.float64)
-        if np.ptp(a) > 0:
-            slopes.append(abs(np.polyfit(a, pixel_xy[:, k], 1)[0]))
+    slopes = [p for p in pitch_xy_px(array_xy, pixel_xy) if np.isfinite(p)]
     return float(np.mean(slopes)) if slopes else float("nan")
+
+
+def _select_spots(table, spots, spot_file: Path, counts_file: Path, section: str) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Rows of counts and spot file kept (matched and ``selected``), and the dropped spots by reason,
+    said in one warning: counts under unselected positions, counts without a position, selected
+    positions without counts (unselected positions without counts are no spots at all)."""
+    xy = spots[["x", "y"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(xy).all():
+        raise DataError(at(spot_file, "x/y array coordinates contain NaN"))
+    ax, ay = np.rint(xy[:, 0]).astype(np.int64), np.rint(xy[:, 1]).astype(np.int64)
+    spot_ids = [f"{x}x{y}" for x, y in zip(ax, ay, strict=True)]
+    selected = _selected(spots)
+    ci, si, _ = match_barcodes(table.barcodes, spot_ids, counts_file=counts_file, spots_file=spot_file, warn=False)
+    keep = selected[si]
+    dropped = {
+        "unselected": int((~keep).sum()),
+        "no_position": int(len(table.barcodes) - len(ci)),
+        "no_counts": int(selected.sum() - keep.sum()),
+    }
+    if not keep.any():
+        raise DataError(at(spot_file, f"none of the {len(ci)} spots with counts is selected (selected == 0 everywhere)"))
+    if sum(dropped.values()):
+        log.warning(
+            "%s: dropped %d spot(s): %d with counts under unselected positions (selected == 0), %d with counts "
+            "but no position, %d selected positions without counts; %d kept",
+            section, sum(dropped.values()), dropped["unselected"], dropped["no_position"], dropped["no_counts"], int(keep.sum()),
+        )
+    return ci[keep], si[keep], dropped
+
+
+def _selected(spots) -> np.ndarray:
+    """The spot file's ``selected`` column as booleans (every position when it has none)."""
+    return spots["selected"].fillna(0).to_numpy() != 0 if "selected" in spots.columns else np.ones(len(spots), bool)
+
+
+def _microns_per_pixel(spots, spot_file: Path, section: str) -> tuple[float, float, StArray]:
+    """(µm/px, px per array step, array): the array told from every occupied position, the pitch
+    fitted on the selected spots; a warning when the x and y pitch differ by more than 5%."""
+    array = detect_st_array(spots[["x", "y"]].to_numpy(dtype=np.float64))
+    fit_cols = ["new_x", "new_y"] if {"new_x", "new_y"} <= set(spots.columns) else ["x", "y"]
+    sel = spots[_selected(spots)]
+    px, py = pitch_xy_px(sel[fit_cols].to_numpy(dtype=np.float64), sel[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64))
+    pitch = float(np.nanmean([px, py])) if np.isfinite([px, py]).any() else float("nan")
+    if np.isfinite([px, py]).all() and abs(px - py) > PITCH_TOLERANCE * pitch:
+        log.warning("%s: x and y array pitch differ by %.0f%% (%.1f vs %.1f px per step) in %s: a stretched or "
+                    "rescaled image; their mean is used (%.2f µm/px on the %s)",
+                    section, 100 * abs(px - py) / pitch, px, py, spot_file.name, array.step_um / pitch, array.label)
+    return array.step_um / pitch if pitch > 0 else float("nan"), pitch, array
 
 
 def build_her2st_section(
@@ -155,10 +200,11 @@ def build_her2st_section(
     patient: str | None = None,
     source: str = "almaan/her2st",
 ) -> anndata.AnnData:
-    """Read one legacy-ST section (her2st, cSCC) into the Section layout.
+    """Read one legacy-ST section (her2st, cSCC, STUtility) into the Section layout.
 
     Counts-only (no mpp) when ``image`` is None. Spots with ``selected == 0`` in the spot
-    file are dropped like spots missing from either file.
+    file are dropped like spots missing from either file (one warning, by reason). The array
+    (1k or 2k) and so the µm per array step are told from the occupied positions.
     """
     from hagekit.data.section import make_section
     from hagekit.slides.info import open_image_info
@@ -166,26 +212,13 @@ def build_her2st_section(
 
     table = read_counts_tsv(counts_file)
     spots = read_table(spot_file, required=("x", "y", "pixel_x", "pixel_y"), what="spot file")
-    n_unselected = 0
-    if "selected" in spots.columns:
-        keep = spots["selected"].fillna(0).to_numpy() != 0
-        n_unselected = int((~keep).sum())
-        spots = spots[keep].reset_index(drop=True)
-    xy = spots[["x", "y"]].to_numpy(dtype=np.float64)
-    if not np.isfinite(xy).all():
-        raise DataError(at(spot_file, "x/y array coordinates contain NaN"))
-    ax, ay = np.rint(xy[:, 0]).astype(np.int64), np.rint(xy[:, 1]).astype(np.int64)
-    spot_ids = [f"{x}x{y}" for x, y in zip(ax, ay, strict=True)]
-    ci, si, dropped = match_barcodes(table.barcodes, spot_ids, counts_file=counts_file, spots_file=spot_file)
+    ci, si, dropped = _select_spots(table, spots, spot_file, counts_file, section)
     pixel = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
-    if not np.isfinite(pixel).all():
+    if not np.isfinite(pixel[si]).all():
         raise DataError(at(spot_file, "pixel_x/pixel_y contain NaN"))
-    fit_cols = ["new_x", "new_y"] if {"new_x", "new_y"} <= set(spots.columns) else ["x", "y"]
-    pitch_px = array_pitch_px(spots[fit_cols].to_numpy(dtype=np.float64), pixel)
+    mpp_fit, pitch_px, array = _microns_per_pixel(spots, spot_file, section)
     spatial = pixel[si]
     barcodes = [table.barcodes[i] for i in ci]
-    counts = table.counts[ci]
-
     mpp = None
     thumb = scale = None
     if image is not None:
@@ -194,28 +227,21 @@ def build_her2st_section(
         thumb, scale = info.thumbnail, info.thumbnail_scale
         if not np.isfinite(pitch_px) or pitch_px <= 0:
             raise DataError(at(spot_file, "cannot fit the array pitch in pixels (need spots in more than one row and column)"))
-        mpp = ST_PITCH_UM / pitch_px
-    obs: dict[str, Sequence] = {"array_x": ax[si], "array_y": ay[si]}
+        mpp = mpp_fit
+    xy = np.rint(spots[["x", "y"]].to_numpy(dtype=np.float64)[si]).astype(np.int64)
+    obs: dict[str, Sequence] = {"array_x": xy[:, 0], "array_y": xy[:, 1]}
     if label_file is not None:
         obs["label"] = _labels(label_file, barcodes)
     adata = make_section(
-        counts,
-        barcodes,
-        table.genes,
-        spatial,
-        dataset=dataset,
-        section=section,
-        patient=patient if patient is not None else _patient(section),
-        image_path=image,
-        mpp=mpp,
-        spot_diameter_um=ST_SPOT_DIAMETER_UM,
-        thumbnail=thumb,
-        thumbnail_scale=scale,
-        obs=obs,
-        source=source,
+        table.counts[ci], barcodes, table.genes, spatial, dataset=dataset, section=section,
+        patient=patient if patient is not None else _patient(section), image_path=image, mpp=mpp,
+        spot_diameter_um=ST_SPOT_DIAMETER_UM, thumbnail=thumb, thumbnail_scale=scale, obs=obs, source=source,
     )
-    adata.uns["hagekit"]["n_dropped_spots"] = int(dropped + n_unselected)
-    adata.uns["hagekit"]["array_pitch_px"] = float(pitch_px)
+    meta = adata.uns["hagekit"]
+    meta["n_dropped_spots"] = int(sum(dropped.values()))
+    meta["dropped_spots"] = dropped
+    meta["array_pitch_px"] = float(pitch_px)
+    meta["array"] = array.label
     return adata
 
 

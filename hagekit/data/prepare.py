@@ -70,6 +70,7 @@ class PreparedSection:
     mpp: float
     patient: str
     dropped: int = 0
+    array: str = ""
 
 
 @dataclass
@@ -175,7 +176,8 @@ def prepare_dataset(
         if path.exists() and not overwrite:
             info = section_info(path)
             report.sections.append(
-                PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient)
+                PreparedSection(src.section, path, "kept", info.n_spots, info.n_genes, info.has_image, info.mpp, info.patient,
+                                array=info.array)
             )
             log.info("%s: already prepared, kept (use --overwrite to redo)", path)
             task.advance(1, status=f"{src.section} kept")
@@ -194,6 +196,7 @@ def prepare_dataset(
                 float(meta["mpp"]),
                 str(meta["patient"]),
                 int(meta.get("n_dropped_spots", 0)),
+                str(meta.get("array", "")),
             )
         )
         del adata
@@ -369,9 +372,10 @@ def _check_counts(values: np.ndarray, barcodes: Sequence[str], genes: Sequence[s
 
 
 def match_barcodes(
-    count_ids: Sequence[str], spot_ids: Sequence[str], *, counts_file: Path | str, spots_file: Path | str
+    count_ids: Sequence[str], spot_ids: Sequence[str], *, counts_file: Path | str, spots_file: Path | str, warn: bool = True
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Pair spots present in both the counts and the positions file; warn how many are dropped.
+    """Pair spots present in both the counts and the positions file; warn how many are dropped
+    (unless ``warn`` is False: a caller that drops more, for other reasons, says it once).
 
     Returns (row indices into counts, row indices into spots, number dropped). Raises if no
     spot matches (the two files describe different sections or use other id formats).
@@ -400,7 +404,7 @@ def match_barcodes(
     only_counts = len(count_ids) - len(ci)
     only_spots = len(set(spot_ids)) - len(ci)
     dropped = only_counts + only_spots
-    if dropped:
+    if dropped and warn:
         log.warning(
             "%s: dropped %d spot(s) (%d with counts but no position, %d with a position but no counts; %d kept)",
             counts_file,

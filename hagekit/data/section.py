@@ -61,6 +61,7 @@ class SectionInfo:
     mpp: float
     spot_diameter_um: float
     path: Path | None = None
+    array: str = ""  # the array kind and µm per step, e.g. "ST 2k, 100 µm" ("" when unknown)
 
 
 def make_section(
@@ -281,6 +282,7 @@ def section_info(path: Path | str) -> SectionInfo:
             mpp=float(meta["mpp"]),
             spot_diameter_um=float(meta["spot_diameter_um"]),
             path=path,
+            array=str(meta.get("array", "")),
         )
     finally:
         adata.file.close()

@@ -22,6 +22,7 @@ from hagekit.distributed import parse_shard
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.extract.common import EncoderSetup, provenance
 from hagekit.extract.engine import PRECISIONS, run_encoder
+from hagekit.extract.resolution import source_resolution_attrs
 from hagekit.extract.runner import EncoderOptions, SkipItem, run_items
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
@@ -106,6 +107,7 @@ def _extract_one(
     if not image.is_file():
         raise DataError(at(image, f"image of section {section} not found"))
     bundle = setup.bundle
+    resolution = source_resolution_attrs(section, source_px=patch_um / mpp, out_px=int(bundle.input_size), source_mpp=mpp)
     patcher = SpotPatcher(
         image, spots["centres"], mpp=mpp, patch_um=patch_um, out_size=bundle.input_size, barcodes=spots["barcodes"]
     )
@@ -142,6 +144,7 @@ def _extract_one(
         dataset=dataset,
         section=section,
         image_path=str(image),
+        **resolution,
     )
     coords, coords_attrs = spot_coords(spots["centres"], patcher.size_px, mpp, patcher.dimensions,
                                        name=section, savetodir=out_path.parent.resolve())

@@ -20,6 +20,7 @@ from hagekit.distributed import parse_shard
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.extract.common import EncoderSetup, provenance
 from hagekit.extract.engine import PRECISIONS, run_encoder
+from hagekit.extract.resolution import source_resolution_attrs
 from hagekit.extract.runner import EncoderOptions, run_items
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
@@ -29,6 +30,8 @@ __all__ = ["extract_slides", "TileDataset", "collect_slides"]
 log = logging.getLogger(__name__)
 
 _THUMB_SIDE = 2048
+#: Tile side in px at the target resolution when tiling (CLAM's and TRIDENT's default).
+DEFAULT_TILE_SIZE = 256
 
 
 class TileDataset:
@@ -101,7 +104,7 @@ class TilePlan:
 
     mpp: float | None
     target_mpp: float
-    tile_size: int
+    tile_size: int | None  # None: the coords file's patch_size, or DEFAULT_TILE_SIZE when tiling
     overlap: int
     min_tissue: float
     coords_dir: Path | None
@@ -117,7 +120,7 @@ class TilePlan:
             raise DataError(at(path, "no microns-per-pixel metadata; pass --mpp (e.g. --mpp 0.25 for a 40x scan)"))
         thumb, scale = reader.thumbnail(_THUMB_SIDE)
         mask = tissue_mask(thumb)
-        grid = plan_grid(reader, target_mpp=self.target_mpp, tile_size=self.tile_size, overlap=self.overlap,
+        grid = plan_grid(reader, target_mpp=self.target_mpp, tile_size=self.tile_size or DEFAULT_TILE_SIZE, overlap=self.overlap,
                          mask=mask, mask_scale=scale, min_tissue=self.min_tissue)
         return grid, mask, thumb, scale
 
@@ -156,6 +159,8 @@ def _extract_slide(
                 thumb, scale = reader.thumbnail(1024)
             write_preview(preview_dir / f"{path.stem}.png", thumb, mask, grid, scale)
         coords_attrs = grid.coords_attrs(path.stem, reader, savetodir=out_path.parent.resolve())
+        resolution = source_resolution_attrs(path.stem, source_px=float(grid.patch_size_level0),
+                                             out_px=int(setup.bundle.input_size), source_mpp=float(grid.level0_mpp))
         if grid.read_size != grid.patch_size:
             log.warning(
                 "%s: no pyramid level at %.3g µm/px; tiles are %d level-%d px resized to %d, so CLAM "
@@ -180,6 +185,7 @@ def _extract_slide(
             target_mpp=float(grid.target_mpp),
             slide=path.name,
             section=path.stem,
+            **resolution,
         )
         write_features(out_path, feats, grid.coords, attrs=attrs, coords_attrs=coords_attrs)
         log.info("%s: %d tiles in %.1fs", path.stem, stats.n, stats.seconds)
@@ -200,7 +206,7 @@ def extract_slides(
     mpp: float | None = None,
     target_mpp: float | None = 0.5,
     magnification: float | None = None,
-    tile_size: int = 256,
+    tile_size: int | None = None,
     overlap: int = 0,
     min_tissue: float = 0.25,
     coords_dir: Path | str | None = None,
@@ -218,8 +224,9 @@ def extract_slides(
 ) -> ExtractSummary:
     """Tile features of whole slides into ``<out_dir>/<slide_stem>.h5`` (TRIDENT/CLAM layout).
 
-    Tiles: ``tile_size`` px at ``target_mpp`` (or ``magnification``: 20x = 0.5 µm/px) over the
-    tissue, or the tiles of a CLAM/TRIDENT coords file in ``coords_dir``. A slide without mpp
+    Tiles: ``tile_size`` px (default 256) at ``target_mpp`` (or ``magnification``: 20x = 0.5 µm/px)
+    over the tissue, or the tiles of a CLAM/TRIDENT coords file in ``coords_dir`` (its
+    ``patch_size`` unless ``tile_size`` is given: then a warning where they disagree). A slide without mpp
     metadata fails unless ``mpp`` is given; one unreadable slide never stops the others. Under
     torchrun ranks are dealt slides balanced by tile count; ``shard`` ("K/N") takes one share.
     """
@@ -232,10 +239,11 @@ def extract_slides(
         raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
-    if not 8 <= tile_size <= MAX_TILE_PX:
-        raise ConfigError(f"--tile-size: must be 8 to {MAX_TILE_PX} px (a tile is read whole), got {tile_size}")
-    if not 0 <= overlap < tile_size:
-        raise ConfigError(f"--overlap: must be in [0, --tile-size={tile_size}) px, got {overlap}")
+    size = tile_size if tile_size is not None else DEFAULT_TILE_SIZE
+    if not 8 <= size <= MAX_TILE_PX:
+        raise ConfigError(f"--tile-size: must be 8 to {MAX_TILE_PX} px (a tile is read whole), got {size}")
+    if not 0 <= overlap < size:
+        raise ConfigError(f"--overlap: must be in [0, --tile-size={size}) px, got {overlap}")
     if num_workers is not None and num_workers < 0:
         raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
     if not 0.0 <= min_tissue <= 1.0:
@@ -246,7 +254,7 @@ def extract_slides(
         raise DataError(at(coords_dir, "--coords folder not found"))
     out = Path(out_dir)
     reporter = reporter_or_null(progress)
-    settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": tile_size}
+    settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": size}
     plan = TilePlan(mpp, tmpp, tile_size, overlap, min_tissue, Path(coords_dir) if coords_dir is not None else None)
 
     def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAVORS",
+    "PanelRequest",
+    "keep_existing_panel",
     "PanelStep",
     "PanelResult",
     "parse_rule",
@@ -128,6 +130,60 @@ def select_panel(
     )
     result.settings = {"dataset": canonical_dataset(dataset), "data_root": str(Path(data_root)), **result.settings}
     return result
+
+
+@dataclass(frozen=True)
+class PanelRequest:
+    """The settings ``genes select`` was asked for (``sections`` None: all of the dataset's)."""
+
+    dataset: str
+    top: int = 1000
+    flavor: str = "seurat"
+    rule: str = "intersect"
+    min_spots: int | None = None
+    vocab: Path | None = None
+    sections: tuple[str, ...] | None = None
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """``name: <stored> there, <asked> asked`` for every setting that differs from ``stored``."""
+        from hagekit.workspace import canonical_dataset
+
+        asked: dict[str, Any] = {
+            "dataset": canonical_dataset(self.dataset), "top": self.top, "flavor": self.flavor,
+            "rule": parse_rule(self.rule)[0],
+            "min_spots": self.min_spots, "vocab": self.vocab.name if self.vocab is not None else None,
+        }
+        there = dict(stored)
+        there["vocab"] = Path(str(there["vocab"])).name if there.get("vocab") else None
+        if self.sections is not None:
+            asked["sections"], there["sections"] = ",".join(self.sections), ",".join(stored.get("sections") or [])
+        return [f"{k}: {there.get(k)} there, {v} asked" for k, v in asked.items() if k in there and there.get(k) != v]
+
+
+def keep_existing_panel(out: Path, request: PanelRequest) -> bool:
+    """True when ``out`` exists and was selected with the settings of ``request`` (or carries no
+    settings to compare); a panel selected otherwise raises one line naming the differences.
+    The request is validated first, so a missing ``--vocab`` file is an error either way."""
+    import json
+
+    from hagekit.genes.embeddings import sidecar_path
+
+    _validate(request.top, request.flavor, request.rule, request.min_spots, request.vocab)
+    if not out.exists():
+        return False
+    side = sidecar_path(out)
+    try:
+        stored = json.loads(side.read_text(encoding="utf-8")).get("settings", {}) if side.is_file() else None
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        log.warning("%s: exists without its settings (%s), kept", out, side.name)
+        return True
+    diff = request.differences(stored)
+    if diff:
+        raise ConfigError(at(out, f"exists, selected with other settings ({'; '.join(diff)}); "
+                                  "pass --overwrite to select again, or --out for another file"))
+    return True
 
 
 def _validate(top: int, flavor: str, rule: str, min_spots: int | None, vocab: Path | str | None) -> None:

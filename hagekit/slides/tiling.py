@@ -191,11 +191,26 @@ def find_coords_file(coords_dir: Path, stem: str) -> Path:
     raise DataError(at(coords_dir, f"no coords file for slide '{stem}' ({stem}.h5 or {stem}_patches.h5)"))
 
 
+def _coords_tile_size(path: Path, attrs: dict[str, Any], size0: int, tile_size: int | None) -> int:
+    """The tile side a coords file asks for (its ``patch_size``; ``patch_size_level0`` without
+    one); an explicit ``tile_size`` that disagrees wins, with a warning saying what it changes."""
+    asked = int(attrs["patch_size"]) if "patch_size" in attrs else int(size0)
+    if tile_size is None or int(tile_size) == asked:
+        return asked
+    log.warning(
+        "%s: --tile-size %d disagrees with the coords file's patch_size %d; each %d level-0 px region is resized to "
+        "%d px instead of %d (leave --tile-size out to follow the file)",
+        path.name, tile_size, asked, size0, tile_size, asked,
+    )
+    return int(tile_size)
+
+
 def read_coords(path: Path, reader: SlideReader, *, tile_size: int | None = None) -> TileGrid:
     """A :class:`TileGrid` from a CLAM or TRIDENT coords h5 (``coords`` + attributes).
 
-    TRIDENT gives ``patch_size_level0``; CLAM gives ``patch_size`` at ``patch_level``
-    (level-0 size = patch_size x that level's downsample).
+    TRIDENT gives ``patch_size`` px at ``target_magnification`` and ``patch_size_level0``; CLAM
+    gives ``patch_size`` at ``patch_level`` (level-0 size = patch_size x that level's
+    downsample). Tiles are the file's ``patch_size`` unless ``tile_size`` says otherwise (warned).
     """
     import h5py
 
@@ -222,7 +237,7 @@ def read_coords(path: Path, reader: SlideReader, *, tile_size: int | None = None
         if level >= reader.level_count:
             raise DataError(at(path, f"patch_level {level} but the slide has {reader.level_count} levels"))
         size0 = round(int(attrs["patch_size"]) * reader.level_downsamples[level])
-    out_size = int(tile_size or attrs.get("patch_size", size0))
+    out_size = _coords_tile_size(path, attrs, size0, tile_size)
     level0_mpp = reader.mpp
     if level0_mpp is None:
         mag = attrs.get("level0_magnification")

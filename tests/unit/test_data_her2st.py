@@ -101,7 +101,9 @@ def test_dropped_spots_are_reported(raw: Path, tmp_path: Path, caplog) -> None:
         report = prepare_her2st(raw, tmp_path / "data", sections=["B1"])
     assert report.sections[0].n_spots == len(spots) - 2
     assert report.sections[0].dropped == 3
-    assert "dropped 3 spot(s) (1 with counts but no position, 2 with a position but no counts" in caplog.text
+    assert ("dropped 3 spot(s): 0 with counts under unselected positions (selected == 0), 1 with counts but no "
+            "position, 2 selected positions without counts; 10 kept") in caplog.text
+    assert caplog.text.count("dropped") == 1  # one warning, the table's number
 
 
 # bad inputs: one-line error naming the file, nothing written ------------------------------

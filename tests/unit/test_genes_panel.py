@@ -177,3 +177,30 @@ def test_cli_select_empty_panel_one_line_exit_2(toy_root, tmp_path):
     assert any("removed the most genes" in ln and "min-sections:2" in ln for ln in err_lines), res.output
     assert "error:" in res.stderr and res.stderr.count("error:") == 1
     assert not out.exists() and not (tmp_path / "p.txt.json").exists()
+
+
+def test_cli_select_again_keeps_refuses_or_overwrites(toy_root, tmp_path):
+    out = tmp_path / "p.txt"
+    base = ["genes", "select", "--data-root", str(toy_root), "--dataset", "toy", "--top", "10", "--flavor", "cell_ranger",
+            "--rule", "min-sections:2", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    first = out.read_text()
+    same = runner.invoke(app, base)  # the same settings: kept, said so
+    assert same.exit_code == 0 and "exists with these settings, kept" in flat(same.output)
+    other = runner.invoke(app, [*base[:-4], "--rule", "union", "--out", str(out)])
+    assert other.exit_code == 2
+    assert "exists, selected with other settings (rule: min-sections:2 there, union asked)" in flat(other.output)
+    assert "--overwrite" in flat(other.output) and out.read_text() == first
+    again = runner.invoke(app, [*base[:-4], "--rule", "union", "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert '"rule": "union"' in (tmp_path / "p.txt.json").read_text()
+
+
+def test_cli_select_missing_vocab_is_an_error_even_with_a_panel(toy_root, tmp_path):
+    out = tmp_path / "p.txt"
+    base = ["genes", "select", "--data-root", str(toy_root), "--dataset", "toy", "--top", "10", "--flavor", "cell_ranger",
+            "--rule", "min-sections:2", "--out", str(out)]
+    assert runner.invoke(app, base).exit_code == 0
+    res = runner.invoke(app, [*base, "--vocab", str(tmp_path / "gene2vec_dim_200_iter_9.txt")])
+    assert res.exit_code == 2
+    assert "gene2vec_dim_200_iter_9.txt: embeddings file for --vocab not found" in flat(res.output)
