@@ -36,6 +36,9 @@ METHODS: dict[str, str] = {
     "mlp": "hagekit.baselines.mlp:MLPRegressor",
     "bleep": "hagekit.baselines.bleep:BLEEPRegressor",
     "mclstexp": "hagekit.baselines.mclstexp:MclSTExpRegressor",
+    "triplex": "hagekit.baselines.triplex:TriplexRegressor",
+    "histogene": "hagekit.baselines.histogene:HisToGeneRegressor",
+    "hist2st": "hagekit.baselines.hist2st:Hist2STRegressor",
     "hage": "hagekit.hage.estimator:HAGERegressor",
 }
 BASELINES = METHODS
