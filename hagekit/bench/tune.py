@@ -166,7 +166,7 @@ def score_config(
             t0, c0 = time.perf_counter(), time.process_time()
             # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
             _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
-                  groups=groups[tr], progress=progress)
+                  groups=groups[tr], groups_val=groups[va], progress=progress)
             secs.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))
