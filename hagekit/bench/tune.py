@@ -65,6 +65,7 @@ SEARCH_ORDER = ("lr", "min_steps", "cyclip_reduction", "batch_size", "centroids"
 BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "mlp": {"dropout": (0.1, 0.2, 0.4, 0.5), "weight_decay": (1e-5, 1e-4, 1e-3), "lr": (3e-4, 1e-3, 3e-3),
             "hidden": (256, 512, 1024)},
+    "ridge-ctx": {"radius": (1.0, 1.5, 2.5, 3.5)},  # spot pitches; the penalty is chosen inside each fit
 }
 """Default search spaces of the baselines (others need ``--space``)."""
 
