@@ -108,3 +108,34 @@ def test_protocol_runs_resumes_and_context_beats_no_context(name, data, tmp_path
         plain = make_method("ridge", pca=None, cv=2).fit(X, Y, groups=g).predict(Xt)
         ctx = make_method("ridge-ctx", pca=None, cv=2).fit(X, Y, spatial=S, groups=g).predict(Xt, spatial=St)
         assert evaluate_section(Yt, ctx).pcc_all > evaluate_section(Yt, plain).pcc_all + 0.1
+
+
+def test_ablation_names_hage_ctx_and_the_cli_runs_context_rows(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hagekit.bench.ablation import ablation_specs
+    from hagekit.cli.main import app
+
+    assert "hage-ctx" not in [s.name for s in ablation_specs()]  # the paper's Table 2 by default
+    assert ablation_specs(["hage-ctx"])[0].params == {"config__context": "mean"}
+    spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
+    hage_toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hage_toy)
+    root, feats, panel, emb = hage_toy.make_toy(tmp_path, n=49)
+    cfg = tmp_path / "fast.toml"
+    cfg.write_text("d = 16\nn_heads = 4\nk1 = 3\nk2 = 2\nbatch_size = 32\nlr = 1e-3\n[baselines.ridge-ctx]\npca = 8\n")
+    common = ["--dataset", "toy", "--data-root", str(root), "--features", str(feats), "--genes", str(panel),
+              "--gene-embeddings", str(emb), "--trials", "1", "--folds", "B1", "--config", str(cfg)]
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "ablation", *common, "--epochs", "1", "--jobs", "1",
+                              "--variants", "full,hage-ctx", "--out", str(tmp_path / "abl")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "abl" / "summary.json").read_text())
+    assert [e["method"] for e in summary["table"]] == ["full", "hage-ctx"]
+    res = runner.invoke(app, ["bench", "baselines", *common, "--methods", "ridge,ridge-ctx",
+                              "--out", str(tmp_path / "base")])
+    assert res.exit_code == 0, res.output
+    table = {e["method"]: e for e in json.loads((tmp_path / "base" / "summary.json").read_text())["table"]}
+    assert {"ridge", "ridge-ctx"} <= set(table) and table["ridge-ctx"]["n_rows"] == 1
