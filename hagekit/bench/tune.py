@@ -66,6 +66,12 @@ BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "mlp": {"dropout": (0.1, 0.2, 0.4, 0.5), "weight_decay": (1e-5, 1e-4, 1e-3), "lr": (3e-4, 1e-3, 3e-3),
             "hidden": (256, 512, 1024)},
     "ridge-ctx": {"radius": (1.0, 1.5, 2.5, 3.5)},  # spot pitches; the penalty is chosen inside each fit
+    "triplex": {"lr": (3e-4, 1e-3, 3e-3), "weight_decay": (1e-5, 1e-4, 1e-3), "d_model": (64, 128, 256),
+                "window": (1, 2, 3), "distill_alpha": (0.0, 0.3, 0.6)},
+    "histogene": {"lr": (3e-4, 1e-3, 3e-3), "dropout": (0.0, 0.1, 0.3), "weight_decay": (1e-5, 1e-4, 1e-3),
+                  "d_model": (64, 128, 256), "layers": (1, 2, 4)},
+    "hist2st": {"lr": (3e-4, 1e-3, 3e-3), "dropout": (0.0, 0.2, 0.4), "weight_decay": (1e-5, 1e-4, 1e-3),
+                "depth_graph": (1, 2, 4), "neighbours": (4, 8)},
 }
 """Default search spaces of the baselines (others need ``--space``)."""
 

@@ -19,6 +19,9 @@ HAGE_CONTEXT = {"config": TINY_HAGE, "gene_embeddings": EMB, "device": "cpu"}
 CONTEXT_METHODS: dict[str, dict] = {
     "ridge-ctx": {"pca": None, "cv": 2, "alphas": (0.1, 1.0, 10.0)},
     "hage": {"config__context": "mean"},
+    "triplex": {"d_model": 8, "heads": 2, "depth_neighbour": 1, "epochs": 3, "device": "cpu"},
+    "histogene": {"d_model": 8, "heads": 2, "layers": 1, "epochs": 3, "device": "cpu"},
+    "hist2st": {"d_model": 8, "heads": 2, "depth_transformer": 1, "epochs": 3, "device": "cpu"},
 }
 
 
