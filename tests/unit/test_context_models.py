@@ -206,3 +206,15 @@ def test_without_positions_fit_and_predict_still_work(caplog):
     est = make_method("triplex", **TINY["triplex"]).fit(X, Y)
     assert "without spot positions" in caplog.text
     assert est.predict(X[:5]).shape == (5, 4)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_default_search_space_is_declared_and_valid(name):
+    from hagekit.bench.tune import BASELINE_SPACES
+
+    space = BASELINE_SPACES[name]
+    defaults = make_method(name).get_params()
+    for key, values in space.items():
+        assert defaults[key] in values  # the defaults are a point of the space
+        for v in values:
+            make_method(name, **{key: v})  # every value passes the registry's type check
