@@ -81,6 +81,7 @@ class _Stacked:
     y: Any
     sections: list[SectionData] = field(default_factory=list)
     y_val: Any = None
+    trainable: list[int] = field(default_factory=list)  # sections with training spots: the loop's items
 
 
 class SectionBaseline(TrainedBaseline):
@@ -99,7 +100,7 @@ class SectionBaseline(TrainedBaseline):
             groups: np.ndarray | None = None, groups_val: np.ndarray | None = None,
             progress: Reporter | None = None) -> SectionBaseline:
         """As every method's ``fit``; ``groups_val`` (the section of each validation spot) lets the
-        validation spots join their sections' context. Positions are required."""
+        validation spots join their sections' context. Positions are expected (see :meth:`_check_spatial`)."""
         self._val_context = (spatial_val, groups_val)
         try:
             return super().fit(X, Y, X_val=X_val, Y_val=Y_val, spatial=spatial, spatial_val=spatial_val,
@@ -192,7 +193,7 @@ class SectionBaseline(TrainedBaseline):
             model = self._build(X.shape[1], Y).to(dev)
             result = train_loop(
                 model, self._optimizer(model), lambda idx: self._step(model, stacked, idx),
-                n=len(stacked.sections), config=config,
+                n=len(stacked.trainable), config=config,
                 validate=(lambda: self._validate_sections(model, stacked)) if stacked.y_val is not None else None,
                 progress=progress,
             )
@@ -233,8 +234,6 @@ class SectionBaseline(TrainedBaseline):
             grid = section_grid(S[members])
             for part in tiles(grid, self.max_spots):
                 rows = members[part]
-                if (~is_val[rows]).sum() == 0:
-                    continue
                 inputs = {k: v.to(dev) for k, v in self._section_inputs(S[rows]).items()}
                 stacked.sections.append(SectionData(
                     torch.from_numpy(rows).to(dev), inputs, torch.from_numpy(~is_val[rows]).to(dev),
@@ -243,7 +242,8 @@ class SectionBaseline(TrainedBaseline):
         if is_val.any():
             y_val = y[torch.from_numpy(is_val).to(dev)]
             stacked.y_val = y_val
-        if not stacked.sections:
+        stacked.trainable = [i for i, sec in enumerate(stacked.sections) if bool(sec.train.any())]
+        if not stacked.trainable:
             raise DataError(f"{self.method}: no section has training spots")
         return stacked
 
@@ -252,7 +252,7 @@ class SectionBaseline(TrainedBaseline):
         total = None
         terms: dict[str, Any] = {}
         for i in idx.tolist():
-            sec = stacked.sections[i]
+            sec = stacked.sections[stacked.trainable[i]]
             x, y = stacked.x[sec.rows], stacked.y[sec.rows]
             out = self._section_forward(model, x, sec.inputs, sec.train)
             part = self._loss_terms(out, y[sec.train])

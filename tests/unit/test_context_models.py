@@ -218,3 +218,13 @@ def test_default_search_space_is_declared_and_valid(name):
         assert defaults[key] in values  # the defaults are a point of the space
         for v in values:
             make_method(name, **{key: v})  # every value passes the registry's type check
+
+
+def test_a_section_of_validation_spots_only_is_context_not_a_training_step():
+    X, Y, S, G = sections()
+    train, val = G < 2, G == 2
+    est = make_method("histogene", **TINY["histogene"])
+    est.fit(X[train], Y[train], X_val=X[val], Y_val=Y[val], spatial=S[train], spatial_val=S[val],
+            groups=G[train], groups_val=G[val])
+    assert [h["steps"] for h in est.history_] == [2.0, 4.0, 6.0]  # two training sections per epoch
+    assert np.isfinite([h["val_pcc"] for h in est.history_]).all()
