@@ -147,7 +147,7 @@ def predict_section(
         est = HAGERegressor.load(mdir, device=device)
         if est.genes is not None and list(est.genes) != info.genes:
             raise ProvenanceError(at(mdir, "model's gene panel differs from the run's genes.txt"))
-        preds.append(est.predict(X))
+        preds.append(est.predict(X, spatial=spatial))  # positions: used by context models only
         task.advance(1)
     task.close()
     raw_pred = np.mean(preds, axis=0).astype(np.float32)

@@ -39,6 +39,10 @@ METHODS: dict[str, str] = {
     "mlp": "hagekit.baselines.mlp:MLPRegressor",
     "bleep": "hagekit.baselines.bleep:BLEEPRegressor",
     "mclstexp": "hagekit.baselines.mclstexp:MclSTExpRegressor",
+    "ridge-ctx": "hagekit.baselines.ridge_ctx:RidgeCtxRegressor",
+    "triplex": "hagekit.baselines.triplex:TriplexRegressor",
+    "histogene": "hagekit.baselines.histogene:HisToGeneRegressor",
+    "hist2st": "hagekit.baselines.hist2st:Hist2STRegressor",
     "hage": "hagekit.hage.estimator:HAGERegressor",
 }
 BASELINES = METHODS

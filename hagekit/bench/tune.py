@@ -65,6 +65,13 @@ SEARCH_ORDER = ("lr", "min_steps", "cyclip_reduction", "batch_size", "centroids"
 BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "mlp": {"dropout": (0.1, 0.2, 0.4, 0.5), "weight_decay": (1e-5, 1e-4, 1e-3), "lr": (3e-4, 1e-3, 3e-3),
             "hidden": (256, 512, 1024)},
+    "ridge-ctx": {"radius": (1.0, 1.5, 2.5, 3.5)},  # spot pitches; the penalty is chosen inside each fit
+    "triplex": {"lr": (3e-4, 1e-3, 3e-3), "weight_decay": (1e-5, 1e-4, 1e-3), "d_model": (64, 128, 256),
+                "window": (1, 2, 3), "distill_alpha": (0.0, 0.3, 0.6)},
+    "histogene": {"lr": (3e-4, 1e-3, 3e-3), "dropout": (0.0, 0.1, 0.3), "weight_decay": (1e-5, 1e-4, 1e-3),
+                  "d_model": (64, 128, 256), "layers": (1, 2, 4)},
+    "hist2st": {"lr": (3e-4, 1e-3, 3e-3), "dropout": (0.0, 0.2, 0.4), "weight_decay": (1e-5, 1e-4, 1e-3),
+                "depth_graph": (1, 2, 4), "neighbours": (4, 8)},
 }
 """Default search spaces of the baselines (others need ``--space``)."""
 
@@ -174,7 +181,7 @@ def score_config(
             t0, c0 = time.perf_counter(), time.process_time()
             # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
             _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
-                  groups=groups[tr], progress=progress)
+                  groups=groups[tr], groups_val=groups[va], progress=progress)
             secs.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))

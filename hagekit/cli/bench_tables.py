@@ -149,7 +149,7 @@ def ablation(
     encoder: opt.FeatureEncoder = "builtin",
     genes: opt.Panel = None,
     gene_embeddings: opt.GeneEmbeddings = None,
-    variants: Annotated[str | None, typer.Option("--variants", "--methods", help="Comma-separated: full,no_ge,no_hierarchy,no_ge_no_hierarchy,single_level (default: all).")] = None,
+    variants: Annotated[str | None, typer.Option("--variants", "--methods", help="Comma-separated: full,no_ge,no_hierarchy,no_ge_no_hierarchy,single_level,hage-ctx (default: all but hage-ctx).")] = None,
     split: opt.Split = None,
     folds: opt.Folds = None,
     trials: opt.Trials = None,

@@ -192,6 +192,8 @@ def synth_cmd(
     seed: opt.Seed = 0,
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
+    context_dependence: Annotated[float, typer.Option(
+        "--context-dependence", help="0..1: how much each spot's expression follows its 8 neighbours' tissue (0: none).")] = 0.0,
 ) -> None:
     """Generate a synthetic ST dataset: H&E-like images with tissue regions and NB counts learnable from them."""
     from hagekit.data.section import list_sections
@@ -209,6 +211,7 @@ def synth_cmd(
             n_patients=patients,
             overwrite=overwrite,
             progress=progress,
+            context_dependence=context_dependence,
         )
     infos = [i for i in list_sections(root, paths[0].parent.name) if i.path in set(paths)]
     _print_list(infos, title=f"synthetic dataset in {paths[0].parent}")

@@ -7,6 +7,10 @@ and the expression alike. Counts are negative binomial from region-specific gene
 plus co-expressed gene modules driven by the latent fields and by shared per-spot noise, so
 genes co-vary in blocks. Sections of one patient are serial: they share region layout up to
 a small perturbation, and each patient has its own stain and expression shift.
+
+With ``context_dependence`` c > 0 a spot's expression follows the tissue of its neighbourhood
+too: its programs see ``(1 - c) * own + c * mean of the 8 surrounding spots`` (region fractions
+and latent fields), which only a method that looks at the neighbours' images can recover.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class SynthConfig:
     n_genes: int = 200
     seed: int = 0
     n_patients: int = 2
+    context_dependence: float = 0.0
+    """Weight of the neighbourhood in each spot's expression (0: none, 1: neighbours only)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the option when a value is out of range."""
@@ -99,10 +105,16 @@ class SynthConfig:
             raise ConfigError(
                 f"--patients: {self.n_patients} is out of range (1..{min(26, self.n_sections)}, at most one per section)"
             )
+        if not 0.0 <= self.context_dependence <= 1.0:
+            raise ConfigError(f"--context-dependence: {self.context_dependence} is out of range (0..1)")
 
     def source(self) -> str:
-        """A stable description of the generator settings (what makes two runs identical)."""
-        return "hagekit.synthetic " + json.dumps(asdict(self), sort_keys=True)
+        """A stable description of the generator settings (what makes two runs identical); a
+        setting at its neutral value is left out, so older datasets keep their description."""
+        settings = asdict(self)
+        if not settings["context_dependence"]:
+            del settings["context_dependence"]
+        return "hagekit.synthetic " + json.dumps(settings, sort_keys=True)
 
 
 @dataclass
@@ -290,6 +302,7 @@ def _synthesize_section(
     n_spots: int,
     patient_seed: Sequence[int],
     section_seed: Sequence[int],
+    context: float = 0.0,
 ):
     """Generate one section: (image uint8, counts (N, G), barcodes, spatial, obs columns)."""
     from scipy.ndimage import uniform_filter
@@ -327,10 +340,13 @@ def _synthesize_section(
     frac = frac_map[:, iy, ix].T  # (N, R)
     fld = fields_lr[:, iy, ix].T  # (N, 2)
 
+    ef, efld = frac, fld  # the tissue a spot's expression follows: its own, blended with its neighbours'
+    if context > 0:
+        ef, efld = ((1 - context) * a + context * _grid_neighbour_mean(a, spatial, pitch) for a in (frac, fld))
     # expression: region programs + modules (latent fields, region, shared spot noise)
     patient_shift = prng.normal(0, 0.15, len(genes.names))
-    act = fld @ genes.module_fields.T + frac @ genes.module_region.T + 0.3 * srng.standard_normal((n_spots, len(genes.module_fields)))
-    log_mu = genes.base + patient_shift + frac @ genes.region_effect + act @ genes.module_genes
+    act = efld @ genes.module_fields.T + ef @ genes.module_region.T + 0.3 * srng.standard_normal((n_spots, len(genes.module_fields)))
+    log_mu = genes.base + patient_shift + ef @ genes.region_effect + act @ genes.module_genes
     lib = np.exp(0.3 * fld[:, 0] + srng.normal(0, 0.15, n_spots))
     mu = lib[:, None] * np.exp(log_mu)
     lam = srng.gamma(genes.theta, mu / genes.theta)
@@ -347,6 +363,20 @@ def _synthesize_section(
     return image, counts, barcodes, spatial, obs
 
 
+def _grid_neighbour_mean(values: np.ndarray, spatial: np.ndarray, pitch: float) -> np.ndarray:
+    """Mean of ``values`` over each spot's neighbours within 1.5 pitches (the 8 around a grid
+    spot; fewer at the edge)."""
+    from scipy.sparse import coo_matrix
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(spatial).query_pairs(1.5 * pitch, output_type="ndarray")
+    n = len(spatial)
+    rows, cols = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+    adj = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    deg = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
+    return np.asarray(adj @ values) / deg[:, None]
+
+
 def synthesize_dataset(
     out_root: Path,
     *,
@@ -358,8 +388,11 @@ def synthesize_dataset(
     n_patients: int | None = None,
     overwrite: bool = False,
     progress: Reporter | None = None,
+    context_dependence: float = 0.0,
 ) -> list[Path]:
     """Write ``<out_root>/<dataset>/<section>.h5ad`` (+ ``images/<section>.jpg``) for a synthetic set.
+
+    ``context_dependence`` (0..1): how much each spot's expression follows its neighbours' tissue.
 
     Deterministic per ``seed``. Existing sections made with the same settings are kept;
     ones made with other settings raise unless ``overwrite``. Returns the section paths.
@@ -377,6 +410,7 @@ def synthesize_dataset(
         n_genes=n_genes,
         seed=seed,
         n_patients=n_patients if n_patients is not None else min(2, n_sections),
+        context_dependence=float(context_dependence),
     )
     cfg.validate()
     folder = Path(out_root) / cfg.dataset
@@ -406,6 +440,7 @@ def synthesize_dataset(
             n_spots=cfg.n_spots,
             patient_seed=[cfg.seed, 1, patient_index[patient]],
             section_seed=[cfg.seed, 2, k],
+            context=cfg.context_dependence,
         )
         thumb, scale = thumbnail_from_array(image)
         adata = make_section(

@@ -19,6 +19,7 @@ import numpy as np
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
 from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter
+from hagekit.training.context import NeighbourMeanContext
 from hagekit.training.estimator import Regressor
 
 __all__ = ["HAGERegressor", "calibration", "ESTIMATOR_FORMAT", "MODEL_FILE", "ESTIMATOR_FILE"]
@@ -30,13 +31,14 @@ MODEL_FILE = "model.safetensors"
 ESTIMATOR_FILE = "estimator.json"
 
 
-class HAGERegressor(Regressor):
+class HAGERegressor(NeighbourMeanContext, Regressor):
     """Predict panel expression (N, G) from image features (N, D) with HAGE.
 
     ``config`` (default: :class:`HAGEConfig` defaults); ``gene_embeddings`` (G, d_g) are the
     panel's embeddings in panel order; ``genes`` (optional) are the panel's symbols, recorded
     for provenance checks at prediction time; ``label`` names the progress bar. ``fit`` reads
-    neither ``spatial`` nor ``groups`` (HAGE, like the paper, uses no spatial context).
+    neither ``spatial`` nor ``groups`` (HAGE, like the paper, uses no spatial context), unless
+    ``config.context = "mean"``: then GE sees ``[x, neighbour-mean x]`` (:mod:`hagekit.training.context`).
     """
 
     method: ClassVar[str] = "hage"
@@ -79,6 +81,10 @@ class HAGERegressor(Regressor):
                 raise ConfigError(f"hage: unknown setting(s) {', '.join(unknown)} (valid: {', '.join(HAGEConfig.field_names())})")
             self.config = self._config().replace(**changes)
         return self
+
+    def _context_radius(self) -> float | None:
+        cfg = self._config()
+        return None if cfg.context == "none" else float(cfg.context_radius)
 
     # -- fitting -------------------------------------------------------------------------
     def _check_inputs(self, X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,13 +159,14 @@ class HAGERegressor(Regressor):
 
     # -- inference -----------------------------------------------------------------------
     def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
-        """Predicted targets (N, G) float32 for features ``X`` (N, D); ``spatial`` is not used."""
+        """Predicted targets (N, G) float32 for features ``X`` (N, D); ``spatial`` (the same spots'
+        positions, one section) is used only with ``config.context``."""
         import torch
 
         from hagekit.training.fit import predict_batches
 
         model = self._fitted()
-        X = np.asarray(X, dtype=np.float32)
+        X = np.asarray(self._context_input(X, spatial), dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ProvenanceError(
                 f"features have shape {X.shape}; this model expects (N, {self.n_features_in_}) "
@@ -170,13 +177,13 @@ class HAGERegressor(Regressor):
         device = next(model.parameters()).device
         return predict_batches(model, torch.as_tensor(X, device=device)).astype(np.float32)
 
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        """Gene-informed image embeddings z^i (N, d) for features ``X`` (N, D)."""
+    def embed(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
+        """Gene-informed image embeddings z^i (N, d) for features ``X`` (N, D) (positions: as :meth:`predict`)."""
         import torch
 
         model = self._fitted()
         device = next(model.parameters()).device
-        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+        x = torch.as_tensor(np.asarray(self._context_input(X, spatial), dtype=np.float32), device=device)
         with torch.inference_mode():
             return np.concatenate(
                 [model.encode_image(x[s : s + 4096]).cpu().numpy() for s in range(0, len(x), 4096)]

@@ -31,6 +31,7 @@ __all__ = ["HAGEConfig", "HAGEModel", "LOSS_NAMES", "COLLAPSE_COSINE", "collapse
 
 LOSS_NAMES = ("cyclip", "clip_local", "clip_global", "pcc")
 SCHEDULES = ("step", "cosine", "constant")
+CONTEXT_MODES = ("none", "mean")
 COLLAPSE_COSINE = 0.5
 """Mean pairwise cosine of z^i or z^e above which a run counts as collapsed (all embeddings
 pointing one way: the contrastive terms are at chance and the encoder carries little)."""
@@ -118,6 +119,12 @@ class HAGEConfig:
     """Which centroids the global CLIP term aligns: "batch" (members in the current batch),
     "memory" or "epoch" (whole sub-clusters, as section 2.3 defines them); see
     :mod:`hagekit.hage.hierarchy`."""
+    context: str = "none"
+    """Not in the paper: "mean" appends the mean image features of the spot's neighbours (same
+    section, within ``context_radius`` spot pitches; never their expression) to its own before GE;
+    "none" (default) is HAGE as published. Off until nested validation says it helps (docs/context-methods.md)."""
+    context_radius: float = 1.5
+    """Neighbourhood radius in spot pitches (1.5: the 8 surrounding ST spots, the 6 of Visium)."""
 
     def __post_init__(self) -> None:
         for name in ("d", "n_heads", "k1", "k2", "epochs", "batch_size", "step_size"):
@@ -146,6 +153,10 @@ class HAGEConfig:
             raise ConfigError(f"min_steps and warmup_steps must be >= 0, got {self.min_steps}, {self.warmup_steps}")
         if self.centroids not in CENTROID_MODES:
             raise ConfigError(f"centroids: {self.centroids!r} is not valid (valid: {', '.join(CENTROID_MODES)})")
+        if self.context not in CONTEXT_MODES:
+            raise ConfigError(f"context: {self.context!r} is not valid (valid: {', '.join(CONTEXT_MODES)})")
+        if self.context_radius <= 0:
+            raise ConfigError(f"context_radius: must be > 0 spot pitches, got {self.context_radius}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be >= 2 (contrastive losses), got {self.batch_size}")
 

@@ -368,7 +368,8 @@ class _TrialJob:
         t0 = time.perf_counter()
         try:
             _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
-                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr], progress=self.progress)
+                  spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr],
+                  groups_val=sec_idx[va], progress=self.progress)
         except TrainingError as exc:
             raise TrainingError(f"{method} fold {fold.name} trial {trial}: {exc}; nothing saved for this trial") from None
         fit_s = time.perf_counter() - t0
@@ -459,7 +460,8 @@ def _check_saved_model(ctx: FoldContext, kind: type, n_features: int) -> None:
     load = getattr(kind, "load", None)
     if callable(load):
         loaded = load(tdir)
-        width = getattr(loaded, "n_features_in_", n_features)
+        # context methods see [x, neighbour mean]: the run's width is that of one spot's features
+        width = getattr(loaded, "n_spot_features_", getattr(loaded, "n_features_in_", n_features))
         if int(width) != int(n_features):
             raise DataError(at(tdir, f"model takes {width} features, the run's features have {n_features}"))
 

@@ -27,6 +27,10 @@ SMALL = {
     "mlp": ({"hidden": 8, "epochs": 2}, {"lr": [1e-3, 1e-2]}),
     "bleep": ({"projection_dim": 8, "epochs": 2, "top_k": 3}, {"top_k": [2, 3]}),
     "mclstexp": ({"projection_dim": 8, "heads": 1, "dim_head": 4, "epochs": 2, "top_k": 3}, {"temperature": [0.5, 1.0]}),
+    "ridge-ctx": ({"pca": None, "cv": 2}, {"radius": [1.0, 2.0]}),  # no positions here: context off (warned)
+    "triplex": ({"d_model": 8, "heads": 2, "depth_neighbour": 1, "epochs": 2}, {"lr": [1e-3, 1e-2]}),  # no positions: no layout (warned)
+    "histogene": ({"d_model": 8, "heads": 2, "layers": 1, "epochs": 2}, {"lr": [1e-3, 1e-2]}),
+    "hist2st": ({"d_model": 8, "heads": 2, "depth_transformer": 1, "epochs": 2}, {"lr": [1e-3, 1e-2]}),
     "hage": ({}, {"config__lr": [1e-3, 1e-2]}),
 }
 
