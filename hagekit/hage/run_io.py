@@ -54,3 +54,54 @@ def load_run(run: Path | str) -> RunInfo:
         raise DataError(at(run, "no trained models (<fold>/trial<k>/model.safetensors); is training finished?"))
     return RunInfo(run, config, genes, dict(protocol.get("features", {})),
                    str(protocol.get("target", "log1p_norm")), models)
+
+
+def trained_on(info: RunInfo, fold: str) -> dict[str, list[str]]:
+    """What fold ``fold``'s models saw: ``{"sections": [...], "patients": [...]}`` (sorted).
+
+    Sections: the fold's training sections in ``splits.json`` (train and validation spots both
+    come from them), plus the sections the gene-embedding file was trained on when the run
+    used that file as is (per-fold embeddings are trained on the fold's own sections).
+    Patients: read from the run's ``data_root`` section files (``metrics.csv`` as fallback).
+    """
+    from hagekit.io.jsonfile import read_json_object
+
+    splits = read_json_object(info.path / "splits.json", missing="no splits.json (is training finished?)")
+    sections: set[str] = set()
+    for rec in splits.get("trials", []):
+        if str(rec.get("name")) == str(fold):
+            sections.update(str(s) for s in rec.get("train_sections", []))
+    if not sections:
+        raise DataError(at(info.path / "splits.json", f"no record of fold {fold}'s training sections"))
+    emb = dict(info.config.get("gene_embeddings", {}) or {})
+    if not emb.get("per_fold_cache"):
+        sections.update(str(s) for s in emb.get("training_sections", []) or [])
+    patients = _section_patients(info, sections)
+    return {"sections": sorted(sections), "patients": sorted(set(patients.values()))}
+
+
+def _section_patients(info: RunInfo, sections: set[str]) -> dict[str, str]:
+    import csv
+
+    out: dict[str, str] = {}
+    root = info.config.get("data_root")
+    dataset = str(info.config.get("protocol", {}).get("dataset", "") or "")
+    if root and dataset:
+        from hagekit.data.section import section_info
+        from hagekit.workspace import canonical_dataset
+
+        folder = Path(root) / canonical_dataset(dataset)
+        for s in sections:
+            path = folder / f"{s}.h5ad"
+            if path.is_file():
+                try:
+                    out[s] = section_info(path).patient
+                except Exception:  # noqa: BLE001 - a damaged section only loses its patient here
+                    continue
+    metrics = info.path / "metrics.csv"
+    if metrics.is_file():
+        with metrics.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("section") in sections and row.get("patient"):
+                    out.setdefault(str(row["section"]), str(row["patient"]))
+    return out
