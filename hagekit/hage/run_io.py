@@ -73,18 +73,19 @@ def trained_on(info: RunInfo, fold: str) -> dict[str, list[str]]:
             sections.update(str(s) for s in rec.get("train_sections", []))
     if not sections:
         raise DataError(at(info.path / "splits.json", f"no record of fold {fold}'s training sections"))
-    emb = dict(info.config.get("gene_embeddings", {}) or {})
+    settings = {**info.config, **dict(info.config.get("config", {}) or {})}  # train writes {protocol, config}
+    emb = dict(settings.get("gene_embeddings", {}) or {})
     if not emb.get("per_fold_cache"):
         sections.update(str(s) for s in emb.get("training_sections", []) or [])
-    patients = _section_patients(info, sections)
+    patients = _section_patients(info, sections, settings)
     return {"sections": sorted(sections), "patients": sorted(set(patients.values()))}
 
 
-def _section_patients(info: RunInfo, sections: set[str]) -> dict[str, str]:
+def _section_patients(info: RunInfo, sections: set[str], settings: dict[str, Any]) -> dict[str, str]:
     import csv
 
     out: dict[str, str] = {}
-    root = info.config.get("data_root")
+    root = settings.get("data_root")
     dataset = str(info.config.get("protocol", {}).get("dataset", "") or "")
     if root and dataset:
         from hagekit.data.section import section_info
