@@ -104,3 +104,30 @@ def _comparison(res) -> list[str]:
         out.append(f"{c['encoder']} - {c['reference']}: {c['mean_diff']:+.4f} per fold, wins {c['wins']}/{c['n_folds']}, "
                    f"Wilcoxon p {p}{' (leak)' if c['leak'] else ''}")
     return out
+
+
+@handle_errors
+def hest_bench_task(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Task folder to write (<bench_data>/<TASK>).")],
+    dataset: opt.Dataset = "her2",
+    sections: Annotated[str | None, typer.Option("--sections", help="Sections to include, comma-separated (default: every section with an image).")] = None,
+    split: Annotated[str, typer.Option("--split", help="patient (one fold per held-out patient, HEST's rule) or section (leaks patient identity).")] = "patient",
+    n_genes: Annotated[int, typer.Option("--n-genes", help="Genes chosen by HEST's rule (most variable, log1p, seurat HVG).")] = 50,
+    data_root: opt.DataRoot = None,
+    workspace: opt.Workspace = None,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Write a prepared dataset as a HEST-Bench task folder (adata/, patches/ at 112 um / 224 px,
+    splits/, var_50genes.json), for `hagekit bench hest` and HEST's own benchmark."""
+    from hagekit.bench.hest.make_task import TaskSpec, make_hest_task
+    from hagekit.workspace import Workspace
+
+    root = data_root or Workspace.resolve(workspace).data_root
+    spec = TaskSpec(sections=tuple(split_csv(sections) or ()), split=split, n_genes=n_genes)
+    with reporting() as progress:
+        rep = make_hest_task(root, dataset, check_output_dir(out, "--out"), spec, overwrite=overwrite, progress=progress)
+    for i, test in enumerate(rep.folds):
+        console.print(f"fold {i}: test {', '.join(test)}", highlight=False)
+    console.print(f"wrote {rep.out}: {sum(rep.n_patches.values())} patches of {len(rep.n_patches)} samples, "
+                  f"{len(rep.genes)} genes, {len(rep.folds)} folds; run `hagekit bench hest --data {rep.out.parent} "
+                  f"--tasks {rep.out.name} --encoder ...`", highlight=False, soft_wrap=True)
