@@ -96,8 +96,7 @@ def write_patches_h5(path: Path, patcher, barcodes: Sequence[str], *, progress: 
     import h5py
 
     n, size = len(barcodes), patcher.out_size
-    half = patcher.size_px / 2.0
-    coords = np.floor(patcher.centres - half).astype(np.int64)
+    coords = (patcher.centres - patcher.size_px // 2).astype(np.int64)  # HEST: centre - size_src // 2, truncated
     task = reporter_or_null(progress).task(f"patches {path.stem}", total=n)
     try:
         with h5py.File(path, "w") as h5:
@@ -108,9 +107,10 @@ def write_patches_h5(path: Path, patcher, barcodes: Sequence[str], *, progress: 
                 task.advance(stop - start)
             h5.create_dataset("barcode", data=np.array([str(b) for b in barcodes], dtype="S")[:, None])
             h5.create_dataset("coords", data=coords)
-            h5.attrs["patch_size_um"] = patcher.patch_um
-            h5.attrs["patch_size"] = size
-            h5.attrs["pixel_size"] = patcher.patch_um / size
+            img.attrs["patch_size_target"] = size  # as hagekit.io.hest / HEST's patcher write them
+            img.attrs["patch_size_src"] = int(round(patcher.size_px))
+            img.attrs["downsample"] = (patcher.patch_um / size) / patcher.mpp
+            img.attrs["pixel_size"] = patcher.mpp
     finally:
         task.close()
     return n
