@@ -179,3 +179,20 @@ def _drop_gene(path: Path, gene: str) -> None:
 
     a = ad.read_h5ad(path)
     a[:, [g for g in a.var_names if g != gene]].copy().write_h5ad(path)
+
+
+def test_shards_embed_their_share_then_one_run_evaluates(bench, tmp_path):
+    root, out, _ = bench
+    args = ["bench", "hest", "--data", str(root / "bench_data"), "--tasks", "T1", "--encoder", "builtin",
+            "--latent-dim", str(LATENT), "--cache-dir", str(tmp_path / "c"), "--device", "cpu", "--out", str(tmp_path / "o")]
+    for k in (0, 1):
+        res = runner.invoke(app, [*args, "--shard", f"{k}/2"])
+        assert res.exit_code == 0, res.output
+        assert "embedded 2 (encoder, sample) item(s)" in flat(res.output)
+        assert not (tmp_path / "o" / "summary.json").exists()
+    assert len(list((tmp_path / "c").glob("T1-*/builtin-*.h5"))) == 4
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ours = json.loads((tmp_path / "o" / "T1" / "builtin" / "results.json").read_text())
+    full = json.loads((out / "T1" / "builtin" / "results.json").read_text())
+    assert ours["mean_per_split"] == full["mean_per_split"]  # same numbers as the unsharded run
