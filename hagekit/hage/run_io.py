@@ -66,19 +66,34 @@ def trained_on(info: RunInfo, fold: str) -> dict[str, list[str]]:
     """
     from hagekit.io.jsonfile import read_json_object
 
-    splits = read_json_object(info.path / "splits.json", missing="no splits.json (is training finished?)")
+    settings = {**info.config, **dict(info.config.get("config", {}) or {})}  # train writes {protocol, config}
     sections: set[str] = set()
-    for rec in splits.get("trials", []):
-        if str(rec.get("name")) == str(fold):
-            sections.update(str(s) for s in rec.get("train_sections", []))
+    if (info.path / "splits.json").is_file():
+        splits = read_json_object(info.path / "splits.json")
+        for rec in splits.get("trials", []):
+            if str(rec.get("name")) == str(fold):
+                sections.update(str(s) for s in rec.get("train_sections", []))
+    else:  # a run still training: its folds follow from the protocol's sections and split
+        sections.update(_fold_train_sections(info, fold, settings))
     if not sections:
         raise DataError(at(info.path / "splits.json", f"no record of fold {fold}'s training sections"))
-    settings = {**info.config, **dict(info.config.get("config", {}) or {})}  # train writes {protocol, config}
     emb = dict(settings.get("gene_embeddings", {}) or {})
     if not emb.get("per_fold_cache"):
         sections.update(str(s) for s in emb.get("training_sections", []) or [])
     patients = _section_patients(info, sections, settings)
     return {"sections": sorted(sections), "patients": sorted(set(patients.values()))}
+
+
+def _fold_train_sections(info: RunInfo, fold: str, settings: dict[str, Any]) -> list[str]:
+    """Training sections of ``fold`` from config.json alone (as ``make_folds`` builds them)."""
+    protocol = dict(info.config.get("protocol", {}) or {})
+    every = [str(s) for s in protocol.get("sections", []) or []]
+    if protocol.get("split", "section") == "section":
+        return [s for s in every if s != str(fold)]
+    patients = _section_patients(info, set(every), settings)
+    if len(patients) < len(every):
+        return []
+    return [s for s in every if patients[s] != str(fold) and s != str(fold)]
 
 
 def _section_patients(info: RunInfo, sections: set[str], settings: dict[str, Any]) -> dict[str, str]:

@@ -83,6 +83,23 @@ def test_bench_hest_refuses_a_fold_the_encoder_saw(run, tmp_path):
     assert comp[1].endswith(",True")
 
 
+def test_patient_level_leak_when_the_folds_are_patient_disjoint(run, tmp_path):
+    """B1's h5ad says patient A (the encoder's training patient): fold 1 (train P1 only) leaks by patient."""
+    import anndata as ad
+
+    data = tmp_path / "bd"
+    task = hf.make_task(data, "T1", n=24)
+    a = ad.read_h5ad(task / "adata" / "B1.h5ad")
+    a.obs["patient"] = "A"
+    a.write_h5ad(task / "adata" / "B1.h5ad")
+    res = runner.invoke(app, ["bench", "hest", "--data", str(data), "--encoder", f"ge:{run / 'run'}:B1:0:force",
+                              "--latent-dim", "4", "--cache-dir", str(tmp_path / "c"), "--device", "cpu",
+                              "--out", str(tmp_path / "o"), "--allow-leak"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(next((tmp_path / "o" / "T1").glob("ge*/results.json")).read_text())
+    assert rec["folds"][0]["leak"] == ["A1", "A2"] and rec["folds"][1]["leak"] == ["patient A"]
+
+
 def test_linear_probe_refuses_a_probe_set_from_a_training_section(run, tmp_path):
     from PIL import Image
 
