@@ -185,7 +185,8 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         genes=list(info.genes),
         label=f"{run}:{fold}:{trial}",
         meta={"run": str(run.resolve()), "fold": fold, "trial": trial,
-              **({"trained_sections": seen["sections"], "trained_patients": seen["patients"]} if seen else {})},
+              **({"trained_sections": seen["sections"], "trained_patients": seen["patients"],
+                  "trained_sections_without_patient": seen["sections_without_patient"]} if seen else {})},
         base_random_weights=str(info.feature_attrs.get("random_weights", "")).lower() in ("true", "1"),
         cosines=cosines,
     )
@@ -214,7 +215,8 @@ def _from_file(path: Path) -> _Source:
             genes=json.loads(meta.get("genes", "[]")),
             label=str(path),
             meta={**{k: meta[k] for k in ("run", "fold", "trial") if k in meta},
-                  **{k: json.loads(meta[k]) for k in ("trained_sections", "trained_patients") if k in meta}},
+                  **{k: json.loads(meta[k]) for k in ("trained_sections", "trained_patients",
+                                                      "trained_sections_without_patient") if k in meta}},
             cosines=json.loads(meta["embedding_cosines"]) if meta.get("embedding_cosines") else None,
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -344,7 +346,9 @@ def describe_training(meta: dict[str, Any]) -> str:
     which = f"fold {meta.get('fold', '?')} trial {meta.get('trial', '?')}"
     if not secs:
         return f"{which}: the sections it was trained on are unknown (no splits.json)"
-    return (f"{which}, trained on sections {', '.join(secs)} (patients {', '.join(pats or ['?'])}); "
+    unknown = meta.get("trained_sections_without_patient") or []
+    extra = f"; patient unknown for {len(unknown)} section(s)" if unknown else ""
+    return (f"{which}, trained on sections {', '.join(secs)} (patients {', '.join(pats or ['?'])}{extra}); "
             "do not evaluate it on those")
 
 

@@ -81,7 +81,8 @@ def trained_on(info: RunInfo, fold: str) -> dict[str, list[str]]:
     if not emb.get("per_fold_cache"):
         sections.update(str(s) for s in emb.get("training_sections", []) or [])
     patients = _section_patients(info, sections, settings)
-    return {"sections": sorted(sections), "patients": sorted(set(patients.values()))}
+    return {"sections": sorted(sections), "patients": sorted(set(patients.values())),
+            "sections_without_patient": sorted(sections - set(patients))}
 
 
 def _fold_train_sections(info: RunInfo, fold: str, settings: dict[str, Any]) -> list[str]:

@@ -56,7 +56,7 @@ def test_export_encoder_states_and_stores_the_sections(run):
     res = runner.invoke(app, ["export-encoder", "--run", str(run / "run"), "--out", str(out), "--force"])
     assert res.exit_code == 0, res.output
     text = flat(res.output)
-    assert "fold B1 trial 0, trained on sections A1, A2, X9 (patients A)" in text and "--fold/--trial" in text
+    assert "fold B1 trial 0, trained on sections A1, A2, X9 (patients A; patient unknown for 1 section(s))" in text and "--fold/--trial" in text
     with safe_open(str(out), framework="pt") as fh:
         meta = fh.metadata()
     assert json.loads(meta["trained_sections"]) == ["A1", "A2", "X9"] and meta["fold"] == "B1"

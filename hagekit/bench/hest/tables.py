@@ -110,6 +110,13 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
+def short_label(encoder: str) -> str:
+    """``ge:/long/path/run:C4:0`` -> ``ge:run:C4:0`` (figure labels; tables keep the full spec)."""
+    if not encoder.startswith("ge:"):
+        return encoder
+    return "ge:" + Path(encoder[3:]).name
+
+
 def _scatter(res: HestBenchResult, path: Path) -> Path | None:
     """Per-gene mean r of each encoder (y) against the reference (x), one colour per task."""
     others = [e for e in res.encoders if e != res.reference]
@@ -133,9 +140,10 @@ def _scatter(res: HestBenchResult, path: Path) -> Path | None:
         lim = ax.get_xlim() + ax.get_ylim()
         lo, hi = min(lim), max(lim)
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"{res.reference} (per-gene r)")
-        ax.set_ylabel(f"{enc} (per-gene r)")
-        ax.set_title(f"{enc} vs {res.reference}", fontsize=9)
+        ref_label, label = short_label(str(res.reference)), short_label(enc)
+        ax.set_xlabel(f"{ref_label} (per-gene r)")
+        ax.set_ylabel(f"{label} (per-gene r)")
+        ax.set_title(f"{label} vs {ref_label}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     from hagekit.io.atomic import atomic_path
