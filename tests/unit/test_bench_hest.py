@@ -196,3 +196,25 @@ def test_shards_embed_their_share_then_one_run_evaluates(bench, tmp_path):
     ours = json.loads((tmp_path / "o" / "T1" / "builtin" / "results.json").read_text())
     full = json.loads((out / "T1" / "builtin" / "results.json").read_text())
     assert ours["mean_per_split"] == full["mean_per_split"]  # same numbers as the unsharded run
+
+
+def test_torchrun_two_ranks_give_the_same_results(bench, tmp_path):
+    """Two gloo ranks deal the (encoder, sample) embeddings; rank 0 writes the same numbers."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root, out, _ = bench
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hagekit",
+           "bench", "hest", "--data", str(root / "bench_data"), "--tasks", "T1", "--encoder", "builtin",
+           "--latent-dim", str(LATENT), "--cache-dir", str(tmp_path / "c"), "--device", "cpu", "--out", str(tmp_path / "o")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", COLUMNS="200")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ours = json.loads((tmp_path / "o" / "T1" / "builtin" / "results.json").read_text())
+    full = json.loads((out / "T1" / "builtin" / "results.json").read_text())
+    assert ours["mean_per_split"] == full["mean_per_split"]
+    assert len(list((tmp_path / "c").glob("T1-*/builtin-*.h5"))) == 4
