@@ -430,8 +430,11 @@ def run_linear_probe(
     num_workers: int = 0,
     overwrite: bool = False,
     progress: Reporter | None = None,
+    allow_leak: bool = False,
 ) -> DownstreamResult:
-    """Embed ``dataset`` with each encoder (cached), probe it, write table/CSV/figure to ``out_dir``."""
+    """Embed ``dataset`` with each encoder (cached), probe it, write table/CSV/figure to ``out_dir``.
+    A ``ge:`` encoder trained on the section a probe set was cut from is refused unless ``allow_leak``."""
+    from hagekit.bench.leakage import check_probe_leak
     from hagekit.device import resolve_device
     from hagekit.encoders import create_encoder
 
@@ -456,6 +459,7 @@ def run_linear_probe(
     base_features: dict[tuple[str, str, bool], np.ndarray] = {}  # each base encoder runs once
     for spec in encoders:
         bundle = create_encoder(spec, weights=weights.get(spec), random_weights=random_weights, device=device)
+        leaked = check_probe_leak(dataset.root, spec, bundle, allow_leak=allow_leak)
         split = split_ge_bundle(bundle)
         base, head = split if split is not None else (bundle, None)
         key = base_key(base)
@@ -467,13 +471,15 @@ def run_linear_probe(
         else:
             logger.info("%s: reusing the %s embeddings of this run", spec, key[0])
         x = base_features[key] if head is None else apply_head(head, base_features[key], device=device)
-        s = probe_embeddings(x, y, groups=groups, n_classes=dataset.n_classes, config=config, encoder=spec, progress=progress)
+        label = f"{spec} †leak" if leaked else spec  # flagged in every table and figure
+        s = probe_embeddings(x, y, groups=groups, n_classes=dataset.n_classes, config=config, encoder=label, progress=progress)
         s.info = {
             "encoder_name": str(bundle.name),
             "weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
             "random_weights": bool(getattr(bundle, "random_weights", False)),
             "dim": int(x.shape[1]),
             "base_encoder": key[0] if head is not None else None,
+            **({"leak": leaked} if leaked else {}),
         }
         scores.append(s)
     result = DownstreamResult(

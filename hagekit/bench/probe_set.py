@@ -121,6 +121,11 @@ def build_probe_set(
     finally:
         task.close()
         patcher.close()
+    from hagekit.bench.leakage import PROBE_SET_FILE
+    from hagekit.io.atomic import write_json
+
+    write_json(out / PROBE_SET_FILE, {"section": name, "patient": str(meta.get("patient", "")),
+                                      "dataset": str(meta.get("dataset", "")), "source": str(section_path)})
     result = ProbeSet(out, name)
     for g in genes:
         v = expr[:, col[g]]

@@ -15,7 +15,8 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-for _name in ("hagekit.cli.bench_tables", "hagekit.cli.bench_downstream", "hagekit.cli.bench_tune"):
+for _name in ("hagekit.cli.bench_tables", "hagekit.cli.bench_downstream", "hagekit.cli.bench_tune",
+              "hagekit.cli.bench_hest"):
     importlib.import_module(_name).add_commands(bench_app)
 
 

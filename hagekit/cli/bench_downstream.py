@@ -84,6 +84,7 @@ def linear_probe(
     seed: opt.Seed = 0,
     workspace: opt.Workspace = None,
     overwrite: opt.Overwrite = False,
+    allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Probe a ge: encoder on a probe set cut from a section it was trained on (flagged).")] = False,
 ) -> None:
     """Linear probe on frozen embeddings (10 epochs, CE, 5-fold CV): Accuracy, AUC, Recall per encoder."""
     from hagekit.bench.linear_probe import ProbeConfig, run_linear_probe
@@ -105,6 +106,7 @@ def linear_probe(
             ds, encoders, out_dir=out_dir, cache_dir=cache_dir or ws.root / "cache" / "embeddings",
             weights=wmap, random_weights=random_weights, config=config, limit=limit,
             embed_batch_size=embed_batch_size, num_workers=num_workers, overwrite=overwrite, progress=progress,
+            allow_leak=allow_leak,
         )
     grouped = "grouped by slide/patient" if result.config.get("grouped") else "stratified"
     console.print(_scores_table(result, f"linear probe on {ds.name}: {result.config['n_items']} patches, {folds}-fold CV ({grouped})"))

@@ -349,3 +349,12 @@ def _print_download(result: Any) -> None:
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group to the root app."""
     app.add_typer(data_app, name="data")
+
+
+def _register_hest_bench_task() -> None:
+    from hagekit.cli.bench_hest import hest_bench_task
+
+    data_app.command("hest-bench-task", no_args_is_help=True)(hest_bench_task)
+
+
+_register_hest_bench_task()

@@ -44,9 +44,13 @@ def export_encoder(
     trial: Annotated[int | None, typer.Option("--trial", help="Trial of --fold (default 0).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export even if the run's embeddings collapsed.")] = False,
 ) -> None:
-    """Export the GE module (weights, config, gene embeddings, base encoder spec) of a run."""
+    """Export the GE module (weights, config, gene embeddings, base encoder spec) of a run; says
+    (and records in the file) which fold/trial it is and which sections it was trained on."""
+    from hagekit.hage.ge_encoder import describe_training, exported_training
     from hagekit.hage.ge_encoder import export_encoder as export
     from hagekit.io.atomic import check_output_file
 
     path = export(run, check_output_file(out, "--out"), fold=fold, trial=trial, force=force)
     console.print(f"wrote {path}; use it with --encoder ge:{path}")
+    note = "" if fold is not None else " (the first; choose with --fold/--trial)"
+    console.print(f"exported {describe_training(exported_training(path))}{note}", soft_wrap=True)

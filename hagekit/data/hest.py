@@ -90,16 +90,19 @@ def find_hest_samples(raw: Path | str, ids: Sequence[str] | None = None, *, data
         if not meta_path.is_file():
             raise DataError(at(h5ad, f"no metadata file {meta_path} (needed for the pixel size)"))
         wsi = _find_wsi(raw, sid)
-        if wsi is None:
-            log.warning("%s: no wsis/%s.tif; sample prepared with counts only", raw, sid)
+        patches = raw / "patches" / f"{sid}.h5" if wsi is None and (raw / "patches" / f"{sid}.h5").is_file() else None
+        if wsi is None and patches is None:
+            log.warning("%s: no wsis/%s.tif and no patches/%s.h5; sample prepared with counts only", raw, sid, sid)
+        elif patches is not None:
+            log.info("%s: no WSI; its stored patches (patches/%s.h5) will be used by extract", raw, sid)
         meta = read_hest_metadata(meta_path)
         patient = hest_patient(meta, sid, warn=True)
 
-        def build(h5ad=h5ad, wsi=wsi, meta_path=meta_path, sid=sid):
-            return build_hest_section(h5ad, meta_path, wsi=wsi, section=sid, dataset=dataset)
+        def build(h5ad=h5ad, wsi=wsi, meta_path=meta_path, sid=sid, patches=patches):
+            return build_hest_section(h5ad, meta_path, wsi=wsi, section=sid, dataset=dataset, patches=patches)
 
-        files = tuple(p for p in (h5ad, wsi, meta_path) if p is not None)
-        sources.append(SectionSource(sid, patient, files, build, has_image=wsi is not None))
+        files = tuple(p for p in (h5ad, wsi, patches, meta_path) if p is not None)
+        sources.append(SectionSource(sid, patient, files, build, has_image=wsi is not None or patches is not None))
     return sources
 
 
@@ -113,8 +116,10 @@ def _hest_spatial(adata: anndata.AnnData, path: Path) -> np.ndarray:
     raise DataError(at(path, "no spot centres (obsm['spatial'] or obs pxl_col_in_fullres/pxl_row_in_fullres)"))
 
 
-def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section: str, dataset: str = DATASET) -> anndata.AnnData:
-    """Read one HEST sample into the Section layout."""
+def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section: str, dataset: str = DATASET,
+                       patches: Path | None = None) -> anndata.AnnData:
+    """Read one HEST sample into the Section layout; without a WSI, ``patches`` (HEST's stored
+    ``patches/<id>.h5``) keeps the spots that have a patch and is recorded for ``extract``."""
     import anndata as ad
 
     from hagekit.data.section import make_section
@@ -142,6 +147,16 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         inside = np.ones(src.n_obs, dtype=bool)
     if not inside.any():
         raise DataError(at(h5ad, "no spot has in_tissue == 1"))
+    if wsi is None and patches is not None:
+        from hagekit.io.hest import read_stored_index
+
+        stored = set(read_stored_index(patches)[0].tolist())
+        has_patch = np.isin(np.asarray(src.obs_names.astype(str)), list(stored))
+        if not (inside & has_patch).any():
+            raise DataError(at(patches, f"no stored patch matches a spot barcode of {h5ad.name}"))
+        if (inside & ~has_patch).any():
+            log.info("%s: %d spot(s) without a stored patch dropped", h5ad, int((inside & ~has_patch).sum()))
+        inside &= has_patch
     mpp = _positive(meta.get("pixel_size_um_estimated")) or _positive(meta.get("pixel_size_um_embedded"))
     thumb = scale = None
     if wsi is not None:
@@ -153,7 +168,7 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         if mpp is None:
             raise DataError(at(meta_path, "no pixel_size_um_estimated / pixel_size_um_embedded and no TIFF resolution tags"))
     else:
-        mpp = None
+        mpp = mpp if patches is not None else None
     spot_um = _positive(meta.get("spot_diameter")) or (55.0 if "visium" in str(meta.get("st_technology", "")).lower() else 100.0)
     idx = np.flatnonzero(inside)
     obs: dict[str, Any] = {}
@@ -177,6 +192,9 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         source=f"HEST-1k {meta.get('dataset_title', '')}".strip(),
     )
     adata.uns["hagekit"]["n_dropped_spots"] = int(src.n_obs - len(idx))
+    if wsi is None and patches is not None:  # H&E as HEST's stored patches: extract reads them
+        adata.uns["hagekit"]["has_image"] = True
+        adata.uns["hagekit"]["patches_path"] = str(Path(patches).resolve())
     for key in ("st_technology", "organ", "species", "oncotree_code", "license"):
         if meta.get(key) is not None:
             adata.uns["hagekit"][f"hest_{key}"] = str(meta[key])

@@ -72,6 +72,7 @@ def _read_spots(path: Path) -> dict[str, Any]:
             "has_image": bool(meta.get("has_image", False)),
             "image_path": str(section_image_path(adata, path) or ""),
             "mpp": float(meta.get("mpp", float("nan"))),
+            "patches_path": str(meta.get("patches_path", "") or ""),
             "barcodes": np.asarray(adata.obs_names.astype(str)),
             "centres": np.asarray(adata.obsm["spatial"], dtype=np.float64),
         }
@@ -211,6 +212,11 @@ def extract_sections(
 
     def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:
         spots = _read_spots(f)
+        if spots["patches_path"] and not spots["image_path"]:  # a HEST sample without its WSI
+            from hagekit.extract.stored_patches import extract_stored_patches
+
+            return extract_stored_patches(spots, setup, out_path=target, dataset=ds_name, batch_size=batch,
+                                          num_workers=workers, reporter=reporter)
         if not spots["has_image"]:
             raise SkipItem("no image")
         return _extract_one(

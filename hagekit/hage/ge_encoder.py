@@ -28,7 +28,8 @@ from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
 from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.io.jsonfile import read_json_object
 
-__all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT"]
+__all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT",
+           "describe_training", "exported_training"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,13 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         state = load_safetensors(mdir / MODEL_FILE)
     except Exception as exc:  # safetensors raises several types on corrupt files
         raise EncoderError(f"ge:{run}: {mdir / MODEL_FILE}: not a readable safetensors file ({exc})") from None
+    from hagekit.hage.run_io import trained_on
+
+    try:
+        seen = trained_on(info, fold)
+    except HagekitError as exc:
+        log.warning("ge:%s: %s; the sections this model saw are unknown", run, exc)
+        seen = {}
     spec, weights, sha = _base_from_attrs(info.feature_attrs)
     if not spec:
         raise EncoderError(f"ge:{run}: the run's config.json does not name the encoder of its features")
@@ -176,7 +184,9 @@ def _from_run(run: Path, fold: str | None, trial: int | None) -> _Source:
         base_sha256=sha,
         genes=list(info.genes),
         label=f"{run}:{fold}:{trial}",
-        meta={"run": str(run.resolve()), "fold": fold, "trial": trial},
+        meta={"run": str(run.resolve()), "fold": fold, "trial": trial,
+              **({"trained_sections": seen["sections"], "trained_patients": seen["patients"],
+                  "trained_sections_without_patient": seen["sections_without_patient"]} if seen else {})},
         base_random_weights=str(info.feature_attrs.get("random_weights", "")).lower() in ("true", "1"),
         cosines=cosines,
     )
@@ -202,7 +212,9 @@ def _from_file(path: Path) -> _Source:
             base_random_weights=meta.get("base_random_weights", "false") == "true",
             genes=json.loads(meta.get("genes", "[]")),
             label=str(path),
-            meta={k: meta[k] for k in ("run", "fold", "trial") if k in meta},
+            meta={**{k: meta[k] for k in ("run", "fold", "trial") if k in meta},
+                  **{k: json.loads(meta[k]) for k in ("trained_sections", "trained_patients",
+                                                      "trained_sections_without_patient") if k in meta}},
             cosines=json.loads(meta["embedding_cosines"]) if meta.get("embedding_cosines") else None,
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -317,9 +329,26 @@ def export_encoder(run: Path | str, out: Path | str, *, fold: str | None = None,
         "base_random_weights": "true" if src.base_random_weights else "false",
         "genes": json.dumps(src.genes),
         **({"embedding_cosines": json.dumps(src.cosines)} if src.cosines else {}),
-        **{k: str(v) for k, v in src.meta.items()},
+        **{k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in src.meta.items()},
     }
     with atomic_path(out) as tmp:
         save_safetensors(tensors, tmp, metadata=metadata)
     log.info("exported GE of %s (%d genes, d=%d) to %s", src.label, len(src.genes), src.config.d, out)
     return out
+
+
+def describe_training(meta: dict[str, Any]) -> str:
+    """One line: which fold/trial a GE model is and which sections (patients) it was trained on."""
+    secs, pats = meta.get("trained_sections"), meta.get("trained_patients")
+    which = f"fold {meta.get('fold', '?')} trial {meta.get('trial', '?')}"
+    if not secs:
+        return f"{which}: the sections it was trained on are unknown (no splits.json)"
+    unknown = meta.get("trained_sections_without_patient") or []
+    extra = f"; patient unknown for {len(unknown)} section(s)" if unknown else ""
+    return (f"{which}, trained on sections {', '.join(secs)} (patients {', '.join(pats or ['?'])}{extra}); "
+            "do not evaluate it on those")
+
+
+def exported_training(path: Path | str) -> dict[str, Any]:
+    """The ``run``/``fold``/``trial``/``trained_*`` metadata of an exported encoder file."""
+    return _from_file(Path(path)).meta

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HEST_PATCH_PX", "HEST_MPP", "hest_topleft", "write_hest_patches"]
+__all__ = ["HEST_PATCH_PX", "HEST_MPP", "hest_topleft", "write_hest_patches", "read_stored_index"]
 
 #: HEST's patch: 224 px at 0.5 µm/px (112 µm).
 HEST_PATCH_PX = 224
@@ -49,3 +49,21 @@ def write_hest_patches(
         h5.create_dataset("coords", data=coords)
         h5.create_dataset("barcode", data=np.asarray([[str(b).encode()] for b in barcodes], dtype="S"))
     return Path(path)
+
+
+def read_stored_index(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(barcodes (N,) str, coords (N, 2) int64, patch side px)`` of a HEST patch file."""
+    import h5py
+
+    from hagekit.errors import DataError, at
+
+    try:
+        with h5py.File(path, "r") as h5:
+            if "img" not in h5 or "barcode" not in h5:
+                raise DataError(at(path, "stored patches need 'img' and 'barcode' datasets (HEST's patches/<id>.h5)"))
+            bc = np.asarray(h5["barcode"][:]).reshape(-1)
+            coords = np.asarray(h5["coords"][:], dtype=np.int64) if "coords" in h5 else np.zeros((len(bc), 2), np.int64)
+            side = int(h5["img"].shape[1])
+    except OSError as exc:
+        raise DataError(at(path, f"not a readable h5 file ({exc})")) from None
+    return np.array([b.decode() if isinstance(b, bytes) else str(b) for b in bc]), coords, side

@@ -54,6 +54,7 @@ RULES: list[tuple[str, Run | str]] = [
     ("hagekit data prepare her2st", Run()),
     ("hagekit data synth", Run()),
     ("hagekit data list", Run()),
+    ("hagekit data hest-bench-task", Run()),
     ("hagekit data download", "a download (no internet here)"),
     ("hagekit data probe-set", Run()),
     # the paper's literal rule empties the panel on HER2ST: the README says it prints where, and it must
@@ -79,6 +80,7 @@ RULES: list[tuple[str, Run | str]] = [
     ("hagekit export-encoder", Run()),
     ("hagekit bench linear-probe --dataset folder", Run()),
     ("hagekit bench linear-probe --dataset pcam", "PCAM is a download; " + GPU_UNI),
+    ("hagekit bench hest", "HEST-Benchmark's task folders are a download; " + GPU_UNI),
     ("hagekit bench abmil", "TCGA-BRCA slides are a download; " + GPU_UNI),
     ("hagekit bench baselines --dataset her2 --encoder uni", GPU_UNI + "; " + GENE2VEC),
     ("hagekit bench ablation  --dataset her2 --encoder uni", GPU_UNI + "; " + GENE2VEC),

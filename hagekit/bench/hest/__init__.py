@@ -1,0 +1,1 @@
+"""HEST-Benchmark (mahmoodlab/HEST ``src/hest/bench``): task folders, protocol, run, tables."""
