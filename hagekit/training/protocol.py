@@ -134,12 +134,28 @@ PATH_KEYS = frozenset({"data_root", "features_dir", "genes_path", "path", "per_f
 resumes), because what they held is compared by content (``protocol.inputs``, embedding sha256)."""
 
 
+NEUTRAL_SETTINGS: dict[str, Any] = {"context": "none"}
+"""Settings added after runs were first recorded, at the value that reproduces the older
+behaviour: a run recorded without the key equals one recorded with it at this value."""
+
+INERT_SETTINGS: dict[str, tuple[str, Any]] = {"context_radius": ("context", "none")}
+"""Settings that change nothing while another setting has a given value (no context: no radius)."""
+
+
 def _identity(value: Any) -> Any:
     """A recorded setting as compared on resume: no locations, and an unset (None) setting
-    equals an absent one (older runs may record keys newer ones omit)."""
+    equals an absent one (older runs may record keys newer ones omit), as does a setting added
+    later at its neutral value (:data:`NEUTRAL_SETTINGS`, :data:`INERT_SETTINGS`)."""
     if isinstance(value, dict):
+        def inert(k: str) -> bool:
+            if k in NEUTRAL_SETTINGS and value.get(k) == NEUTRAL_SETTINGS[k]:
+                return True
+            other = INERT_SETTINGS.get(k)
+            return other is not None and value.get(other[0], NEUTRAL_SETTINGS.get(other[0])) == other[1]
+
         return {k: _identity(v) for k, v in value.items()
-                if v is not None and k not in PATH_KEYS and not (k == "gene_embeddings" and isinstance(v, str))}
+                if v is not None and k not in PATH_KEYS and not (k == "gene_embeddings" and isinstance(v, str))
+                and not inert(k)}
     return value
 
 

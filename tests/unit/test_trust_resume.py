@@ -81,9 +81,17 @@ def test_run_of_the_previous_version_still_resumes_and_its_genes_are_compared(tm
     train_run(**kw)
     run = tmp_path / "run"
     cfg = json.loads((run / "config.json").read_text())
-    del cfg["protocol"]["inputs"]  # what today's main writes: no digests, absolute paths
+    del cfg["protocol"]["inputs"]  # what 00ca6a1 wrote: no digests, absolute paths, no context settings
     for key in ("genes_path", "data_root", "features_dir"):
         cfg["config"][key] = str((run / cfg["config"][key]).resolve())
+
+    def without_context(node):
+        if isinstance(node, dict):
+            return {k: without_context(v) for k, v in node.items() if k not in ("context", "context_radius")}
+        return node
+
+    assert without_context(cfg) != cfg  # this version records them
+    cfg = without_context(cfg)
     (run / "config.json").write_text(json.dumps(cfg))
     before = _trial_files(run)
     train_run(**kw)
