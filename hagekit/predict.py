@@ -139,6 +139,10 @@ def predict_section(
     fsec = ff.attrs.get("section")
     if sec is not None and fsec not in (None, "") and str(fsec) != name:
         raise ProvenanceError(at(features, f"features are of section {fsec!r}, not {name!r}"))
+    # positions as the protocol gives them to a method: array coordinates when the section has them
+    obs = sec["adata"].obs if sec is not None else None
+    has_array = obs is not None and "array_x" in obs and "array_y" in obs
+    positions = obs[["array_x", "array_y"]].to_numpy(np.float64) if has_array else spatial
     models = select_models(info, fold=fold, trial=trial, ensemble=ensemble, section=name)
     rep = reporter_or_null(progress)
     task = rep.task(f"predict {name}", total=len(models))
@@ -147,7 +151,7 @@ def predict_section(
         est = HAGERegressor.load(mdir, device=device)
         if est.genes is not None and list(est.genes) != info.genes:
             raise ProvenanceError(at(mdir, "model's gene panel differs from the run's genes.txt"))
-        preds.append(est.predict(X, spatial=spatial))  # positions: used by context models only
+        preds.append(est.predict(X, spatial=positions))  # used by context models only
         task.advance(1)
     task.close()
     raw_pred = np.mean(preds, axis=0).astype(np.float32)

@@ -122,7 +122,7 @@ class HAGEConfig:
     context: str = "none"
     """Not in the paper: "mean" appends the mean image features of the spot's neighbours (same
     section, within ``context_radius`` spot pitches; never their expression) to its own before GE;
-    "none" (default) is HAGE as published. Off until nested validation says it helps (docs/context-methods.md)."""
+    "none" (default) is HAGE as published; nested validation on HER2ST: docs/context-methods.md."""
     context_radius: float = 1.5
     """Neighbourhood radius in spot pitches (1.5: the 8 surrounding ST spots, the 6 of Visium)."""
 

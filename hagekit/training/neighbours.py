@@ -124,12 +124,12 @@ def neighbour_mean(X: np.ndarray, graph: Any) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if graph.shape != (len(X), len(X)):
         raise DataError(f"neighbour_mean: graph is {graph.shape} for {len(X)} rows")
-    deg = np.asarray(graph.sum(axis=1), dtype=np.float64).ravel()
-    summed = np.asarray(graph @ X.astype(np.float64), dtype=np.float64)
-    out = X.astype(np.float64).copy()
+    deg = np.asarray(graph.sum(axis=1), dtype=np.float32).ravel()
+    summed = np.asarray(graph.astype(np.float32) @ X, dtype=np.float32)
     has = deg > 0
-    out[has] = summed[has] / deg[has, None]
-    return out.astype(np.float32)
+    summed[has] /= deg[has, None]
+    summed[~has] = X[~has]
+    return summed
 
 
 def neighbour_features(X: np.ndarray, spatial: np.ndarray, *, radius: float = 1.5,

@@ -139,3 +139,24 @@ def test_ablation_names_hage_ctx_and_the_cli_runs_context_rows(tmp_path):
     assert res.exit_code == 0, res.output
     table = {e["method"]: e for e in json.loads((tmp_path / "base" / "summary.json").read_text())["table"]}
     assert {"ridge", "ridge-ctx"} <= set(table) and table["ridge-ctx"]["n_rows"] == 1
+
+
+def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
+    """A HAGE run with context, then ``predict``: same positions as the protocol, same scores."""
+    import json
+
+    from hagekit.encoders import create_encoder
+    from hagekit.predict import predict_section
+    from hagekit.training.run import train_run
+
+    spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
+    hage_toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hage_toy)
+    base = create_encoder("builtin")
+    root, feats, panel, emb = hage_toy.make_toy(tmp_path, n=49, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
+    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+              out=tmp_path / "run", overrides={**hage_toy.FAST, "folds": "A1", "context": "mean"})
+    saved = json.loads((tmp_path / "run" / "A1" / "trial0" / "metrics.json").read_text())["rows"][0]
+    res = predict_section(tmp_path / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", fold="A1", trial=0)
+    assert res.metrics is not None
+    assert res.metrics["pcc_all"] == pytest.approx(saved["pcc_all"], abs=1e-5)
