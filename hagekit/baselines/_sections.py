@@ -28,6 +28,7 @@ from hagekit.baselines._common import Standardizer
 from hagekit.baselines._trained import TrainedBaseline
 from hagekit.errors import ConfigError, DataError
 from hagekit.progress import Reporter
+from hagekit.training.param_checks import Interval
 
 __all__ = ["SectionBaseline", "SectionData", "section_grid", "tiles"]
 
@@ -93,6 +94,11 @@ class SectionBaseline(TrainedBaseline):
     min_batch: ClassVar[int] = 1
     max_spots: ClassVar[int] = 4096
     val_fraction: ClassVar[float] = 0.2
+    param_constraints: ClassVar[dict[str, Any]] = {  # shared by triplex, histogene, hist2st
+        "d_model": Interval(1, integer=True), "heads": Interval(1, integer=True), "n_pos": Interval(1, integer=True),
+        "lr": Interval(0, low_open=True), "weight_decay": Interval(0), "epochs": Interval(1, integer=True),
+        "patience": Interval(0, integer=True),
+    }
 
     # -- the estimator contract ----------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None, Y_val: np.ndarray | None = None,

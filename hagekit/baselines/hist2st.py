@@ -40,6 +40,7 @@ from torch import nn
 from hagekit.baselines._sections import SectionBaseline, section_grid
 from hagekit.baselines.histogene import SpotSequenceEncoder
 from hagekit.errors import ConfigError
+from hagekit.training.param_checks import Interval
 
 __all__ = ["Hist2STRegressor", "spot_graph", "GraphSAGELayer"]
 
@@ -105,6 +106,12 @@ class Hist2STRegressor(SectionBaseline):
     """Transformer over a section's spots, GraphSAGE over spatial neighbours, LSTM jumping knowledge."""
 
     method: ClassVar[str] = "hist2st"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "depth_transformer": Interval(1, integer=True), "depth_graph": Interval(1, integer=True),
+        "neighbours": Interval(1, integer=True), "graph_radius": Interval(0, low_open=True),
+        "dropout": Interval(0, 1, high_open=True), "bake": Interval(0, integer=True), "lamb": Interval(0),
+        "aug_dropout": Interval(0, 1, high_open=True),
+    }
 
     def __init__(
         self,

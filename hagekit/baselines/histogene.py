@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hagekit.baselines._sections import SectionBaseline, section_grid
+from hagekit.training.param_checks import Interval
 
 __all__ = ["HisToGeneRegressor", "SpotSequenceEncoder"]
 
@@ -51,6 +52,10 @@ class HisToGeneRegressor(SectionBaseline):
     """A transformer over all spots of a section (features + learned 2-D position embeddings)."""
 
     method: ClassVar[str] = "histogene"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        "layers": Interval(1, integer=True), "mlp_ratio": Interval(0, low_open=True),
+        "dropout": Interval(0, 1, high_open=True),
+    }
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from hagekit.baselines._common import Standardizer
 from hagekit.baselines.ridge import DEFAULT_ALPHAS, RidgeRegressor, _Projector
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.training.context import NeighbourMeanContext
+from hagekit.training.param_checks import Interval
 
 __all__ = ["RidgeCtxRegressor"]
 
@@ -28,6 +29,7 @@ class RidgeCtxRegressor(NeighbourMeanContext, RidgeRegressor):
     """``ridge`` on ``[features, neighbour-mean features]``; ``radius`` in spot pitches."""
 
     method: ClassVar[str] = "ridge-ctx"
+    param_constraints: ClassVar[dict[str, Interval]] = {"radius": Interval(0, low_open=True)}
 
     def __init__(
         self,

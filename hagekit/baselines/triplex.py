@@ -39,6 +39,7 @@ from torch import nn
 
 from hagekit.baselines._sections import SectionBaseline, section_grid
 from hagekit.errors import ConfigError
+from hagekit.training.param_checks import Interval
 
 __all__ = ["TriplexRegressor", "neighbour_slots", "APEG", "triplex_loss"]
 
@@ -210,6 +211,13 @@ class TriplexRegressor(SectionBaseline):
     """TRIPLEX's target / neighbour / global branches and fusion on frozen features."""
 
     method: ClassVar[str] = "triplex"
+    param_constraints: ClassVar[dict[str, Any]] = {
+        **{f"depth_{b}": Interval(1, integer=True) for b in ("fusion", "global", "neighbour")},
+        **{f"mlp_ratio_{b}": Interval(0, low_open=True) for b in ("fusion", "global", "neighbour")},
+        **{f"dropout_{b}": Interval(0, 1, high_open=True) for b in ("fusion", "global", "neighbour")},
+        "window": Interval(1, integer=True), "kernel_size": Interval(1, integer=True),
+        "distill_alpha": Interval(0, 1),
+    }
 
     def __init__(
         self,
