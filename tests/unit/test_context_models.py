@@ -98,8 +98,8 @@ def test_bad_settings_are_refused_by_name():
         make_method("histogene", d_model=10, heads=4, device="cpu").fit(X, Y, spatial=S)
     with pytest.raises(ConfigError, match="triplex depth_global"):
         make_method("triplex", depth_global=1, device="cpu").fit(X, Y, spatial=S)
-    with pytest.raises(ConfigError, match="hist2st: depth_graph"):
-        make_method("hist2st", neighbours=0, device="cpu").fit(X, Y, spatial=S)
+    with pytest.raises(ConfigError, match=r"\[baselines\.hist2st\] neighbours = 0: must be an integer >= 1"):
+        make_method("hist2st", neighbours=0, device="cpu")  # a declared range: refused before any fit
 
 
 def test_load_refuses_another_method(tmp_path):
