@@ -107,7 +107,8 @@ def _section_patients(info: RunInfo, sections: set[str], settings: dict[str, Any
         from hagekit.data.section import section_info
         from hagekit.workspace import canonical_dataset
 
-        folder = Path(root) / canonical_dataset(dataset)
+        # recorded relative to the run folder (runs of older versions: absolute)
+        folder = (info.path / root if not Path(root).is_absolute() else Path(root)) / canonical_dataset(dataset)
         for s in sections:
             path = folder / f"{s}.h5ad"
             if path.is_file():
