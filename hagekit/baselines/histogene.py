@@ -64,7 +64,7 @@ class HisToGeneRegressor(SectionBaseline):
         heads: int = 4,
         layers: int = 2,
         mlp_ratio: float = 2.0,
-        dropout: float = 0.1,
+        dropout: float = 0.3,  # chosen by nested bench tune (docs/context-models.md)
         n_pos: int = 128,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
