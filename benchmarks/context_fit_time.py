@@ -42,7 +42,7 @@ def synthetic_sections(n_sections: int, side: int, dim: int, genes: int, seed: i
 def time_one(name: str, arrays, seed: int) -> dict[str, float]:
     from hagekit.baselines import make_method, method_accepts
     from hagekit.metrics import evaluate_section
-    from hagekit.training.protocol import _call
+    from hagekit.training.protocol import call_accepting
     from hagekit.training.splits import train_val_split
 
     X, Y, S, G = arrays
@@ -51,10 +51,10 @@ def time_one(name: str, arrays, seed: int) -> dict[str, float]:
     tr, va = train_val_split(len(Xa), seed=seed, fold="S0", trial=0, val_fraction=0.2)
     est = make_method(name, **({"device": "cpu"} if method_accepts(name, "device") else {}), random_state=seed)
     t0 = time.perf_counter()
-    _call(est.fit, Xa[tr], Ya[tr], X_val=Xa[va], Y_val=Ya[va], spatial=Sa[tr], spatial_val=Sa[va],
+    call_accepting(est.fit, Xa[tr], Ya[tr], X_val=Xa[va], Y_val=Ya[va], spatial=Sa[tr], spatial_val=Sa[va],
           groups=Ga[tr], groups_val=Ga[va])
     fit_s = time.perf_counter() - t0
-    pred = _call(est.predict, X[test], spatial=S[test])
+    pred = call_accepting(est.predict, X[test], spatial=S[test])
     return {"fit_s": fit_s, "epochs": len(getattr(est, "history_", []) or []),
             "pcc_all": evaluate_section(Y[test], pred).pcc_all}
 

@@ -72,7 +72,7 @@ def fit_times(side: int, extra: list[str], repeats: int = 2) -> list[dict[str, o
     """Fit and predict seconds of each method on 2 training sections, predicting the third."""
     from hagekit.baselines import make_method
     from hagekit.hage.model import HAGEConfig
-    from hagekit.training.protocol import _call  # the protocol's keyword filter
+    from hagekit.training.protocol import call_accepting  # the protocol's keyword filter
 
     parts = _small_data(side)
     X = np.concatenate([p[0] for p in parts[:2]])
@@ -91,7 +91,7 @@ def fit_times(side: int, extra: list[str], repeats: int = 2) -> list[dict[str, o
         for _ in range(repeats):  # best of repeats: the first call also pays imports and warm-up
             est = make_method(label.split()[0], context=context, **params)
             t0 = time.perf_counter()
-            _call(est.fit, X[~va], Y[~va], X_val=X[va], Y_val=Y[va], spatial=S[~va], spatial_val=S[va],
+            call_accepting(est.fit, X[~va], Y[~va], X_val=X[va], Y_val=Y[va], spatial=S[~va], spatial_val=S[va],
                   groups=g[~va], groups_val=g[va])
             t1 = time.perf_counter()
             est.predict(parts[2][0], spatial=parts[2][2])

@@ -15,7 +15,6 @@ from typing import Any
 from hagekit.bench.compare import (
     BenchResult,
     MethodSpec,
-    _check_out,
     assemble,
     features_header,
     hage_spec,
@@ -24,6 +23,7 @@ from hagekit.bench.compare import (
     write_outputs,
 )
 from hagekit.errors import ConfigError
+from hagekit.io.atomic import check_output_dir
 from hagekit.progress import Reporter
 
 __all__ = [
@@ -108,7 +108,7 @@ def _run_variants(
     if n_jobs is not None and int(n_jobs) < 1:
         raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_dir(out, "--out")
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
                                genes_path=genes_path, embeddings_path=embeddings_path, need_hage=True,
                                config_file=config_file, overrides=overrides, allow_per_fold=True,

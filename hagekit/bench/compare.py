@@ -23,6 +23,7 @@ import numpy as np
 
 from hagekit.baselines import METHODS, list_methods, make_method, method_accepts
 from hagekit.errors import ConfigError, DataError, at
+from hagekit.io.atomic import check_output_dir
 from hagekit.metrics import METRIC_NAMES
 from hagekit.progress import Reporter, reporter_or_null
 
@@ -599,9 +600,9 @@ def load_bench_inputs(
 
 
 def _file_sha256(path: Path) -> str:
-    from hagekit.training.run import _sha256
+    from hagekit.training.run import file_sha256
 
-    return _sha256(path)
+    return file_sha256(path)
 
 
 def features_header(data: Any, settings: Any, n_methods: int) -> str:
@@ -617,12 +618,6 @@ def features_header(data: Any, settings: Any, n_methods: int) -> str:
         f"same metrics (`hagekit.metrics`: PCC over genes per section; HEG = top-50 by mean). "
         f"Mean ± std over section x trial rows."
     )
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    from hagekit.io.atomic import check_output_dir
-
-    check_output_dir(out, "--out")
 
 
 def baseline_specs(methods: Sequence[str], *, epochs: int | None, device: str,
@@ -669,7 +664,7 @@ def bench_baselines(
         raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
     chosen = parse_methods(methods)
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_dir(out, "--out")  # a folder of finished runs resumes; --overwrite reaches each run
     inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
                                genes_path=genes_path, embeddings_path=embeddings_path,
                                need_hage="hage" in chosen, config_file=config_file,

@@ -161,7 +161,7 @@ def score_config(
     from hagekit.baselines import make_method
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.metrics import evaluate_section
-    from hagekit.training.protocol import _call
+    from hagekit.training.protocol import call_accepting
     from hagekit.training.splits import train_val_split, trial_seed
 
     pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
@@ -180,11 +180,11 @@ def score_config(
                                   **dict(config))
             t0, c0 = time.perf_counter(), time.process_time()
             # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
-            _call(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
+            call_accepting(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
                   groups=groups[tr], groups_val=groups[va], progress=progress)
             secs.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-            m = evaluate_section(Y_v, _call(est.predict, X_v, spatial=S_v))
+            m = evaluate_section(Y_v, call_accepting(est.predict, X_v, spatial=S_v))
             pcc.append(m.pcc_all)
             heg.append(m.pcc_heg)
             cos = getattr(est, "embedding_cosines_", None) or {"zi_cos": np.nan, "ze_cos": np.nan}
@@ -259,7 +259,7 @@ def tune(
             trials.append(row)
             rep.message(f"tune {method} [{stage}] " + ", ".join(f"{k}={_get(cfg, k)}" for k in order)
                         + f": score {res['score']:.4f} (PCC(all) {res['pcc_all']:.4f}, PCC(HEG) {res['pcc_heg']:.4f}), "
-                        f"{res['fit_seconds']:.1f} s/fit" + _cosines(res, ", "))
+                        f"{res['fit_seconds']:.1f} s/fit" + collapse_cosines(res, ", "))
         return cache[key]
 
     def eligible_score(res: dict[str, Any]) -> float:
@@ -276,7 +276,7 @@ def tune(
     return TuneResult(best, trials, list(inner), method)
 
 
-def _cosines(res: Mapping[str, Any], sep: str) -> str:
+def collapse_cosines(res: Mapping[str, Any], sep: str) -> str:
     """The collapse diagnostics for a message (empty for a baseline, which has none)."""
     if np.isnan(res["zi_cos"]):
         return ""
@@ -407,10 +407,10 @@ def parse_space(text: str | None, method: str = "hage") -> dict[str, tuple[Any, 
         valid = list(defaults)
 
         def typed(key: str, value: str) -> Any:
-            from hagekit.hage.model import _coerce
+            from hagekit.hage.model import coerce_setting
 
             kind = type(defaults[key]) if defaults[key] is not None else str
-            return _coerce(key, value, kind, "--space")
+            return coerce_setting(key, value, kind, "--space")
     space: dict[str, tuple[Any, ...]] = {}
     for part in text.split(";"):
         if not part.strip():

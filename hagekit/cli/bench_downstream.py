@@ -31,7 +31,7 @@ def add_commands(bench_app: typer.Typer) -> None:
     bench_app.command("abmil", no_args_is_help=True)(abmil)
 
 
-def _weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path]:
+def weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path]:
     from hagekit.errors import ConfigError
 
     out: dict[str, Path] = {}
@@ -98,7 +98,7 @@ def linear_probe(
     ws = Workspace.resolve(workspace)
     dev = opt.device_name(device)
     config = ProbeConfig(epochs=epochs, lr=lr, batch_size=batch_size, folds=folds, seed=seed, device=dev).validate()
-    wmap = _weights_map(weights, encoders)
+    wmap = weights_map(weights, encoders)
     ds = open_patch_dataset(dataset, data, splits=split_csv(splits), group_regex=group_regex, groups_csv=groups_csv)
     out_dir = check_output_dir(out or ws.root / "bench" / f"linear-probe-{ds.name}", "--out")
     with reporting() as progress:
@@ -184,7 +184,7 @@ def abmil(
             feat_dirs = parse_named_paths(features, "--features")
         else:
             assert slide_files is not None
-            wmap = _weights_map(weights, encoders)
+            wmap = weights_map(weights, encoders)
             mag = magnification
             feat_dirs = {}
             failed_all: dict[str, dict[str, str]] = {}

@@ -9,7 +9,7 @@ import typer
 
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
-from hagekit.cli.bench_downstream import EncoderOpt, WeightsOpt, _weights_map
+from hagekit.cli.bench_downstream import EncoderOpt, WeightsOpt, weights_map
 from hagekit.io.atomic import check_output_dir
 
 
@@ -54,7 +54,7 @@ def hest(
     req = HestBenchRequest(
         data=data, encoders=encoders, out_dir=check_output_dir(out or ws.root / "bench" / "hest", "--out"),
         tasks=split_csv(tasks), cache_dir=cache_dir or ws.root / "cache" / "embeddings",
-        weights=_weights_map(weights, encoders), protocol=protocol, reference=reference, allow_leak=allow_leak,
+        weights=weights_map(weights, encoders), protocol=protocol, reference=reference, allow_leak=allow_leak,
         embed_batch_size=embed_batch_size, num_workers=num_workers, device=opt.device_name(device),
         shard=parse_shard(shard), overwrite=overwrite,
     )

@@ -42,7 +42,7 @@ def tune(
     """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""
     from pathlib import Path
 
-    from hagekit.bench.tune import MIN_GAIN, _cosines, bench_tune, parse_space
+    from hagekit.bench.tune import MIN_GAIN, bench_tune, collapse_cosines, parse_space
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
@@ -61,6 +61,6 @@ def tune(
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for row in result.trials:
         console.print(f"[{row['stage']}] score {row['score']:.4f}  PCC(all) {row['pcc_all']:.4f}  "
-                      f"PCC(HEG) {row['pcc_heg']:.4f}  {row['fit_seconds']:.1f} s/fit" + _cosines(row, "  "),
+                      f"PCC(HEG) {row['pcc_heg']:.4f}  {row['fit_seconds']:.1f} s/fit" + collapse_cosines(row, "  "),
                       highlight=False)
     console.print(f"chosen settings: {toml_path}; use them with `hagekit train --config {toml_path}`")

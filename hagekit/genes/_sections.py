@@ -69,12 +69,12 @@ def locate_genes(genes: Sequence[str], var_names: Sequence[str], *, source: str)
 
     Raises :class:`DataError` naming the absent genes: a panel must fit the data.
     """
-    from hagekit.genes.embeddings import _examples, match_symbols
+    from hagekit.genes.embeddings import match_symbols, symbol_examples
 
     idx, missing = match_symbols(list(genes), list(var_names))
     if missing:
         raise DataError(
-            at(source, f"{len(missing)} of {len(genes)} panel genes are absent from the data ({_examples(missing)})")
+            at(source, f"{len(missing)} of {len(genes)} panel genes are absent from the data ({symbol_examples(missing)})")
         )
     return idx
 

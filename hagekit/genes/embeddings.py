@@ -114,7 +114,7 @@ def match_symbols(genes: Sequence[str], symbols: Sequence[str]) -> tuple[list[in
     return indices, unmatched
 
 
-def _examples(items: Sequence[str], k: int = 5) -> str:
+def symbol_examples(items: Sequence[str], k: int = 5) -> str:
     shown = ", ".join(items[:k])
     return shown + (f", ... ({len(items)} in all)" if len(items) > k else "")
 
@@ -194,7 +194,7 @@ def load_gene_embeddings(
     missing = set(unmatched)
     found = [g for g in genes if g not in missing]
     if unmatched:
-        log.info("%s: %d of %d panel genes have no embedding (%s)", path, len(unmatched), len(genes), _examples(unmatched))
+        log.info("%s: %d of %d panel genes have no embedding (%s)", path, len(unmatched), len(genes), symbol_examples(unmatched))
     return GeneEmbeddings(found, vectors[indices] if indices else np.zeros((0, vectors.shape[1]), np.float32),
                           unmatched, provenance, path)
 
@@ -210,7 +210,7 @@ def embeddings_for_panel(path: Path | str, genes: Sequence[str]) -> np.ndarray:
             at(
                 path,
                 f"{len(emb.unmatched)} of {len(genes)} panel genes have no embedding "
-                f"({_examples(emb.unmatched)}); keep the panel genes that have one with "
+                f"({symbol_examples(emb.unmatched)}); keep the panel genes that have one with "
                 f"`hagekit genes check {path} --genes PANEL --out matched.txt` and train with --genes matched.txt, "
                 f"or build a panel inside the vocabulary with `hagekit genes select --vocab {path}`",
             )
@@ -414,7 +414,7 @@ def _validated(symbols: Sequence[str], vectors: np.ndarray, path: Path) -> tuple
 
 def _write_with_sidecar(path: Path, provenance: dict[str, Any] | None, write_main) -> Path:
     """Write the main file and its sidecar via temporaries; rename both only on success."""
-    from hagekit.io.atomic import _jsonable
+    from hagekit.io.atomic import jsonable
 
     side = sidecar_path(path)
     with ExitStack() as stack:
@@ -422,7 +422,7 @@ def _write_with_sidecar(path: Path, provenance: dict[str, Any] | None, write_mai
         write_main(tmp_main)
         if provenance is not None:
             tmp_side = stack.enter_context(atomic_path(side))
-            tmp_side.write_text(json.dumps(_jsonable(provenance), indent=2) + "\n", encoding="utf-8")
+            tmp_side.write_text(json.dumps(jsonable(provenance), indent=2) + "\n", encoding="utf-8")
     if provenance is None and side.exists():
         os.unlink(side)  # a stale sidecar would describe other vectors
     return path
@@ -510,7 +510,7 @@ def describe_provenance(provenance: dict[str, Any]) -> str:
     if provenance.get("dataset"):
         parts.append(f"dataset {provenance['dataset']}")
     if sections:
-        parts.append(f"{len(sections)} sections ({_examples([str(s) for s in sections], 6)})")
+        parts.append(f"{len(sections)} sections ({symbol_examples([str(s) for s in sections], 6)})")
     if provenance.get("seed") is not None:
         parts.append(f"seed {provenance['seed']}")
     return ", ".join(parts)

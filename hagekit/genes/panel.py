@@ -432,7 +432,7 @@ def write_panel(result: PanelResult, out: Path | str) -> Path:
 
     from hagekit import __version__
     from hagekit.genes.embeddings import sidecar_path
-    from hagekit.io.atomic import _jsonable, atomic_path
+    from hagekit.io.atomic import atomic_path, jsonable
 
     out = Path(out)
     if result.empty:
@@ -450,5 +450,5 @@ def write_panel(result: PanelResult, out: Path | str) -> Path:
         tmp = stack.enter_context(atomic_path(out))
         tmp.write_text("\n".join(result.genes) + "\n", encoding="utf-8")
         tmp_side = stack.enter_context(atomic_path(sidecar_path(out)))
-        tmp_side.write_text(json.dumps(_jsonable(sidecar), indent=2) + "\n", encoding="utf-8")
+        tmp_side.write_text(json.dumps(jsonable(sidecar), indent=2) + "\n", encoding="utf-8")
     return out

@@ -182,14 +182,14 @@ class HAGEConfig:
                 continue
             if key not in defaults:
                 raise ConfigError(f"{_source}: unknown HAGE setting {key!r} (valid: {', '.join(defaults)})")
-            clean[key] = _coerce(key, value, type(defaults[key]), _source)
+            clean[key] = coerce_setting(key, value, type(defaults[key]), _source)
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+def coerce_setting(key: str, value: Any, kind: type, source: str) -> Any:
     try:
         if kind is bool:
             if isinstance(value, str):

@@ -202,22 +202,22 @@ def write_text(path: Path | str, text: str) -> Path:
 
 def write_json(path: Path | str, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (NaN becomes ``null``)."""
-    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     import math
 
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj

@@ -103,12 +103,12 @@ def crop_patch(
     [cx - size/2, cx + size/2) as HEST crops it."""
     from PIL import Image
 
-    from hagekit.slides.reader import _crop_white
+    from hagekit.slides.reader import crop_white
 
     x0, y0 = cx - size / 2.0, cy - size / 2.0
     ix0, iy0 = math.floor(x0), math.floor(y0)
     ix1, iy1 = math.ceil(x0 + size), math.ceil(y0 + size)
-    buf = _crop_white(array, ix0, iy0, ix1 - ix0, iy1 - iy0)
+    buf = crop_white(array, ix0, iy0, ix1 - ix0, iy1 - iy0)
     box = (x0 - ix0, y0 - iy0, x0 - ix0 + size, y0 - iy0 + size)
     if buf.shape[0] == out_size and buf.shape[1] == out_size and box[0] == 0 and box[1] == 0:
         return buf

@@ -235,13 +235,13 @@ class ImageReader(SlideReader):
         if level != 0:
             raise DataError(at(self.path, f"plain images have one level (asked for level {level})"))
         if self.scale_x == 1.0 and self.scale_y == 1.0:
-            return _crop_white(self.array, int(x), int(y), int(width), int(height))
+            return crop_white(self.array, int(x), int(y), int(width), int(height))
         from PIL import Image
 
         x0, y0 = x * self.scale_x, y * self.scale_y
         w, h = width * self.scale_x, height * self.scale_y
         ix, iy = math.floor(x0), math.floor(y0)
-        buf = _crop_white(self.array, ix, iy, math.ceil(x0 + w) - ix + 1, math.ceil(y0 + h) - iy + 1)
+        buf = crop_white(self.array, ix, iy, math.ceil(x0 + w) - ix + 1, math.ceil(y0 + h) - iy + 1)
         box = (x0 - ix, y0 - iy, x0 - ix + w, y0 - iy + h)
         return np.asarray(Image.fromarray(buf).resize((int(width), int(height)), Image.Resampling.BILINEAR, box=box))
 
@@ -361,7 +361,7 @@ def _tiff_properties(page) -> dict[str, object]:
     return {"tiff.ResolutionUnit": name, "tiff.XResolution": num / den if den else 0.0}
 
 
-def _crop_white(arr: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
+def crop_white(arr: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
     """``arr[y:y+height, x:x+width]`` with white (255) where the box leaves the array."""
     h, w = arr.shape[:2]
     out = np.full((height, width, 3), 255, dtype=np.uint8)

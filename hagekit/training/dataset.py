@@ -72,10 +72,10 @@ class STDataset:
         (:func:`hagekit.training.protocol.run_protocol`)."""
         if self._digest is None:
             self._digest = {
-                "genes": _sha256_parts(["\n".join(self.genes)]),
-                "sections": {name: {"expression": _sha256_parts([s.patient, "\n".join(map(str, s.barcodes)),
+                "genes": sha256_parts(["\n".join(self.genes)]),
+                "sections": {name: {"expression": sha256_parts([s.patient, "\n".join(map(str, s.barcodes)),
                                                                  s.counts, s.spatial]),
-                                    "features": _sha256_parts([s.features])}
+                                    "features": sha256_parts([s.features])}
                              for name, s in self.sections.items()},
             }
         return self._digest
@@ -90,7 +90,7 @@ class STDataset:
         return X, Y, S, idx
 
 
-def _sha256_parts(parts: Sequence[Any]) -> str:
+def sha256_parts(parts: Sequence[Any]) -> str:
     """sha256 over strings and arrays (dtype and shape included, so a reshaped array differs)."""
     import hashlib
 

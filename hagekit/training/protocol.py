@@ -76,7 +76,7 @@ def trial_dir_name(trial: int) -> str:
     return f"trial{trial}"
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_accepting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` with only the keyword arguments its signature accepts."""
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -179,9 +179,9 @@ def _recorded_genes(out_dir: Path, old: dict[str, Any]) -> str | None:
         genes = [g for g in (out_dir / "genes.txt").read_text(encoding="utf-8").splitlines() if g]
     except (OSError, UnicodeDecodeError):
         return None
-    from hagekit.training.dataset import _sha256_parts
+    from hagekit.training.dataset import sha256_parts
 
-    return _sha256_parts(["\n".join(genes)])
+    return sha256_parts(["\n".join(genes)])
 
 
 def _run_differences(out_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -383,7 +383,7 @@ class _TrialJob:
         est = self.factory(ctx)
         t0 = time.perf_counter()
         try:
-            _call(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
+            call_accepting(est.fit, X_all[tr], Y_all[tr], X_val=X_all[va], Y_val=Y_all[va],
                   spatial=S_all[tr], spatial_val=S_all[va], groups=sec_idx[tr],
                   groups_val=sec_idx[va], progress=self.progress)
         except TrainingError as exc:
@@ -395,7 +395,7 @@ class _TrialJob:
             sd = data.sections[sec]
             X_t, _, S_t, _ = data.stack([sec])
             t1 = time.perf_counter()
-            pred = np.asarray(_call(est.predict, X_t, spatial=S_t), dtype=np.float32)
+            pred = np.asarray(call_accepting(est.predict, X_t, spatial=S_t), dtype=np.float32)
             pred_s = time.perf_counter() - t1
             if pred.shape != sd.targets.shape:
                 raise RuntimeError(f"{method} predicted {pred.shape}, expected {sd.targets.shape}")

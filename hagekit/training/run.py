@@ -179,7 +179,7 @@ def portable_path(path: Path | str, run_dir: Path | str) -> str:
         return str(target)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -276,7 +276,7 @@ def train_run(
         "genes_path": portable_path(genes_path, out),
         "gene_embeddings": {
             "path": portable_path(embeddings_path, out),
-            "sha256": _sha256(embeddings_path),
+            "sha256": file_sha256(embeddings_path),
             "dim": int(emb.shape[1]),
             "training_sections": sorted(embedding_training_sections(embeddings_path)),
             "allow_leak": settings.allow_leak,
