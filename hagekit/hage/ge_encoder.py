@@ -24,8 +24,7 @@ from torch import nn
 
 from hagekit.encoders.registry import EncoderBundle, create_encoder, register_encoder
 from hagekit.errors import EncoderError, HagekitError
-from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
-from hagekit.hage.model import HAGEConfig, collapse_message
+from hagekit.hage.model import GEHead, HAGEConfig, collapse_message
 from hagekit.io.jsonfile import read_json_object
 
 __all__ = ["GEHead", "GEEncoder", "build_ge_encoder", "export_encoder", "load_ge_head", "GE_FORMAT",
@@ -35,28 +34,6 @@ log = logging.getLogger(__name__)
 
 GE_FORMAT = "hagekit.ge-encoder/1"
 _HEAD_PREFIXES = ("image_encoder.", "x_mean", "x_std", "gene_embeddings")
-
-
-class GEHead(nn.Module):
-    """Base-encoder features (B, d_in) -> z^i (B, d): standardise, then GE (or the MLP ablation)."""
-
-    def __init__(self, config: HAGEConfig, d_in: int, gene_embeddings: torch.Tensor) -> None:
-        super().__init__()
-        genes = torch.as_tensor(gene_embeddings, dtype=torch.float32)
-        self.register_buffer("gene_embeddings", genes.clone())
-        self.register_buffer("x_mean", torch.zeros(d_in))
-        self.register_buffer("x_std", torch.ones(d_in))
-        self.d_in, self.dim = int(d_in), int(config.d)
-        if config.use_ge:
-            self.image_encoder: nn.Module = GeneInformedEncoder(
-                d_in, int(genes.shape[1]), config.d, n_heads=config.n_heads, dropout=config.dropout
-            )
-        else:
-            self.image_encoder = MLPImageEncoder(d_in, config.d, dropout=config.dropout)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features.float() - self.x_mean) / self.x_std
-        return self.image_encoder(x, self.gene_embeddings)
 
 
 class GEEncoder(nn.Module):

@@ -27,7 +27,7 @@ from hagekit.hage.losses import (
     pcc_loss,
 )
 
-__all__ = ["HAGEConfig", "HAGEModel", "LOSS_NAMES", "COLLAPSE_COSINE", "collapse_message"]
+__all__ = ["HAGEConfig", "GEHead", "HAGEModel", "LOSS_NAMES", "COLLAPSE_COSINE", "collapse_message"]
 
 LOSS_NAMES = ("cyclip", "clip_local", "clip_global", "pcc")
 SCHEDULES = ("step", "cosine", "constant")
@@ -209,32 +209,52 @@ def coerce_setting(key: str, value: Any, kind: type, source: str) -> Any:
         raise ConfigError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
 
 
-class HAGEModel(nn.Module):
-    """GE (or MLP) image encoder + expression encoder + predictor, with the loss of eq. 3.
+class GEHead(nn.Module):
+    """The image half of HAGE: features (B, d_in) -> standardise -> GE (or the MLP ablation) -> z^i (B, d).
 
-    Buffers hold the panel's gene embeddings (G, d_g) and the feature standardisation
-    (mean, std over training spots), so a saved state dict is self-contained.
+    Buffers hold the panel's gene embeddings (G, d_g) and the feature standardisation (mean, std
+    over training spots). :class:`HAGEModel` is this head plus the expression encoder and the
+    predictor; the ``ge:`` encoder loads just this half of a trained model (same state-dict keys).
     """
 
     def __init__(self, config: HAGEConfig, d_in: int, gene_embeddings: torch.Tensor) -> None:
         super().__init__()
-        self.config = config
         genes = torch.as_tensor(gene_embeddings, dtype=torch.float32)
         if genes.ndim != 2:
             raise ConfigError(f"gene embeddings must be (G, d_g), got shape {tuple(genes.shape)}")
         self.n_genes, self.d_gene = int(genes.shape[0]), int(genes.shape[1])
-        self.d_in = int(d_in)
+        self.d_in, self.dim = int(d_in), int(config.d)
         self.register_buffer("gene_embeddings", genes.clone())
         self.register_buffer("x_mean", torch.zeros(d_in))
         self.register_buffer("x_std", torch.ones(d_in))
-        self.register_buffer("out_scale", torch.ones(self.n_genes))
-        self.register_buffer("out_shift", torch.zeros(self.n_genes))
         if config.use_ge:
             self.image_encoder: nn.Module = GeneInformedEncoder(
                 d_in, self.d_gene, config.d, n_heads=config.n_heads, dropout=config.dropout
             )
         else:
             self.image_encoder = MLPImageEncoder(d_in, config.d, dropout=config.dropout)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features (B, d_in) -> z^i (B, d)."""
+        x = (x.float() - self.x_mean) / self.x_std
+        return self.image_encoder(x, self.gene_embeddings)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(features)
+
+
+class HAGEModel(GEHead):
+    """:class:`GEHead` (GE or MLP image encoder) + expression encoder + predictor, with the loss of eq. 3.
+
+    Besides the head's buffers, a per-gene output calibration (scale, shift), so a saved state
+    dict is self-contained.
+    """
+
+    def __init__(self, config: HAGEConfig, d_in: int, gene_embeddings: torch.Tensor) -> None:
+        super().__init__(config, d_in, gene_embeddings)
+        self.config = config
+        self.register_buffer("out_scale", torch.ones(self.n_genes))
+        self.register_buffer("out_shift", torch.zeros(self.n_genes))
         self.expression_encoder = ExpressionEncoder(self.n_genes, config.d, dropout=config.dropout)
         self.predictor = ExpressionPredictor(config.d, self.n_genes, dropout=config.dropout)
 
@@ -242,11 +262,6 @@ class HAGEModel(nn.Module):
         """Store the training features' mean and std (D,); std is floored at 1e-6."""
         self.x_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.x_std.copy_(torch.clamp(torch.as_tensor(std, dtype=torch.float32), min=1e-6))
-
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        """Image features (B, d_in) -> z^i (B, d)."""
-        x = (x - self.x_mean) / self.x_std
-        return self.image_encoder(x, self.gene_embeddings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted expression ``Pred(GE(x, G))`` (B, G), with the per-gene calibration applied."""
