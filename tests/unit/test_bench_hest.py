@@ -198,6 +198,7 @@ def test_shards_embed_their_share_then_one_run_evaluates(bench, tmp_path):
     assert ours["mean_per_split"] == full["mean_per_split"]  # same numbers as the unsharded run
 
 
+@pytest.mark.slow  # several processes or full CLI benches: nox -s tests, not the fast lane
 def test_torchrun_two_ranks_give_the_same_results(bench, tmp_path):
     """Two gloo ranks deal the (encoder, sample) embeddings; rank 0 writes the same numbers."""
     import os

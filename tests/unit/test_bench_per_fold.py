@@ -44,6 +44,7 @@ def _args(cmd: str, root: Path, feats: Path, panel: Path, emb: Path, cfg: Path, 
             "--out", str(out), "--jobs", "1"]
 
 
+@pytest.mark.slow  # several processes or full CLI benches: nox -s tests, not the fast lane
 def test_bench_baselines_trains_hage_embeddings_per_fold_without_the_test_section(tmp_path: Path):
     root, feats, panel, emb, cfg = _leaky_toy(tmp_path)
     out = tmp_path / "bench"

@@ -153,6 +153,7 @@ def test_cli_baselines_missing_inputs_fail_cleanly(toy_files, tmp_path):
     assert res.exit_code == 2 and "ridge: unknown parameters foo" in res.output and not out.exists()
 
 
+@pytest.mark.slow  # several processes or full CLI benches: nox -s tests, not the fast lane
 def test_cli_ablation_and_grid_run_hage_variants(toy_files, tmp_path):
     root, feats, panel, emb = toy_files
     cfg = tmp_path / "fast.toml"

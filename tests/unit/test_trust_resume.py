@@ -210,6 +210,7 @@ train_run(**kw)
 """
 
 
+@pytest.mark.slow  # several processes or full CLI benches: nox -s tests, not the fast lane
 def test_two_concurrent_trains_on_one_run_train_each_trial_once(tmp_path: Path):
     import os
     import re
