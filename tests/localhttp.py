@@ -30,6 +30,8 @@ class LocalServer:
         self.files: dict[str, bytes] = {}
         self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.ranges: list[str | None] = []  # each GET's Range header (None: none)
+        self.honour_range = True  # False: a server without Range support (always 200, whole file)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,12 +54,13 @@ class LocalServer:
                     self.end_headers()
                     return
                 body = server.files.get(path)
+                rng = self.headers.get("Range")
+                server.ranges.append(rng)
                 if body is None:
                     self.send_error(404, "Not Found")
                     return
                 start = 0
-                rng = self.headers.get("Range")
-                if rng:
+                if rng and server.honour_range:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(body):
                         self.send_response(416)
@@ -126,3 +129,14 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )
     return cert, key
+
+
+def write_manifest(folder: Path, files: list[dict]) -> Path:
+    """A minimal dataset manifest (``m.yaml`` in ``folder``) listing ``files`` (name, url, sha256...)."""
+    import yaml
+
+    path = folder / "m.yaml"
+    path.write_text(yaml.safe_dump({"name": "mini", "kind": "dataset", "title": "Mini", "licence": "CC0",
+                                    "citation": "Nobody (2026).", "files": files}))
+    return path
+

@@ -8,15 +8,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from clitext import flat
+from localhttp import LocalServer, write_manifest
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -27,48 +25,12 @@ from hagekit.errors import ConfigError, DataError
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
-class _Server:
+class _Server(LocalServer):
+    """The recording 127.0.0.1 server of tests/localhttp.py, plain HTTP; ``url`` is its base URL."""
+
     def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.honour_range = True
-        self.ranges: list[str | None] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                body = server.files.get(self.path.split("?")[0])
-                rng = self.headers.get("Range")
-                server.ranges.append(rng)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = 0
-                if rng and server.honour_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -80,23 +42,13 @@ def server() -> Iterator[_Server]:
         s.close()
 
 
-def _manifest(tmp_path: Path, files: list[dict]) -> Path:
-    path = tmp_path / "m.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {"name": "mini", "kind": "dataset", "title": "Mini", "licence": "CC0", "citation": "Nobody (2026).", "files": files}
-        )
-    )
-    return path
-
-
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
 def test_download_and_verify(server: _Server, tmp_path: Path) -> None:
     server.files["/a.bin"] = PAYLOAD
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD), "size": len(PAYLOAD)}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD), "size": len(PAYLOAD)}]))
     result = download(man, tmp_path / "out")
     f = result.files[0]
     assert (f.status, f.verified, f.size) == ("downloaded", True, len(PAYLOAD))
@@ -111,7 +63,7 @@ def test_resume_from_partial(server: _Server, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a.bin.part").write_bytes(PAYLOAD[:300_000])
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
     f = download(man, out).files[0]
     assert server.ranges == ["bytes=300000-"]
     assert f.status == "resumed" and f.verified
@@ -123,7 +75,7 @@ def test_complete_partial_gets_416_and_is_finished(server: _Server, tmp_path: Pa
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a.bin.part").write_bytes(PAYLOAD)
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
     assert download(man, out).files[0].verified
     assert (out / "a.bin").read_bytes() == PAYLOAD
 
@@ -134,14 +86,14 @@ def test_server_without_range_support_restarts(server: _Server, tmp_path: Path) 
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a.bin.part").write_bytes(b"x" * 1000)
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
     f = download(man, out).files[0]
     assert f.status == "downloaded" and (out / "a.bin").read_bytes() == PAYLOAD
 
 
 def test_checksum_mismatch_leaves_nothing(server: _Server, tmp_path: Path) -> None:
     server.files["/a.bin"] = PAYLOAD
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": "0" * 64}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": "0" * 64}]))
     with pytest.raises(DataError, match=r"a.bin: checksum mismatch: sha256 [0-9a-f]{16}… != the manifest's 0{16}…"):
         download(man, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
@@ -152,7 +104,7 @@ def test_corrupt_partial_is_caught_by_the_checksum(server: _Server, tmp_path: Pa
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a.bin.part").write_bytes(b"\xff" * 1000)
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}]))
     with pytest.raises(DataError, match="checksum mismatch"):
         download(man, out)
     assert list(out.iterdir()) == []
@@ -161,7 +113,7 @@ def test_corrupt_partial_is_caught_by_the_checksum(server: _Server, tmp_path: Pa
 
 def test_unverified_file_reports_its_hash(server: _Server, tmp_path: Path, caplog) -> None:
     server.files["/a.bin"] = PAYLOAD
-    man = load_manifest(_manifest(tmp_path, [{"name": "sub/a.bin", "url": server.url + "/a.bin"}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "sub/a.bin", "url": server.url + "/a.bin"}]))
     result = download(man, tmp_path / "out")
     assert result.unverified and result.files[0].sha256 == _sha(PAYLOAD)
     assert (tmp_path / "out" / "sub" / "a.bin").is_file()
@@ -169,7 +121,7 @@ def test_unverified_file_reports_its_hash(server: _Server, tmp_path: Path, caplo
 
 
 def test_http_error_and_unknown_file(server: _Server, tmp_path: Path) -> None:
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/missing.bin"}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/missing.bin"}]))
     with pytest.raises(DataError, match=r"/missing.bin: HTTP 404"):
         download(man, tmp_path / "out")
     with pytest.raises(ConfigError, match=r"--files: unknown file\(s\) b.bin \(valid choices: a.bin\)"):
@@ -187,7 +139,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 def test_archive_is_extracted(server: _Server, tmp_path: Path) -> None:
     blob = _zip_bytes({"repo-main/data/x.txt": b"hello"})
     server.files["/repo.zip"] = blob
-    man = load_manifest(_manifest(tmp_path, [{"name": "repo.zip", "url": server.url + "/repo.zip", "sha256": _sha(blob), "extract": True}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "repo.zip", "url": server.url + "/repo.zip", "sha256": _sha(blob), "extract": True}]))
     download(man, tmp_path / "out")
     assert (tmp_path / "out" / "repo" / "repo-main" / "data" / "x.txt").read_bytes() == b"hello"
 
@@ -220,14 +172,14 @@ def test_gzip_single_file(tmp_path: Path) -> None:
 
 def test_cli_download(server: _Server, tmp_path: Path) -> None:
     server.files["/a.bin"] = PAYLOAD
-    good = _manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}])
+    good = write_manifest(tmp_path, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": _sha(PAYLOAD)}])
     runner = CliRunner()
     result = runner.invoke(app, ["-q", "data", "download", "--manifest", str(good), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "a.bin" in flat(result.output) and "downloaded" in result.output
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
-    bad = _manifest(bad_dir, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": "1" * 64}])
+    bad = write_manifest(bad_dir, [{"name": "a.bin", "url": server.url + "/a.bin", "sha256": "1" * 64}])
     result = runner.invoke(app, ["-q", "data", "download", "--manifest", str(bad), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 2
     assert "checksum mismatch" in flat(result.stderr) and len(result.stderr.strip().splitlines()) == 1

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from clitext import flat
-from localhttp import LocalServer
+from localhttp import LocalServer, write_manifest
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -35,13 +34,6 @@ def server() -> Iterator[LocalServer]:
         s.close()
 
 
-def _manifest(tmp_path: Path, files: list[dict]) -> Path:
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump({"name": "mini", "kind": "dataset", "title": "t", "licence": "l", "citation": "c",
-                                    "files": files}))
-    return path
-
-
 def _cli(*args: str):
     return CliRunner().invoke(app, ["-q", "data", "download", *args])
 
@@ -49,7 +41,7 @@ def _cli(*args: str):
 def test_pinned_on_first_download_then_verified_against_the_pin(server: LocalServer, tmp_path: Path) -> None:
     server.files["/a.bin"] = A
     server.files["/p.bin"] = A
-    man = _manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"},
+    man = write_manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"},
                                {"name": "p.bin", "url": server.url() + "/p.bin", "sha256": hashlib.sha256(A).hexdigest()}])
     out = tmp_path / "out"
     first = _cli("--manifest", str(man), "--out", str(out))
@@ -74,7 +66,7 @@ def test_pinned_on_first_download_then_verified_against_the_pin(server: LocalSer
 
 def test_source_that_changes_after_pinning_is_refused_and_nothing_replaced(server: LocalServer, tmp_path: Path) -> None:
     server.files["/a.bin"] = A
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"}]))
     out = tmp_path / "out"
     assert download(man, out).files[0].check == "pinned"
     (out / "a.bin").unlink()  # the user deletes the file; the source now serves other bytes
@@ -91,7 +83,7 @@ def test_unreadable_lock_is_not_overwritten(server: LocalServer, tmp_path: Path)
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK_NAME).write_text("{not json")
-    man = load_manifest(_manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "a.bin", "url": server.url() + "/a.bin"}]))
     with pytest.raises(DataError, match="not a readable download lock"):
         download(man, out)
     assert (out / LOCK_NAME).read_text() == "{not json" and not server.requests
@@ -99,7 +91,7 @@ def test_unreadable_lock_is_not_overwritten(server: LocalServer, tmp_path: Path)
 
 def test_corrupt_archive_is_not_pinned(server: LocalServer, tmp_path: Path) -> None:
     server.files["/x.tar.gz"] = b"\x1f\x8b\x08\x00" + b"\x00" * 40
-    man = load_manifest(_manifest(tmp_path, [{"name": "x.tar.gz", "url": server.url() + "/x.tar.gz", "extract": True}]))
+    man = load_manifest(write_manifest(tmp_path, [{"name": "x.tar.gz", "url": server.url() + "/x.tar.gz", "extract": True}]))
     with pytest.raises(DataError, match="corrupt"):
         download(man, tmp_path / "out")
     assert not (tmp_path / "out" / LOCK_NAME).exists()
