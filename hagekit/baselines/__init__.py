@@ -9,12 +9,12 @@ work. Classes load lazily by name, so that importing this package never imports 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from hagekit.errors import ConfigError
+from hagekit.registry import Registry
 from hagekit.training.param_checks import check_declared_params, declared_constraints
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "list_methods",
     "make_method",
     "method_accepts",
-    "BASELINES",
     "get_baseline",
     "list_baselines",
     "make_baseline",
@@ -31,90 +30,74 @@ __all__ = [
     "method_search_space",
 ]
 
-#: method name -> "module:Class", in the order of the paper's comparison.
-METHODS: dict[str, str] = {
-    "mean": "hagekit.baselines.mean:MeanRegressor",
-    "ridge": "hagekit.baselines.ridge:RidgeRegressor",
-    "xgboost": "hagekit.baselines.xgb:XGBoostRegressor",
-    "mlp": "hagekit.baselines.mlp:MLPRegressor",
-    "bleep": "hagekit.baselines.bleep:BLEEPRegressor",
-    "mclstexp": "hagekit.baselines.mclstexp:MclSTExpRegressor",
-    "ridge-ctx": "hagekit.baselines.ridge_ctx:RidgeCtxRegressor",
-    "triplex": "hagekit.baselines.triplex:TriplexRegressor",
-    "histogene": "hagekit.baselines.histogene:HisToGeneRegressor",
-    "hist2st": "hagekit.baselines.hist2st:Hist2STRegressor",
-    "hage": "hagekit.hage.estimator:HAGERegressor",
-}
-BASELINES = METHODS
-
 #: Entry-point group through which installed packages add methods (name = "module:Class").
 ENTRY_POINT_GROUP = "hagekit.methods"
-_plugins_loaded = False
+
+#: The method registry, in the order of the paper's comparison (HAGE stays last). Each entry's
+#: ``test_params`` make a tiny instance for tests/unit/test_registry_contracts.py; ``default``
+#: says whether ``bench baselines`` runs it without ``--methods``.
+METHODS: Registry[type] = Registry("method", option="--methods", entry_points=ENTRY_POINT_GROUP, keep_last="hage")
+
+_TINY_TORCH = {"epochs": 2, "device": "cpu"}
+METHODS.register("mean", "hagekit.baselines.mean:MeanRegressor", help="training mean of every gene",
+                 default=False)  # always added as the floor of every table
+METHODS.register("ridge", "hagekit.baselines.ridge:RidgeRegressor", help="standardise, optional PCA, ridge with inner-CV penalty",
+                 test_params={"pca": None, "cv": 2})
+METHODS.register("xgboost", "hagekit.baselines.xgb:XGBoostRegressor", help="boosted trees with validation early stopping",
+                 test_params={"n_estimators": 3, "target_pca": None, "n_jobs": 1})
+METHODS.register("mlp", "hagekit.baselines.mlp:MLPRegressor", help="two-hidden-layer perceptron with early stopping",
+                 test_params={"hidden": 8, **_TINY_TORCH})
+METHODS.register("bleep", "hagekit.baselines.bleep:BLEEPRegressor", help="BLEEP: contrastive image/expression heads, top-k retrieval",
+                 test_params={"projection_dim": 8, "top_k": 3, **_TINY_TORCH})
+METHODS.register("mclstexp", "hagekit.baselines.mclstexp:MclSTExpRegressor",
+                 help="mclSTExp: spot transformer vs image head, top-k retrieval",
+                 test_params={"projection_dim": 8, "heads": 1, "dim_head": 4, "top_k": 3, **_TINY_TORCH})
+METHODS.register("ridge-ctx", "hagekit.baselines.ridge_ctx:RidgeCtxRegressor",
+                 help="ridge on [x, neighbour-mean x] (spatial context)", default=False,
+                 test_params={"pca": None, "cv": 2})
+METHODS.register("triplex", "hagekit.baselines.triplex:TriplexRegressor", help="TRIPLEX: target, neighbour and global branches",
+                 default=False, test_params={"d_model": 8, "heads": 2, "depth_neighbour": 1, **_TINY_TORCH})
+METHODS.register("histogene", "hagekit.baselines.histogene:HisToGeneRegressor", help="HisToGene: transformer over a section's spots",
+                 default=False, test_params={"d_model": 8, "heads": 2, "layers": 1, **_TINY_TORCH})
+METHODS.register("hist2st", "hagekit.baselines.hist2st:Hist2STRegressor", help="Hist2ST: transformer, GraphSAGE and LSTM over spots",
+                 default=False, test_params={"d_model": 8, "heads": 2, "depth_transformer": 1, **_TINY_TORCH})
+_TINY_HAGE = {"device": "cpu", **{f"config__{k}": v for k, v in
+                                  {"d": 8, "n_heads": 2, "k1": 2, "k2": 2, "epochs": 2, "batch_size": 16}.items()}}
+METHODS.register("hage-ctx", "hagekit.hage.estimator:HAGERegressor", params={"config__context": "mean"},
+                 help="HAGE with neighbour-mean context (config context = mean)", default=False,
+                 test_params=_TINY_HAGE)
+METHODS.register("hage", "hagekit.hage.estimator:HAGERegressor", help="HAGE: gene-informed encoder with hierarchical gene attention",
+                 test_params=_TINY_HAGE)
 
 
-def register_method(name: str, target: type | str, *, replace: bool = False) -> None:
+def register_method(name: str, target: type | str, *, replace: bool = False, **meta: Any) -> None:
     """Add a method to the registry: ``target`` is the estimator class or ``"module:Class"``.
 
     A method is one file: a :class:`~hagekit.training.estimator.Regressor` subclass (its
     optional ``search_space`` class attribute is what ``bench tune --method`` searches), then
-    one ``register_method`` call (or one line in :data:`METHODS`, or an entry point in the
-    ``hagekit.methods`` group of an installed package). A taken name is refused unless ``replace``.
+    one ``register_method`` call (or an entry point in the ``hagekit.methods`` group of an
+    installed package). ``meta`` is the entry's metadata (:class:`hagekit.registry.Entry`:
+    ``help``, ``test_params``, ``default``, ``params``). A taken name is refused unless ``replace``.
     """
-    key = name.strip().lower()
-    if not key or any(c.isspace() or c == "," for c in key):
-        raise ConfigError(f"method name {name!r}: use letters, digits, '-' and '_'")
-    if key in METHODS and not replace:
-        raise ConfigError(f"method {name!r} is already registered")
-    if isinstance(target, str):
-        if ":" not in target:
-            raise ConfigError(f"method {name!r}: target must be 'module:Class', got {target!r}")
-        METHODS[key] = target
-    else:
-        _CLASSES[key] = target
-        METHODS[key] = f"{target.__module__}:{target.__qualname__}"
-    if "hage" in METHODS and key != "hage":  # HAGE stays last, as in the paper's tables
-        METHODS["hage"] = METHODS.pop("hage")
+    METHODS.register(name, target, replace=replace, **meta)
 
 
-_CLASSES: dict[str, type] = {}
-
-
-def _load_plugins() -> None:
-    """Register the methods of installed packages (``hagekit.methods`` entry points), once."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name.strip().lower() not in METHODS:
-            register_method(ep.name, ep.value)
-
-
-def list_methods() -> list[str]:
-    """Registered method names, in the order of the paper's comparison (HAGE last)."""
-    _load_plugins()
-    return list(METHODS)
+def list_methods(*, default_only: bool = False) -> list[str]:
+    """Registered method names, in the order of the paper's comparison (HAGE last);
+    ``default_only``: those ``bench baselines`` runs when ``--methods`` is not given."""
+    return METHODS.names(default_only=default_only)
 
 
 def method_search_space(name: str) -> dict[str, tuple[Any, ...]]:
-    """The search space ``name`` declares for ``bench tune --method`` (its ``search_space``), or {}."""
-    space = getattr(get_method(name), "search_space", None) or {}
+    """The search space ``name`` declares for ``bench tune --method`` (its entry's, else its
+    class's ``search_space``), or {}."""
+    space = METHODS.entry(name).search_space or getattr(get_method(name), "search_space", None) or {}
     return {k: tuple(v) for k, v in dict(space).items()}
 
 
 def get_method(name: str) -> type:
     """The estimator class registered as ``name`` (unknown names list the valid ones)."""
-    key = name.strip().lower()
-    if key not in METHODS:
-        _load_plugins()
-    if key not in METHODS:
-        raise ConfigError(f"--methods: unknown method {name!r} (choose from {', '.join(METHODS)})")
-    if key in _CLASSES:
-        return _CLASSES[key]
-    module, cls = METHODS[key].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return METHODS.get(name)
 
 
 def method_accepts(name: str, param: str) -> bool:
@@ -125,7 +108,8 @@ def method_accepts(name: str, param: str) -> bool:
 def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params: Any) -> Any:
     """Build ``name``: constructor arguments from ``context`` that it accepts (e.g. ``device``,
     ``random_state``, HAGE's ``config`` and ``gene_embeddings``), then ``set_params(**params)``
-    (HAGE: ``config__<field>``). Unknown parameters are refused with the valid ones."""
+    (HAGE: ``config__<field>``), then the entry's fixed ``params`` (a variant such as
+    ``hage-ctx``). Unknown parameters are refused with the valid ones."""
     cls = get_method(name)
     accepted = set(cls._get_param_names())
     est = cls(**{k: v for k, v in (context or {}).items() if k in accepted})
@@ -138,6 +122,9 @@ def make_method(name: str, *, context: Mapping[str, Any] | None = None, **params
         if key in defaults:  # HAGE's config__<field> values are checked by HAGEConfig
             _check_param_type(name, key, value, defaults[key].default)
     est = est.set_params(**params)
+    fixed = METHODS.entry(name).params  # a variant's own settings (hage-ctx: context = mean) win
+    if fixed:
+        est = est.set_params(**fixed)
     check_declared_params(name.strip().lower(), declared_constraints(cls), est.get_params(deep=False))
     return est
 

@@ -8,6 +8,7 @@ HAGE run). Importing this package is cheap; torch loads on first use of the regi
 from __future__ import annotations
 
 from hagekit.encoders.registry import (
+    ENCODERS,
     EncoderBundle,
     EncoderInfo,
     create_encoder,
@@ -18,6 +19,7 @@ from hagekit.encoders.registry import (
 )
 
 __all__ = [
+    "ENCODERS",
     "EncoderBundle",
     "EncoderInfo",
     "create_encoder",

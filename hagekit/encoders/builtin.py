@@ -241,6 +241,7 @@ def _config() -> dict:
     input_size=BUILTIN_INPUT_SIZE,
     weights="none (fixed filters)",
     description="weights-free HED stain colour + multi-scale texture descriptor (CPU-fast, default)",
+    test_params={},
 )
 def build_builtin(
     arg: str | None, *, weights: Path | None = None, random_weights: bool = False, device: str = "cpu"

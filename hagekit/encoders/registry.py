@@ -1,8 +1,9 @@
 """The encoder registry: a spec string -> model, preprocessing, output dimension.
 
 Specs are registry names (``builtin``, ``uni``, ``uni2-h``, ``resnet50-trunc``) or a
-``prefix:argument`` form (``timm:<model>``). Builders register with :func:`register_encoder`;
-duplicate names raise and unknown names list the valid ones. Encoders outside this package
+``prefix:argument`` form (``timm:<model>``). Builders register with :func:`register_encoder`
+into :data:`ENCODERS` (a :class:`hagekit.registry.Registry`); duplicate names raise and unknown
+names list the valid ones. Encoders outside this package
 (``ge:<run>``, HAGE's gene-informed encoder, and third-party plugins) live in modules named by
 the ``hagekit.encoders`` entry-point group: the registry imports them on first use and their
 decorators register them, so this module names no plugin.
@@ -10,15 +11,14 @@ decorators register them, so this module names no plugin.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hagekit.errors import EncoderError
+from hagekit.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "ENCODERS",
     "EncoderBundle",
     "EncoderInfo",
     "create_encoder",
@@ -75,8 +76,6 @@ class EncoderInfo:
     prefix: bool = False
 
 
-_BUILDERS: dict[str, Builder] = {}
-_INFOS: dict[str, EncoderInfo] = {}
 _BUILTIN_MODULES = (
     "hagekit.encoders.builtin",
     "hagekit.encoders.timm_models",
@@ -84,7 +83,11 @@ _BUILTIN_MODULES = (
 )
 #: Entry-point group whose modules register encoders on import (pyproject ``[project.entry-points]``).
 ENTRY_POINT_GROUP = "hagekit.encoders"
-_loaded = False
+#: The encoder registry: name (or ``"prefix:"``) -> builder, with its :class:`EncoderInfo` as
+#: ``info``; the built-in modules and the entry-point modules register on first lookup.
+ENCODERS: Registry[Builder] = Registry(
+    "encoder", option="--encoder", error=EncoderError, modules=_BUILTIN_MODULES, entry_points=ENTRY_POINT_GROUP
+)
 
 
 def register_encoder(
@@ -95,22 +98,20 @@ def register_encoder(
     weights: str = "--weights PATH",
     description: str = "",
     usage: str | None = None,
+    test_params: dict[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name`` (``"prefix:"`` registers a prefix).
 
-    ``usage`` is how listings show a prefix (default ``prefix:<name>``). Raises
-    :class:`EncoderError` when the name is taken, so that a plugin never silently replaces
-    a built-in encoder.
+    ``usage`` is how listings show a prefix (default ``prefix:<name>``). ``test_params`` are the
+    :func:`create_encoder` keywords of a tiny build for the contract tests (``{"random_weights":
+    True}``; a prefix adds ``"arg"``); ``None`` (the default) skips entries that need weights we
+    do not ship. Raises :class:`EncoderError` when the name is taken, so that a plugin never
+    silently replaces a built-in encoder.
     """
-    key = name.strip().lower()
-    if not key or any(c.isspace() for c in key) or (":" in key and not key.endswith(":")):
-        raise EncoderError(f"encoder name {name!r}: use letters, digits, '-', '_' (or 'prefix:')")
 
     def decorate(builder: Builder) -> Builder:
-        if key in _BUILDERS:
-            raise EncoderError(f"encoder {name!r} is already registered")
-        _BUILDERS[key] = builder
-        _INFOS[key] = EncoderInfo(
+        key = name.strip().lower()
+        info = EncoderInfo(
             name=usage or (f"{key}<name>" if key.endswith(":") else key),
             dim=dim,
             input_size=input_size,
@@ -118,57 +119,39 @@ def register_encoder(
             description=description or ((builder.__doc__ or "").strip().splitlines() or [""])[0],
             prefix=key.endswith(":"),
         )
-        return builder
+        return ENCODERS.register(name, builder, help=info.description, info=info, test_params=test_params)
 
+    ENCODERS._check_name(name)  # a bad name fails at the decorator line
     return decorate
 
 
 def unregister_encoder(name: str) -> None:
     """Remove a registered encoder (for plugins and tests)."""
-    key = name.strip().lower()
-    _BUILDERS.pop(key, None)
-    _INFOS.pop(key, None)
-
-
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry.load()
-        except Exception as exc:  # a broken plugin must not hide the other encoders
-            log.warning("encoder plugin %s (%s) failed to load: %s: %s", entry.name, entry.value, type(exc).__name__, exc)
+    ENCODERS.unregister(name)
 
 
 def list_encoders() -> list[str]:
     """Registered encoder names, prefixes shown by their usage (``timm:<name>``, ``ge:<run>``)."""
-    _ensure_loaded()
-    return sorted(i.name for i in _INFOS.values())
+    return sorted(i.name for i in encoder_infos())
 
 
 def encoder_infos() -> list[EncoderInfo]:
     """Registry entries with their dimension, input size and weights source."""
-    _ensure_loaded()
-    return [_INFOS[k] for k in sorted(_INFOS)]
+    return [entry.info for _, entry in sorted(ENCODERS.items())]
 
 
 def _resolve(spec: str) -> tuple[str, Builder, str | None]:
-    _ensure_loaded()
     text = spec.strip()
     key = text.lower()
-    if key in _BUILDERS and not key.endswith(":"):
-        return key, _BUILDERS[key], None
+    if key in ENCODERS and not key.endswith(":"):
+        return key, ENCODERS.get(key), None
     if ":" in text:
         prefix, arg = text.split(":", 1)
         pkey = prefix.lower() + ":"
-        if pkey in _BUILDERS:
+        if pkey in ENCODERS:
             if not arg.strip():
                 raise EncoderError(f"--encoder: {spec!r} needs a name after '{prefix}:' (e.g. timm:vit_small_patch16_224)")
-            return pkey, _BUILDERS[pkey], arg.strip()
+            return pkey, ENCODERS.get(pkey), arg.strip()
     raise EncoderError(f"--encoder: unknown encoder {spec!r} (valid: {', '.join(list_encoders())})")
 
 

@@ -43,6 +43,7 @@ class TruncatedResNet50(nn.Module):
     input_size=224,
     weights="--weights resnet50 .pth/.safetensors | hf-hub:timm/resnet50.tv_in1k",
     description="CLAM's ImageNet ResNet-50 truncated after layer 3, 1024-d",
+    test_params={"random_weights": True},
 )
 def build_resnet50_trunc(
     arg: str | None, *, weights: Path | None, random_weights: bool, device: str

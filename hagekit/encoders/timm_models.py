@@ -184,6 +184,7 @@ def build_uni2h(arg: str | None, *, weights: Path | None, random_weights: bool, 
     input_size=None,
     weights="--weights PATH | timm's hub weights",
     description="any timm model by name, pooled features (num_classes=0)",
+    test_params={"arg": "resnet18", "random_weights": True},
 )
 def build_timm(arg: str | None, *, weights: Path | None, random_weights: bool, device: str) -> EncoderBundle:
     """Any timm model (``timm:vit_small_patch16_224``), pooled features, timm's own transform."""

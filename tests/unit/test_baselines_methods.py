@@ -44,7 +44,7 @@ def _split(*arrays, a=0.6, b=0.75):
 
 def test_registry_lists_all_and_refuses_unknown():
     assert list_baselines() == ["mean", "ridge", "xgboost", "mlp", "bleep", "mclstexp", "ridge-ctx", "triplex", "histogene",
-                               "hist2st", "hage"]
+                               "hist2st", "hage-ctx", "hage"]
     with pytest.raises(ConfigError, match="unknown method 'lasso'.*ridge"):
         get_baseline("lasso")
     with pytest.raises(ConfigError, match="ridge: unknown parameters bogus"):

@@ -102,7 +102,7 @@ def test_plugins_register_through_the_entry_point_group(tmp_path, monkeypatch):
         "    raise RuntimeError(arg)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry.ENCODERS, "_loaded", False)
     try:
         names = list_encoders()
         assert "test-plugin:<x>" in names and "builtin" in names and "ge:<run>" in names

@@ -53,7 +53,7 @@ class ShrunkMean(Regressor):
 def registered():
     register_method("toy-shrunk", ShrunkMean)
     yield
-    METHODS.pop("toy-shrunk", None)
+    METHODS.unregister("toy-shrunk")
 
 
 def test_a_registered_method_is_listed_last_before_hage_and_refused_twice(registered):
