@@ -1,11 +1,10 @@
-"""``hagekit data``: prepare ST sections (her2st, cscc, visium, hest), synthesize, list, download.
+"""``hagekit data``: prepare ST sections (the readers of :data:`hagekit.data.READERS`), synthesize, list, download.
 
 Only typer/rich/stdlib at import time; the library is imported inside each command.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ import typer
 from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
+from hagekit.data import READERS
 from hagekit.io.atomic import check_output_dir
 
 data_app = typer.Typer(
@@ -22,7 +22,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 prepare_app = typer.Typer(
-    help="Read a published raw layout (her2st, cscc, stutility, visium, hest) into hagekit sections.",
+    help=f"Read a published raw layout ({READERS.choices()}) into hagekit sections.",
     no_args_is_help=True,
 )
 data_app.add_typer(prepare_app, name="prepare")
@@ -94,7 +94,7 @@ def _prepare(prepare: Callable[..., Any], raw: Path, workspace: Path | None, out
     _print_prepare(report)
 
 
-def _legacy_st_command(reader: str, default_dataset: str, doc: str) -> Callable[..., None]:
+def _legacy_st_command(reader: str, default_dataset: str) -> Callable[..., None]:
     """``prepare her2st`` / ``prepare cscc``: the legacy-ST layouts share their options."""
 
     def command(
@@ -105,24 +105,23 @@ def _legacy_st_command(reader: str, default_dataset: str, doc: str) -> Callable[
         overwrite: opt.Overwrite = False,
         workspace: opt.Workspace = None,
     ) -> None:
-        prepare = getattr(importlib.import_module(f"hagekit.data.{reader}"), f"prepare_{reader}")
-        _prepare(prepare, raw, workspace, out, sections=split_csv(sections), dataset=dataset, overwrite=overwrite)
+        _prepare(READERS.get(reader), raw, workspace, out, sections=split_csv(sections), dataset=dataset, overwrite=overwrite)
 
     command.__name__ = f"prepare_{reader}_cmd"
-    command.__doc__ = doc
+    command.__doc__ = READERS.entry(reader).help
     return handle_errors(command)
 
 
 prepare_her2st_cmd = prepare_app.command("her2st")(
-    _legacy_st_command("her2st", "her2", "HER2+ breast cancer ST (almaan/her2st layout: data/ST-cnts, ST-spotfiles, ST-imgs, ST-pat).")
+    _legacy_st_command("her2st", "her2")
 )
 prepare_app.command("her2", help="Alias of `prepare her2st`.", hidden=True)(prepare_her2st_cmd)
 prepare_cscc_cmd = prepare_app.command("cscc")(
-    _legacy_st_command("cscc", "cscc", "Cutaneous SCC ST (GEO GSE144240_RAW: *_stdata.tsv.gz, *spot*.tsv.gz, *.jpg per section).")
+    _legacy_st_command("cscc", "cscc")
 )
 
 
-@prepare_app.command("visium")
+@prepare_app.command("visium", help=READERS.entry("visium").help)
 @handle_errors
 def prepare_visium_cmd(
     raw: Annotated[Path, typer.Option("--raw", help="Space Ranger `outs` folder (filtered_feature_bc_matrix.h5 or filtered_feature_bc_matrix/, spatial/).")],
@@ -135,14 +134,11 @@ def prepare_visium_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """10x Visium (Space Ranger outs); pixel size = 55 µm / (spot_diameter_fullres x the image's scale factor)."""
-    from hagekit.data.visium import prepare_visium
-
-    _prepare(prepare_visium, raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
+    _prepare(READERS.get("visium"), raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
              in_tissue_only=not all_spots, overwrite=overwrite)
 
 
-@prepare_app.command("stutility")
+@prepare_app.command("stutility", help=READERS.entry("stutility").help)
 @handle_errors
 def prepare_stutility_cmd(
     raw: RawOpt,
@@ -157,14 +153,11 @@ def prepare_stutility_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """Legacy ST in STUtility's layout (<S>.tsv, alignment_table_<S>.tsv, <S>.jpg); 1k or 2k array told from the spots."""
-    from hagekit.data.stutility import prepare_stutility
-
-    _prepare(prepare_stutility, raw, workspace, out, sections=split_csv(sections), dataset=dataset,
+    _prepare(READERS.get("stutility"), raw, workspace, out, sections=split_csv(sections), dataset=dataset,
              gene_names=gene_names, overwrite=overwrite)
 
 
-@prepare_app.command("hest")
+@prepare_app.command("hest", help=READERS.entry("hest").help)
 @handle_errors
 def prepare_hest_cmd(
     raw: Annotated[Path, typer.Option("--raw", help="HEST-1k folder (st/<id>.h5ad, wsis/<id>.tif, metadata/<id>.json).")],
@@ -174,10 +167,7 @@ def prepare_hest_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    """HEST-1k samples; microns per pixel from metadata pixel_size_um_estimated."""
-    from hagekit.data.hest import prepare_hest
-
-    _prepare(prepare_hest, raw, workspace, out, ids=split_csv(ids), dataset=dataset, overwrite=overwrite)
+    _prepare(READERS.get("hest"), raw, workspace, out, ids=split_csv(ids), dataset=dataset, overwrite=overwrite)
 
 
 @data_app.command("synth")

@@ -217,6 +217,26 @@ def make_hest(root: Path, ids=("TENX1", "NCBI2"), *, mpp: float = 0.5, with_wsi=
     return root
 
 
+STUTILITY_IDS = [f"ENSMUSG{i:011d}.{i % 3 + 1}" for i in range(len(GENES))]
+
+
+def make_stutility(folder: Path, name: str = "MOB1", *, px_x: float = 20.0, px_y: float = 20.0, with_image: bool = True) -> Path:
+    """A 2k-array section: checkerboard positions 8 x 8 (x + y even), the centre 4 x 4 block
+    selected, one count row without a position and counts under every position."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pos = [(x, y) for y in range(1, 9) for x in range(1, 9) if (x + y) % 2 == 0]
+    rows = ["x\ty\tnew_x\tnew_y\tpixel_x\tpixel_y\tselected"]
+    for x, y in pos:
+        sel = int(3 <= x <= 6 and 3 <= y <= 6)
+        rows.append(f"{x}\t{y}\t{x}\t{y}\t{30 + x * px_x:.2f}\t{30 + y * px_y:.2f}\t{sel}")
+    (folder / f"alignment_table_{name}.tsv").write_text("\n".join(rows) + "\n")
+    ids = [f"{x}x{y}" for x, y in pos] + ["40x40"]
+    write_counts_tsv(folder / f"{name}.tsv", ids, STUTILITY_IDS, counts_matrix(len(ids), len(STUTILITY_IDS), 3))
+    if with_image:
+        write_jpeg(folder / f"{name}.jpg", size=(260, 260))
+    return folder
+
+
 # the builders themselves -------------------------------------------------------------------
 
 

@@ -7,31 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, counts_matrix, write_counts_tsv, write_jpeg
+from test_data_fixtures import GENES, make_stutility
+from test_data_fixtures import STUTILITY_IDS as IDS
 
 from hagekit.data.section import read_section, section_info
 from hagekit.data.st_array import ST_1K, ST_2K, detect_st_array, pitch_xy_px
 from hagekit.data.stutility import prepare_stutility, read_gene_names
 from hagekit.errors import DataError
-
-IDS = [f"ENSMUSG{i:011d}.{i % 3 + 1}" for i in range(len(GENES))]
-
-
-def _mob(folder: Path, name: str = "MOB1", *, px_x: float = 20.0, px_y: float = 20.0, with_image: bool = True) -> Path:
-    """A 2k-array section: checkerboard positions 8 x 8 (x + y even), the centre 4 x 4 block
-    selected, one count row without a position and counts under every position."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pos = [(x, y) for y in range(1, 9) for x in range(1, 9) if (x + y) % 2 == 0]
-    rows = ["x\ty\tnew_x\tnew_y\tpixel_x\tpixel_y\tselected"]
-    for x, y in pos:
-        sel = int(3 <= x <= 6 and 3 <= y <= 6)
-        rows.append(f"{x}\t{y}\t{x}\t{y}\t{30 + x * px_x:.2f}\t{30 + y * px_y:.2f}\t{sel}")
-    (folder / f"alignment_table_{name}.tsv").write_text("\n".join(rows) + "\n")
-    ids = [f"{x}x{y}" for x, y in pos] + ["40x40"]
-    write_counts_tsv(folder / f"{name}.tsv", ids, IDS, counts_matrix(len(ids), len(IDS), 3))
-    if with_image:
-        write_jpeg(folder / f"{name}.jpg", size=(260, 260))
-    return folder
 
 
 def test_array_kind_from_the_occupied_positions() -> None:
@@ -44,7 +26,7 @@ def test_array_kind_from_the_occupied_positions() -> None:
 
 
 def test_2k_array_pixel_size_and_dropped_spots(tmp_path: Path, caplog) -> None:
-    raw = _mob(tmp_path / "raw")
+    raw = make_stutility(tmp_path / "raw")
     with caplog.at_level(logging.WARNING, logger="hagekit"):
         s = prepare_stutility(raw, tmp_path / "data").sections[0]
     # 20 px per 100 µm array step: 5 µm/px (a 1k reading would say 10)
@@ -62,7 +44,7 @@ def test_2k_array_pixel_size_and_dropped_spots(tmp_path: Path, caplog) -> None:
 
 
 def test_x_and_y_pitch_that_differ_are_warned(tmp_path: Path, caplog) -> None:
-    raw = _mob(tmp_path / "raw", px_x=20.0, px_y=22.4)
+    raw = make_stutility(tmp_path / "raw", px_x=20.0, px_y=22.4)
     with caplog.at_level(logging.WARNING, logger="hagekit"):
         s = prepare_stutility(raw, tmp_path / "data").sections[0]
     assert "x and y array pitch differ by 11% (20.0 vs 22.4 px per step)" in caplog.text
@@ -70,7 +52,7 @@ def test_x_and_y_pitch_that_differ_are_warned(tmp_path: Path, caplog) -> None:
 
 
 def test_gene_ids_get_symbols_from_a_mapping(tmp_path: Path, caplog) -> None:
-    raw = _mob(tmp_path / "raw")
+    raw = make_stutility(tmp_path / "raw")
     # a 10x features.tsv: unversioned ids; one id left out, two ids share a symbol
     lines = [f"{i.split('.')[0]}\t{g}\tGene Expression" for i, g in zip(IDS, GENES, strict=True)][:-1]
     lines[1] = lines[1].split("\t")[0] + f"\t{GENES[0]}\tGene Expression"
@@ -88,11 +70,11 @@ def test_bad_stutility_inputs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty: no alignment_table_<S>.tsv files"):
         prepare_stutility(tmp_path / "empty", tmp_path / "data")
-    raw = _mob(tmp_path / "raw")
+    raw = make_stutility(tmp_path / "raw")
     (raw / "MOB1.tsv").unlink()
     with pytest.raises(DataError, match=r"alignment_table_MOB1.tsv: alignment table with no counts file"):
         prepare_stutility(raw, tmp_path / "data")
-    raw = _mob(tmp_path / "raw2")
+    raw = make_stutility(tmp_path / "raw2")
     (tmp_path / "none.tsv").write_text("ENSG1\tA\n")
     with pytest.raises(DataError, match=r"none.tsv: maps none of the 8 gene ids"):
         prepare_stutility(raw, tmp_path / "data", gene_names=tmp_path / "none.tsv")
