@@ -36,18 +36,19 @@ __all__ = [
     "PatchDataset",
     "PCAM_SPLITS",
     "SKINCANCER_CLASSES",
-    "PATCH_DATASETS",
     "read_pcam",
     "read_skincancer",
     "read_image_folder",
     "open_patch_dataset",
+    "open_pcam",
+    "open_skincancer",
+    "open_image_folder",
 ]
 
 logger = logging.getLogger(__name__)
 
 PCAM_SPLITS = ("train", "valid", "test")
 PCAM_PREFIX = "camelyonpatch_level_2_split_"
-PATCH_DATASETS = ("pcam", "skincancer", "folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 #: The 16 classes of the SkinCancer dataset, as its folder / ``class`` names spell them.
@@ -488,18 +489,33 @@ def open_patch_dataset(
     group_regex: str | None = None,
     groups_csv: Path | str | None = None,
 ) -> PatchDataset:
-    """Open ``pcam`` | ``skincancer`` | ``folder`` at ``root`` (``splits``: PCAM splits or SkinCancer sets)."""
-    key = dataset.strip().lower()
-    if key == "pcam":
-        if group_regex or groups_csv:
-            raise ConfigError("--group-regex/--groups-csv: only for --dataset folder (PCAM groups come from *_meta.csv)")
-        return read_pcam(root, splits=splits)
-    if key == "skincancer":
-        if group_regex or groups_csv:
-            raise ConfigError("--group-regex/--groups-csv: only for --dataset folder (SkinCancer cases come from the file names)")
-        return read_skincancer(root, sets=splits)
-    if key == "folder":
-        if splits:
-            raise ConfigError("--splits: only for --dataset pcam or skincancer")
-        return read_image_folder(root, group_regex=group_regex, groups_csv=groups_csv)
-    raise ConfigError(f"--dataset: unknown patch dataset {dataset!r} (choose from {', '.join(PATCH_DATASETS)})")
+    """Open a registered patch dataset (``pcam`` | ``skincancer`` | ``folder``, see
+    :data:`hagekit.bench.datasets.PATCH_DATASETS`) at ``root``."""
+    from hagekit.bench.datasets import PATCH_DATASETS
+
+    opener = PATCH_DATASETS.get(dataset)
+    return opener(root, splits=splits, group_regex=group_regex, groups_csv=groups_csv)
+
+
+def open_pcam(root: Path | str, *, splits: Sequence[str] | None = None, group_regex: str | None = None,
+              groups_csv: Path | str | None = None) -> PatchDataset:
+    """The ``pcam`` entry: :func:`read_pcam` (``splits``: PCAM splits)."""
+    if group_regex or groups_csv:
+        raise ConfigError("--group-regex/--groups-csv: only for --dataset folder (PCAM groups come from *_meta.csv)")
+    return read_pcam(root, splits=splits)
+
+
+def open_skincancer(root: Path | str, *, splits: Sequence[str] | None = None, group_regex: str | None = None,
+                    groups_csv: Path | str | None = None) -> PatchDataset:
+    """The ``skincancer`` entry: :func:`read_skincancer` (``splits``: SkinCancer sets)."""
+    if group_regex or groups_csv:
+        raise ConfigError("--group-regex/--groups-csv: only for --dataset folder (SkinCancer cases come from the file names)")
+    return read_skincancer(root, sets=splits)
+
+
+def open_image_folder(root: Path | str, *, splits: Sequence[str] | None = None, group_regex: str | None = None,
+                      groups_csv: Path | str | None = None) -> PatchDataset:
+    """The ``folder`` entry: :func:`read_image_folder` (no splits)."""
+    if splits:
+        raise ConfigError("--splits: only for --dataset pcam or skincancer")
+    return read_image_folder(root, group_regex=group_regex, groups_csv=groups_csv)

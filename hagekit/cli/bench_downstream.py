@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.bench.datasets import PATCH_DATASETS, SLIDE_DATASETS, choices_help
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_dir
@@ -63,7 +64,7 @@ def _scores_table(result: Any, title: str):
 
 @handle_errors
 def linear_probe(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="pcam (published h5 files), skincancer (heiDATA tiles) or folder (one subfolder per class).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"{choices_help(PATCH_DATASETS)}.")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (PCAM h5 files, SkinCancer data.zip contents, or class folders).")],
     encoder: EncoderOpt = None,
     weights: WeightsOpt = None,
@@ -115,7 +116,7 @@ def linear_probe(
 
 @handle_errors
 def abmil(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="tcga-brca (IDC/ILC), sln-breast (negative/positive) or csv (any labels).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"{choices_help(SLIDE_DATASETS)}.")],
     labels: Annotated[Path, typer.Option("--labels", help="CSV with slide_id,label,case_id (CLAM's convention).")],
     slides: Annotated[Path | None, typer.Option("--slides", help="Slide folder: tiles + features via hagekit extract (cached); with --features only used for --heatmap.")] = None,
     features: Annotated[list[str] | None, typer.Option("--features", help="Feature folder ([NAME=]DIR; ours, CLAM h5_files or TRIDENT features_*); repeatable.")] = None,
@@ -145,7 +146,6 @@ def abmil(
 ) -> None:
     """Gated attention MIL (Ilse et al. 2018), K-fold CV by patient: Accuracy, AUC, Recall per encoder."""
     from hagekit.bench.abmil import (
-        ABMIL_DATASETS,
         ABMILConfig,
         extract_slide_features,
         find_slide_files,
@@ -156,9 +156,7 @@ def abmil(
     from hagekit.errors import ConfigError, DataError
     from hagekit.workspace import Workspace, encoder_slug
 
-    key = dataset.strip().lower()
-    if key not in ABMIL_DATASETS:
-        raise ConfigError(f"--dataset: unknown slide dataset {dataset!r} (choose from {', '.join(ABMIL_DATASETS)})")
+    key = SLIDE_DATASETS.entry(dataset).name
     encoders = list(encoder or [])
     if features and encoders:
         raise ConfigError("--features and --encoder: give feature folders or encoders to extract with, not both")

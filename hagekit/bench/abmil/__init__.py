@@ -28,7 +28,6 @@ from hagekit.bench.abmil.bags import (
 )
 from hagekit.bench.abmil.heatmaps import draw_attention_heatmap, patch_size_level0, read_attention
 from hagekit.bench.abmil.labels import (
-    ABMIL_DATASETS,
     SlideLabels,
     make_slide_folds,
     read_slide_labels,
@@ -49,7 +48,6 @@ from hagekit.bench.abmil.training import (
 )
 
 __all__ = [
-    "ABMIL_DATASETS",
     "ABMILConfig",
     "PACK_DTYPES",
     "SlideLabels",

@@ -6,38 +6,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from hagekit.bench.datasets import SLIDE_DATASETS
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.paths import name_problem
 from hagekit.training.splits import trial_seed
 
-__all__ = ["ABMIL_DATASETS", "SLIDE_SUFFIXES", "SlideLabels", "read_slide_labels", "make_slide_folds", "strip_slide_suffix"]
+__all__ = ["SLIDE_SUFFIXES", "SlideLabels", "read_slide_labels", "make_slide_folds", "strip_slide_suffix"]
 
 logger = logging.getLogger(__name__)
 
 
 logger = logging.getLogger(__name__)
 
-#: Dataset presets: class names in label order, and other spellings accepted for each.
-ABMIL_DATASETS: dict[str, dict[str, Any]] = {
-    "tcga-brca": {
-        "classes": ("IDC", "ILC"),
-        "aliases": {  # also GDC primary_diagnosis and TCGA clinical histological_type spellings
-            "infiltrating ductal carcinoma": "IDC", "infiltrating duct carcinoma": "IDC",
-            "infiltrating duct carcinoma, nos": "IDC", "infiltrating lobular carcinoma": "ILC",
-            "lobular carcinoma": "ILC", "lobular carcinoma, nos": "ILC",
-        },
-    },
-    "sln-breast": {
-        "classes": ("negative", "positive"),
-        "aliases": {"neg": "negative", "normal": "negative", "pos": "positive", "tumor": "positive",
-                    "metastasis": "positive", "metastatic": "positive"},
-    },
-    "csv": {"classes": None, "aliases": {}},
-}
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif", ".jpg", ".jpeg", ".png", ".dcm")
 _STRIP_SUFFIXES = (*SLIDE_SUFFIXES, ".h5", ".pt")
 
@@ -81,8 +64,7 @@ def read_slide_labels(path: Path | str, *, dataset: str = "csv") -> SlideLabels:
     import pandas as pd
 
     key = dataset.strip().lower()
-    if key not in ABMIL_DATASETS:
-        raise ConfigError(f"--dataset: unknown slide dataset {dataset!r} (choose from {', '.join(ABMIL_DATASETS)})")
+    label_set = SLIDE_DATASETS.get(key)
     path = Path(path)
     if not path.is_file():
         raise DataError(at(path, "labels CSV not found"))
@@ -108,7 +90,7 @@ def read_slide_labels(path: Path | str, *, dataset: str = "csv") -> SlideLabels:
     raw = [str(v).strip() for v in df["label"]]
     if any(not v for v in raw):
         raise DataError(at(path, "empty label"))
-    classes = ABMIL_DATASETS[key]["classes"]
+    classes = label_set.classes
     if classes is None:
         names = sorted(set(raw), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
         labels = [names.index(v) for v in raw]
@@ -116,7 +98,7 @@ def read_slide_labels(path: Path | str, *, dataset: str = "csv") -> SlideLabels:
         names = list(classes)
         lookup = {c.lower(): i for i, c in enumerate(names)}
         lookup.update({str(i): i for i in range(len(names))})
-        lookup.update({a: names.index(c) for a, c in ABMIL_DATASETS[key]["aliases"].items()})
+        lookup.update({a: names.index(c) for a, c in label_set.aliases.items()})
         bad = sorted({v for v in raw if v.lower() not in lookup})
         if bad:
             raise DataError(at(path, f"label(s) {', '.join(bad)} not valid for {key} (choose from {', '.join(names)})"))
