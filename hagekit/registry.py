@@ -69,7 +69,8 @@ class Registry(Generic[T]):
 
     ``modules`` are imported and the ``entry_points`` group is read once, on the first lookup;
     ``error`` is the exception raised for bad names; ``keep_last`` stays the last entry whatever
-    is registered after it (HAGE, last in the paper's tables).
+    is registered after it (HAGE, last in the paper's tables); ``default`` is the ``default`` of
+    entries that do not say (methods: off, so a plugin never joins a default table unasked).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Registry(Generic[T]):
         modules: tuple[str, ...] = (),
         entry_points: str | None = None,
         keep_last: str | None = None,
+        default: bool = True,
     ) -> None:
         self.kind = kind
         self.option = option
@@ -88,6 +90,7 @@ class Registry(Generic[T]):
         self.modules = modules
         self.entry_point_group = entry_points
         self.keep_last = keep_last
+        self.default = default
         self._entries: dict[str, Entry[T]] = {}
         self._cache: dict[str, T] = {}
         self._loaded = False
@@ -111,7 +114,7 @@ class Registry(Generic[T]):
         if isinstance(target, str) and ":" not in target:
             raise self.error(f"{self.kind} {name!r}: target must be 'module:Class', got {target!r}")
         self._cache.pop(key, None)
-        self._entries[key] = Entry(name=key, target=target, **meta)
+        self._entries[key] = Entry(name=key, target=target, **{"default": self.default, **meta})
         if self.keep_last in self._entries and key != self.keep_last:
             self._entries[self.keep_last] = self._entries.pop(self.keep_last)
         return target

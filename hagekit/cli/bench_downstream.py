@@ -26,12 +26,6 @@ WeightsOpt = Annotated[
 ]
 
 
-def add_commands(bench_app: typer.Typer) -> None:
-    """Add ``linear-probe`` and ``abmil`` to the ``bench`` group."""
-    bench_app.command("linear-probe", no_args_is_help=True)(linear_probe)
-    bench_app.command("abmil", no_args_is_help=True)(abmil)
-
-
 def weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path]:
     from hagekit.errors import ConfigError
 

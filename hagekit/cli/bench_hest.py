@@ -13,11 +13,6 @@ from hagekit.cli.bench_downstream import EncoderOpt, WeightsOpt, weights_map
 from hagekit.io.atomic import check_output_dir
 
 
-def add_commands(bench_app: typer.Typer) -> None:
-    """Add ``hest`` to the ``bench`` group."""
-    bench_app.command("hest", no_args_is_help=True)(hest)
-
-
 @handle_errors
 def hest(
     data: Annotated[Path, typer.Option("--data", help="HEST-Bench data folder (<task>/adata, patches, splits, var_50genes.json).")],

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hagekit.baselines import METHODS
 from hagekit.cli import _defaults as dflt
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting, split_csv
@@ -18,13 +19,6 @@ from hagekit.cli._common import console, err_console, handle_errors, reporting, 
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-<command>).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs for every trained method (HAGE, mlp, bleep, mclstexp).")]
 JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (default: one per core).")]
-
-
-def add_commands(bench_app: typer.Typer) -> None:
-    """Add ``baselines``, ``ablation`` and ``grid`` to the ``bench`` group."""
-    bench_app.command("baselines", no_args_is_help=False)(baselines)
-    bench_app.command("ablation", no_args_is_help=False)(ablation)
-    bench_app.command("grid", no_args_is_help=False)(grid)
 
 
 def _common_kwargs(ws_root: Path | None, dataset: str, data_root: Path | None, features: Path | None,
@@ -106,7 +100,7 @@ def baselines(
     encoder: opt.FeatureEncoder = "builtin",
     genes: opt.Panel = None,
     gene_embeddings: opt.GeneEmbeddings = None,
-    methods: Annotated[str, typer.Option("--methods", "-m", help="Comma-separated: mean,ridge,xgboost,mlp,bleep,mclstexp,hage (mean is always added).")] = "ridge,xgboost,mlp,bleep,mclstexp,hage",
+    methods: Annotated[str, typer.Option("--methods", "-m", help=f"Comma-separated, of {METHODS.choices(sep=',')} (mean is always added).")] = METHODS.choices(default_only=True, sep=","),
     reference: Annotated[str | None, typer.Option("--reference", help="Method compared against each other one (default: hage if run).")] = None,
     split: opt.Split = None,
     folds: opt.Folds = None,

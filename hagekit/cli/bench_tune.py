@@ -11,11 +11,6 @@ from hagekit.cli import _options as opt
 from hagekit.cli._common import console, err_console, handle_errors, reporting
 
 
-def add_commands(bench_app: typer.Typer) -> None:
-    """Add ``tune`` to the ``bench`` group."""
-    bench_app.command("tune", no_args_is_help=False)(tune)
-
-
 @handle_errors
 def tune(
     space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids, dropout, weight_decay; see README).")] = None,

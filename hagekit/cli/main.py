@@ -1,31 +1,24 @@
 """The ``hagekit`` command: a root Typer app joining one module per command group.
 
-Every module in :data:`COMMAND_MODULES` exposes ``register(app)``; modules import only
-typer/rich at import time so that ``hagekit --help`` stays fast (no torch, no anndata).
+Every entry of :data:`COMMANDS` (a :class:`hagekit.registry.Registry`) is a module's
+``register(app)``; modules import only typer/rich at import time so that ``hagekit --help``
+stays fast (no torch, no anndata).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Annotated
 
 import typer
 
 from hagekit import __version__
 from hagekit.cli._common import setup_logging, state
+from hagekit.registry import Registry
 
-COMMAND_MODULES = (
-    "hagekit.cli.data",
-    "hagekit.cli.genes",
-    "hagekit.cli.encoders",
-    "hagekit.cli.extract",
-    "hagekit.cli.train",
-    "hagekit.cli.predict",
-    "hagekit.cli.report",
-    "hagekit.cli.bench",
-    "hagekit.cli.export",
-    "hagekit.cli.demo",
-)
+#: The command groups of ``hagekit``, in ``--help`` order: name -> its module's ``register(app)``.
+COMMANDS: Registry = Registry("command", option="hagekit")
+for _group in ("data", "genes", "encoders", "extract", "train", "predict", "report", "bench", "export", "demo"):
+    COMMANDS.register(_group, f"hagekit.cli.{_group}:register")
 
 app = typer.Typer(
     name="hagekit",
@@ -55,8 +48,8 @@ def _root(
     setup_logging(verbose)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+for _group in COMMANDS.names():
+    COMMANDS.get(_group)(app)
 
 
 def main() -> None:
