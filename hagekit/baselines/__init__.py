@@ -42,33 +42,31 @@ METHODS: Registry[type] = Registry("method", option="--methods", entry_points=EN
 _TINY_TORCH = {"epochs": 2, "device": "cpu"}
 _TINY_HAGE = {"device": "cpu", **{f"config__{k}": v for k, v in
                                   {"d": 8, "n_heads": 2, "k1": 2, "k2": 2, "epochs": 2, "batch_size": 16}.items()}}
-_reg = METHODS.register
-_reg("mean", "hagekit.baselines.mean:MeanRegressor", help="training mean of every gene")  # every table adds it
-_reg("ridge", "hagekit.baselines.ridge:RidgeRegressor", default=True,
-     help="standardise, optional PCA, ridge with inner-CV penalty", test_params={"pca": None, "cv": 2})
-_reg("xgboost", "hagekit.baselines.xgb:XGBoostRegressor", default=True,
-     help="boosted trees with validation early stopping", test_params={"n_estimators": 3, "target_pca": None, "n_jobs": 1})
-_reg("mlp", "hagekit.baselines.mlp:MLPRegressor", default=True,
-     help="two-hidden-layer perceptron with early stopping", test_params={"hidden": 8, **_TINY_TORCH})
-_reg("bleep", "hagekit.baselines.bleep:BLEEPRegressor", default=True,
-     help="BLEEP: contrastive image/expression heads, top-k retrieval",
-     test_params={"projection_dim": 8, "top_k": 3, **_TINY_TORCH})
-_reg("mclstexp", "hagekit.baselines.mclstexp:MclSTExpRegressor", default=True,
-     help="mclSTExp: spot transformer vs image head, top-k retrieval",
-     test_params={"projection_dim": 8, "heads": 1, "dim_head": 4, "top_k": 3, **_TINY_TORCH})
-_reg("ridge-ctx", "hagekit.baselines.ridge_ctx:RidgeCtxRegressor",
-     help="ridge on [x, neighbour-mean x] (spatial context)", test_params={"pca": None, "cv": 2})
-_reg("triplex", "hagekit.baselines.triplex:TriplexRegressor", help="TRIPLEX: target, neighbour and global branches",
-     test_params={"d_model": 8, "heads": 2, "depth_neighbour": 1, **_TINY_TORCH})
-_reg("histogene", "hagekit.baselines.histogene:HisToGeneRegressor", help="HisToGene: transformer over a section's spots",
-     test_params={"d_model": 8, "heads": 2, "layers": 1, **_TINY_TORCH})
-_reg("hist2st", "hagekit.baselines.hist2st:Hist2STRegressor", help="Hist2ST: transformer, GraphSAGE and LSTM over spots",
-     test_params={"d_model": 8, "heads": 2, "depth_transformer": 1, **_TINY_TORCH})
-_reg("hage-ctx", "hagekit.hage.estimator:HAGERegressor", params={"config__context": "mean"},
-     help="HAGE with neighbour-mean context (config context = mean)", test_params=_TINY_HAGE)
-_reg("hage", "hagekit.hage.estimator:HAGERegressor", default=True,
-     help="HAGE: gene-informed encoder with hierarchical gene attention", test_params=_TINY_HAGE)
-del _reg
+METHODS.register("mean", "hagekit.baselines.mean:MeanRegressor", help="training mean of every gene")  # every table adds it
+METHODS.register("ridge", "hagekit.baselines.ridge:RidgeRegressor", default=True,
+                 help="standardise, optional PCA, ridge with inner-CV penalty", test_params={"pca": None, "cv": 2})
+METHODS.register("xgboost", "hagekit.baselines.xgb:XGBoostRegressor", default=True,
+                 help="boosted trees with validation early stopping", test_params={"n_estimators": 3, "target_pca": None, "n_jobs": 1})
+METHODS.register("mlp", "hagekit.baselines.mlp:MLPRegressor", default=True,
+                 help="two-hidden-layer perceptron with early stopping", test_params={"hidden": 8, **_TINY_TORCH})
+METHODS.register("bleep", "hagekit.baselines.bleep:BLEEPRegressor", default=True,
+                 help="BLEEP: contrastive image/expression heads, top-k retrieval",
+                 test_params={"projection_dim": 8, "top_k": 3, **_TINY_TORCH})
+METHODS.register("mclstexp", "hagekit.baselines.mclstexp:MclSTExpRegressor", default=True,
+                 help="mclSTExp: spot transformer vs image head, top-k retrieval",
+                 test_params={"projection_dim": 8, "heads": 1, "dim_head": 4, "top_k": 3, **_TINY_TORCH})
+METHODS.register("ridge-ctx", "hagekit.baselines.ridge_ctx:RidgeCtxRegressor",
+                 help="ridge on [x, neighbour-mean x] (spatial context)", test_params={"pca": None, "cv": 2})
+METHODS.register("triplex", "hagekit.baselines.triplex:TriplexRegressor", help="TRIPLEX: target, neighbour and global branches",
+                 test_params={"d_model": 8, "heads": 2, "depth_neighbour": 1, **_TINY_TORCH})
+METHODS.register("histogene", "hagekit.baselines.histogene:HisToGeneRegressor", help="HisToGene: transformer over a section's spots",
+                 test_params={"d_model": 8, "heads": 2, "layers": 1, **_TINY_TORCH})
+METHODS.register("hist2st", "hagekit.baselines.hist2st:Hist2STRegressor", help="Hist2ST: transformer, GraphSAGE and LSTM over spots",
+                 test_params={"d_model": 8, "heads": 2, "depth_transformer": 1, **_TINY_TORCH})
+METHODS.register("hage-ctx", "hagekit.hage.estimator:HAGERegressor", params={"config__context": "mean"},
+                 help="HAGE with neighbour-mean context (config context = mean)", test_params=_TINY_HAGE)
+METHODS.register("hage", "hagekit.hage.estimator:HAGERegressor", default=True,
+                 help="HAGE: gene-informed encoder with hierarchical gene attention", test_params=_TINY_HAGE)
 
 
 def register_method(name: str, target: type | str, *, replace: bool = False, **meta: Any) -> None:

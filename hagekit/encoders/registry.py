@@ -76,10 +76,11 @@ class EncoderInfo:
     prefix: bool = False
 
 
-_BUILTIN_MODULES = (
-    "hagekit.encoders.builtin",
-    "hagekit.encoders.timm_models",
-    "hagekit.encoders.resnet_trunc",
+#: Every public module of this package is imported on first lookup, so that an encoder is one
+#: new file here whose decorator registers it.
+_BUILTIN_MODULES = tuple(
+    f"hagekit.encoders.{p.stem}" for p in sorted(Path(__file__).parent.glob("*.py"))
+    if not p.stem.startswith("_") and p.stem != "registry"
 )
 #: Entry-point group whose modules register encoders on import (pyproject ``[project.entry-points]``).
 ENTRY_POINT_GROUP = "hagekit.encoders"
