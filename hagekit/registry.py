@@ -108,7 +108,7 @@ class Registry(Generic[T]):
                 return obj
 
             return decorate
-        key = self._check_name(name)
+        key = self.check_name(name)
         if key in self._entries and not replace:
             raise self.error(f"{self.kind} {name!r} is already registered")
         if isinstance(target, str) and ":" not in target:
@@ -125,7 +125,8 @@ class Registry(Generic[T]):
         self._entries.pop(key, None)
         self._cache.pop(key, None)
 
-    def _check_name(self, name: str) -> str:
+    def check_name(self, name: str) -> str:
+        """The registry key of ``name`` (lower case), or the error for a name that cannot be one."""
         key = name.strip().lower()
         bad_colon = ":" in key and not key.endswith(":")
         if not key or bad_colon or any(c.isspace() or c == "," for c in key):
@@ -195,11 +196,6 @@ class Registry(Generic[T]):
 
             for ep in entry_points(group=self.entry_point_group):
                 self._load_entry_point(ep.name, ep.value, ep.load)
-
-    def reload_plugins(self) -> None:
-        """Read the entry points again (after installing a plugin in this process)."""
-        self._loaded = False
-        self.load_plugins()
 
     def _load_entry_point(self, name: str, value: str, load: Callable[[], Any]) -> None:
         """``"module:attr"`` values register under the entry's name; module values are imported."""

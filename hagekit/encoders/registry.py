@@ -122,7 +122,7 @@ def register_encoder(
         )
         return ENCODERS.register(name, builder, help=info.description, info=info, test_params=test_params)
 
-    ENCODERS._check_name(name)  # a bad name fails at the decorator line
+    ENCODERS.check_name(name)  # a bad name fails at the decorator line
     return decorate
 
 
