@@ -218,3 +218,33 @@ def test_registry_refuses_duplicates_and_unknown_names_and_loads_lazily() -> Non
         reg.register("bad", "no_colon")
     with pytest.raises(ConfigError, match="use letters"):
         reg.register("a b", twice)
+
+
+def test_registry_reads_its_entry_point_group_on_first_lookup(tmp_path: Path, monkeypatch, caplog) -> None:
+    """``"module:attr"`` values register under the entry's name; module values are imported
+    (their decorators register); a broken plugin is a warning, not a failure."""
+    import sys
+
+    dist = tmp_path / "hagekit_widget_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hagekit-widget-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[hagekit.test_widgets]\nloads = json:loads\nmod = hagekit_widget_plugin\nbroken = hagekit_widget_missing\n"
+    )
+    (tmp_path / "hagekit_widget_registry.py").write_text(
+        "from hagekit.registry import Registry\nWIDGETS = Registry('widget', entry_points='hagekit.test_widgets')\n"
+    )
+    (tmp_path / "hagekit_widget_plugin.py").write_text(
+        "from hagekit_widget_registry import WIDGETS\nWIDGETS.register('from-module', len)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import hagekit_widget_registry
+
+    reg = hagekit_widget_registry.WIDGETS
+    try:
+        assert sorted(reg.names()) == ["from-module", "loads"]
+        assert reg.get("loads") is json.loads and reg.get("from-module") is len
+        assert "hagekit_widget_missing" in caplog.text
+    finally:
+        sys.modules.pop("hagekit_widget_plugin", None)
+        sys.modules.pop("hagekit_widget_registry", None)
