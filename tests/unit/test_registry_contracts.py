@@ -18,7 +18,7 @@ import pytest
 from sklearn.base import clone
 from test_data_fixtures import make_cscc, make_her2st, make_hest, make_stutility, make_visium
 
-from hagekit.baselines import METHODS, make_method, method_accepts
+from hagekit.baselines import METHODS, make_method, method_accepts, method_search_space
 from hagekit.bench.datasets import PATCH_DATASETS, SLIDE_DATASETS
 from hagekit.data import READERS
 from hagekit.encoders import ENCODERS, create_encoder
@@ -83,6 +83,14 @@ def test_method_fits_predicts_clones_saves_and_repeats(name: str, tmp_path: Path
     else:  # the parameters written beside the arrays rebuild the estimator
         params = json.loads((folder / "params.json").read_text())
         assert all(params[k] == v for k, v in est.get_params(deep=False).items() if isinstance(v, (int, str, bool)))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_search_space_names_its_own_parameters(name: str) -> None:
+    valid = _build(name).get_params(deep=True)
+    space = method_search_space(name)
+    assert set(space) <= set(valid), set(space) - set(valid)
+    assert all(len(values) >= 1 for values in space.values())
 
 
 def test_method_variant_applies_its_settings_on_top_of_the_run_config() -> None:
