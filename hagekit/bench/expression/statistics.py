@@ -12,16 +12,16 @@ import numpy as np
 
 from hagekit.metrics import METRIC_NAMES
 
-__all__ = ["finite", "mean_std", "build_tables", "paired_comparison"]
+__all__ = ["build_tables", "paired_comparison"]
 
 
-def finite(values: Sequence[float]) -> np.ndarray:
+def _finite(values: Sequence[float]) -> np.ndarray:
     arr = np.asarray([float(v) for v in values], dtype=np.float64)
     return arr[np.isfinite(arr)]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = finite(values)
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = _finite(values)
     if not len(arr):
         return float("nan"), float("nan")
     return float(arr.mean()), float(arr.std())
@@ -40,18 +40,18 @@ def build_tables(rows: Sequence[Mapping[str, Any]], methods: Sequence[str],
         by_method.setdefault(str(r["method"]), []).append(r)
     floor_mse = None
     if floor and by_method.get(floor):
-        floor_mse = mean_std([r["mse"] for r in by_method[floor]])[0]
+        floor_mse = _mean_std([r["mse"] for r in by_method[floor]])[0]
     table = []
     for m in methods:
         rs = by_method.get(m, [])
         entry: dict[str, Any] = {"method": m, "n_rows": len(rs)}
         for metric in METRIC_NAMES:
-            mu, sd = mean_std([r[metric] for r in rs])
+            mu, sd = _mean_std([r[metric] for r in rs])
             entry[f"{metric}_mean"], entry[f"{metric}_std"] = mu, sd
         entry["mse_vs_floor"] = (entry["mse_mean"] / floor_mse) if floor_mse else float("nan")
         fits = {(r["fold"], r["trial"]): float(r["fit_seconds"]) for r in rs}
         entry["fit_seconds"] = float(np.mean(list(fits.values()))) if fits else float("nan")
-        entry["predict_seconds"] = mean_std([r["predict_seconds"] for r in rs])[0]
+        entry["predict_seconds"] = _mean_std([r["predict_seconds"] for r in rs])[0]
         entry["n_constant_genes_max"] = max((int(r.get("n_constant_genes", 0)) for r in rs), default=0)
         table.append(entry)
     per_section = []
@@ -63,7 +63,7 @@ def build_tables(rows: Sequence[Mapping[str, Any]], methods: Sequence[str],
                 continue
             entry = {"method": m, "section": s, "n_trials": len(rs)}
             for metric in METRIC_NAMES:
-                mu, sd = mean_std([r[metric] for r in rs])
+                mu, sd = _mean_std([r[metric] for r in rs])
                 entry[metric], entry[f"{metric}_std"] = mu, sd
             per_section.append(entry)
     return table, per_section
