@@ -84,13 +84,15 @@ class _Factory:
 
 def _run_one(data: Any, factory: _Factory, fold: str, kw: dict[str, Any], threads: int | None) -> list[dict]:
     """Run one method on one fold (all trials); in worker processes, torch uses ``threads``."""
-    from hagekit.training.protocol import run_protocol
+    from hagekit.training.protocol import ProtocolSettings, run_protocol
 
     if threads is not None and method_accepts(factory.spec.kind, "device"):
         import torch
 
         torch.set_num_threads(threads)
-    return run_protocol(data, factory, folds=[fold], method=factory.spec.name, **kw).rows
+    settings = ProtocolSettings(folds=[fold], method=factory.spec.name,
+                                **{k: v for k, v in kw.items() if k != "progress"})
+    return run_protocol(data, factory, settings, progress=kw.get("progress")).rows
 
 
 HAGE_ONLY_SETTINGS = frozenset({"hage", "gene_embeddings", "gene_embeddings_sha256", "allow_leak", "leaked_sections",
