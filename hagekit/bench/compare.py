@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.baselines import METHODS, list_methods, make_method, method_accepts
+from hagekit.baselines import list_methods, make_method, method_accepts
 from hagekit.bench.expression.tables import BenchResult, assemble, features_header, write_outputs
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.atomic import check_output_dir
@@ -31,13 +31,9 @@ __all__ = [
     "bench_baselines",
     "load_bench_inputs",
     "parse_methods",
-    "ALL_METHODS",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Methods ``hagekit bench baselines`` knows (the method registry: baselines + HAGE), in table order.
-ALL_METHODS = tuple(METHODS)
 
 
 @dataclass(frozen=True)
