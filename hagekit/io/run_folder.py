@@ -31,6 +31,7 @@ from typing import Any
 from hagekit.errors import DataError, ProvenanceError, at
 from hagekit.io.atomic import atomic_dir, visible_files, write_json, write_text
 from hagekit.io.jsonfile import read_json_object
+from hagekit.io.locks import ItemLock, LockInfo, try_lock
 
 __all__ = ["RunFolder", "PATH_KEYS", "NEUTRAL_SETTINGS", "INERT_SETTINGS"]
 
@@ -120,11 +121,9 @@ class RunFolder:
         write_json(self.config_path, full)
         write_text(self.genes_path, "\n".join(genes) + "\n")
 
-    def try_lock_trial(self, fold: str, trial: int) -> Any:
+    def try_lock_trial(self, fold: str, trial: int) -> ItemLock | LockInfo:
         """Take ``<fold>/.trial<k>.lock``: an :class:`~hagekit.io.locks.ItemLock`, or the holder's
         :class:`~hagekit.io.locks.LockInfo` when another live process has it."""
-        from hagekit.io.locks import try_lock
-
         return try_lock(self.path / fold, f".{self.trial_name(trial)}")
 
     def write_trial(self, fold: str, trial: int, result: Mapping[str, Any],
