@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hagekit.errors import ProvenanceError
+from hagekit.io.locks import ItemLock, LockInfo
 from hagekit.io.run_folder import RunFolder
 from hagekit.training.dataset import load_dataset
 from hagekit.training.protocol import ProtocolSettings, run_protocol
@@ -54,6 +55,13 @@ def test_written_folder_reads_back(tmp_path: Path):
     assert run.read_splits() == {"split": "section", "trials": []}
     assert json.loads(run.summary_path.read_text()) == {"method": "m"}
     assert RunFolder.trial_number(RunFolder.trial_name(12)) == 12 and RunFolder.trial_number("trial") is None
+    lock = run.try_lock_trial("A1", 1)  # one process trains a trial; the others see who holds it
+    assert isinstance(lock, ItemLock) and (run.path / "A1" / ".trial1.lock").is_file()
+    assert isinstance(run.try_lock_trial("A1", 1), LockInfo)
+    lock.release()
+    again = run.try_lock_trial("A1", 1)
+    assert isinstance(again, ItemLock)
+    again.release()
     # resuming: the same record is accepted, another is refused by name, --overwrite forgets the trials
     run.start(record, ["G1", "G2"], overwrite=False)
     other = {**record, "protocol": {**record["protocol"], "seed": 1, "path": "moved"}}
