@@ -50,12 +50,12 @@ def as_dataset(data):
 def run_variant(dataset, emb: np.ndarray, config, seed: int) -> dict[str, float]:
     """PCC(all) per held-out section, leave-one-section-out, one trial."""
     from hagekit.hage.estimator import HAGERegressor
-    from hagekit.training.protocol import run_protocol
+    from hagekit.training.protocol import ProtocolSettings, run_protocol
 
     def factory(ctx):
         return HAGERegressor(config, emb, random_state=ctx.seed, genes=list(ctx.genes))
 
-    res = run_protocol(dataset, factory, split="section", trials=1, seed=seed)
+    res = run_protocol(dataset, factory, ProtocolSettings(split="section", trials=1, seed=seed))
     return {r["section"]: float(r["pcc_all"]) for r in res.rows}
 
 

@@ -45,7 +45,8 @@ _API = by_module(
         "hagekit.report": ["report_run"],
         "hagekit.demo": ["run_demo"],
         # baselines and tables
-        "hagekit.bench.compare": ["bench_baselines", "run_methods", "paired_comparison"],
+        "hagekit.bench.compare": ["bench_baselines", "run_methods"],
+        "hagekit.bench.expression.statistics": ["paired_comparison"],
         "hagekit.bench.ablation": ["bench_ablation", "bench_grid"],
         "hagekit.baselines": ["make_baseline", "list_baselines"],
         # downstream benchmarks

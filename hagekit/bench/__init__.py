@@ -8,7 +8,9 @@ from hagekit._lazy import by_module, lazy_exports
 #: module -> the public names it defines (loaded on first use)
 _API = by_module(
     {
-        "hagekit.bench.compare": ["MethodSpec", "BenchResult", "run_methods", "bench_baselines", "paired_comparison", "build_tables"],
+        "hagekit.bench.compare": ["MethodSpec", "run_methods", "bench_baselines"],
+        "hagekit.bench.expression.statistics": ["paired_comparison", "build_tables"],
+        "hagekit.bench.expression.tables": ["BenchResult"],
         "hagekit.bench.ablation": ["bench_ablation", "bench_grid", "ABLATION_VARIANTS"],
     }
 )

@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from hagekit.bench.compare import (
-    BenchResult,
     MethodSpec,
-    assemble,
-    features_header,
     hage_spec,
     load_bench_inputs,
     run_methods,
-    write_outputs,
 )
+from hagekit.bench.expression.tables import BenchResult, assemble, features_header, write_outputs
 from hagekit.errors import ConfigError
 from hagekit.io.atomic import check_output_dir
 from hagekit.progress import Reporter

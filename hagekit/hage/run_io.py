@@ -1,19 +1,20 @@
 """Reading a trained HAGE run folder: settings, gene panel, feature provenance, model folders.
 
 Below both its users (``hagekit.predict`` and the ``ge:`` encoder in
-:mod:`hagekit.hage.ge_encoder`) so that neither imports the other.
+:mod:`hagekit.hage.ge_encoder`) so that neither imports the other. The files themselves are
+read through :class:`hagekit.io.run_folder.RunFolder`, which also writes them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hagekit.errors import DataError, at
+from hagekit.io.run_folder import RunFolder
 
-__all__ = ["RunInfo", "load_run"]
+__all__ = ["RunInfo", "load_run", "trained_on"]
 
 
 @dataclass
@@ -31,25 +32,21 @@ class RunInfo:
     def folds(self) -> list[str]:
         return list(dict.fromkeys(f for f, _ in self.models))
 
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
 
 def load_run(run: Path | str) -> RunInfo:
     """Read a HAGE run folder (``config.json``, ``genes.txt``, ``<fold>/trial<k>/model.safetensors``)."""
-    from hagekit.io.atomic import visible_files
-    from hagekit.io.genelist import read_gene_list
-    from hagekit.io.jsonfile import read_json_object
-
-    run = Path(run)
-    hint = "not a run folder (no config.json); train one with `hagekit train`"
-    config = read_json_object(run / "config.json", missing=hint)
+    folder = RunFolder(Path(run))
+    run = folder.path
+    config = folder.read_config(missing="not a run folder (no config.json); train one with `hagekit train`")
     protocol = config.get("protocol", {})
     if protocol.get("method", "hage") != "hage":
         raise DataError(at(run, f"run of method {protocol.get('method')!r}, not a HAGE run"))
-    genes = read_gene_list(run / "genes.txt")
-    models: dict[tuple[str, int], Path] = {}
-    for weights in visible_files(run, "*/trial*/model.safetensors"):
-        m = re.fullmatch(r"trial(\d+)", weights.parent.name)
-        if m:
-            models[(weights.parent.parent.name, int(m.group(1)))] = weights.parent
+    genes = folder.read_genes()
+    models = folder.trials_with("model.safetensors")
     if not models:
         raise DataError(at(run, "no trained models (<fold>/trial<k>/model.safetensors); is training finished?"))
     return RunInfo(run, config, genes, dict(protocol.get("features", {})),
@@ -64,19 +61,17 @@ def trained_on(info: RunInfo, fold: str) -> dict[str, list[str]]:
     used that file as is (per-fold embeddings are trained on the fold's own sections).
     Patients: read from the run's ``data_root`` section files (``metrics.csv`` as fallback).
     """
-    from hagekit.io.jsonfile import read_json_object
-
     settings = {**info.config, **dict(info.config.get("config", {}) or {})}  # train writes {protocol, config}
     sections: set[str] = set()
-    if (info.path / "splits.json").is_file():
-        splits = read_json_object(info.path / "splits.json")
+    splits = info.folder.read_splits()
+    if splits is not None:
         for rec in splits.get("trials", []):
             if str(rec.get("name")) == str(fold):
                 sections.update(str(s) for s in rec.get("train_sections", []))
     else:  # a run still training: its folds follow from the protocol's sections and split
         sections.update(_fold_train_sections(info, fold, settings))
     if not sections:
-        raise DataError(at(info.path / "splits.json", f"no record of fold {fold}'s training sections"))
+        raise DataError(at(info.folder.splits_path, f"no record of fold {fold}'s training sections"))
     emb = dict(settings.get("gene_embeddings", {}) or {})
     if not emb.get("per_fold_cache"):
         sections.update(str(s) for s in emb.get("training_sections", []) or [])
@@ -98,8 +93,6 @@ def _fold_train_sections(info: RunInfo, fold: str, settings: dict[str, Any]) -> 
 
 
 def _section_patients(info: RunInfo, sections: set[str], settings: dict[str, Any]) -> dict[str, str]:
-    import csv
-
     out: dict[str, str] = {}
     root = settings.get("data_root")
     dataset = str(info.config.get("protocol", {}).get("dataset", "") or "")
@@ -116,10 +109,7 @@ def _section_patients(info: RunInfo, sections: set[str], settings: dict[str, Any
                     out[s] = section_info(path).patient
                 except Exception:  # noqa: BLE001 - a damaged section only loses its patient here
                     continue
-    metrics = info.path / "metrics.csv"
-    if metrics.is_file():
-        with metrics.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("section") in sections and row.get("patient"):
-                    out.setdefault(str(row["section"]), str(row["patient"]))
+    for row in info.folder.metrics_rows():
+        if row.get("section") in sections and row.get("patient"):
+            out.setdefault(str(row["section"]), str(row["patient"]))
     return out

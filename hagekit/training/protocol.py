@@ -4,17 +4,16 @@ train/validation splits, targets and metrics, so that comparisons are honest.
 For each fold (a held-out section or patient) and trial, the training sections' spots are
 split 4:1 into train/validation (seeded by seed, fold, trial), a fresh estimator is fitted,
 and every test section is evaluated with :mod:`hagekit.metrics`. With ``out_dir`` the run
-folder is written (``config.json``, ``splits.json``, one folder per fold and trial,
-``metrics.csv``) and finished trials are skipped on rerun.
+folder (:class:`hagekit.io.run_folder.RunFolder`) is written and finished trials are skipped
+on rerun.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,15 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from hagekit.distributed import DistContext, barrier, gather_to_all, my_tasks
-from hagekit.errors import DataError, HagekitError, ProvenanceError, TrainingError, at
-from hagekit.io.atomic import atomic_dir, write_json, write_text
-from hagekit.io.jsonfile import read_json_object
+from hagekit.errors import DataError, HagekitError, TrainingError, at
+from hagekit.io.run_folder import RunFolder
 from hagekit.metrics import METRIC_NAMES, evaluate_section, summarize
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.dataset import STDataset
 from hagekit.training.splits import Fold, make_folds, train_val_split, trial_seed
 
-__all__ = ["FoldContext", "Estimator", "ProtocolResult", "run_protocol", "trial_dir_name", "summarize_rows"]
+__all__ = ["FoldContext", "Estimator", "ProtocolSettings", "ProtocolResult", "run_protocol", "summarize_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +60,28 @@ class Estimator(Protocol):
     def predict(self, X: np.ndarray, **kwargs: Any) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """How :func:`run_protocol` runs: the folds and trials, and the run folder (if any) it keeps.
+
+    ``split``: ``section`` or ``patient`` folds (``folds``: only these, else all); ``trials``
+    seeded repeats with a ``val_fraction`` train/validation split of the training spots;
+    ``method``: the name rows and the run folder record; ``config``: the method's settings
+    recorded in config.json; ``save_models``: keep each trial's model; ``overwrite``: redo a
+    run folder recorded with other settings instead of refusing it."""
+
+    split: str = "section"
+    folds: Sequence[str] | None = None
+    trials: int = 5
+    seed: int = 0
+    val_fraction: float = 0.2
+    method: str = "hage"
+    out_dir: Path | str | None = None
+    config: Mapping[str, Any] | None = None
+    save_models: bool = True
+    overwrite: bool = False
+
+
 @dataclass
 class ProtocolResult:
     """Rows (one per test section x trial), their summary, and per-gene PCCs."""
@@ -70,10 +90,6 @@ class ProtocolResult:
     summary: dict[str, Any]
     per_gene: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     out_dir: Path | None = None
-
-
-def trial_dir_name(trial: int) -> str:
-    return f"trial{trial}"
 
 
 def call_accepting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -111,15 +127,15 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_fraction: float,
-                       method: str) -> dict[str, Any]:
+def _protocol_record(data: STDataset, settings: ProtocolSettings) -> dict[str, Any]:
+    """The ``protocol`` part of config.json: the settings and inputs that identify the run."""
     return {
         "dataset": data.dataset,
-        "method": method,
-        "split": split,
-        "trials": trials,
-        "seed": seed,
-        "val_fraction": val_fraction,
+        "method": settings.method,
+        "split": settings.split,
+        "trials": settings.trials,
+        "seed": settings.seed,
+        "val_fraction": settings.val_fraction,
         "target": data.target,
         "n_genes": len(data.genes),
         "sections": list(data.sections),
@@ -128,163 +144,45 @@ def _protocol_settings(data: STDataset, split: str, trials: int, seed: int, val_
     }
 
 
-PATH_KEYS = frozenset({"data_root", "features_dir", "genes_path", "path", "per_fold_cache", "cache_dir", "files",
-                       "trained", "image_path"})
-"""Recorded input locations: never part of a run's identity (a moved or copied workspace
-resumes), because what they held is compared by content (``protocol.inputs``, embedding sha256)."""
-
-
-NEUTRAL_SETTINGS: dict[str, Any] = {"context": "none"}
-"""Settings added after runs were first recorded, at the value that reproduces the older
-behaviour: a run recorded without the key equals one recorded with it at this value."""
-
-INERT_SETTINGS: dict[str, tuple[str, Any]] = {"context_radius": ("context", "none")}
-"""Settings that change nothing while another setting has a given value (no context: no radius)."""
-
-
-def _identity(value: Any) -> Any:
-    """A recorded setting as compared on resume: no locations, and an unset (None) setting
-    equals an absent one (older runs may record keys newer ones omit), as does a setting added
-    later at its neutral value (:data:`NEUTRAL_SETTINGS`, :data:`INERT_SETTINGS`)."""
-    if isinstance(value, dict):
-        def inert(k: str) -> bool:
-            if k in NEUTRAL_SETTINGS and value.get(k) == NEUTRAL_SETTINGS[k]:
-                return True
-            other = INERT_SETTINGS.get(k)
-            return other is not None and value.get(other[0], NEUTRAL_SETTINGS.get(other[0])) == other[1]
-
-        return {k: _identity(v) for k, v in value.items()
-                if v is not None and k not in PATH_KEYS and not (k == "gene_embeddings" and isinstance(v, str))
-                and not inert(k)}
-    return value
-
-
-def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two recorded settings differ (nested tables are descended)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b), key=str):
-            out.extend(_differing_keys(a.get(k), b.get(k), f"{prefix}{k}."))
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _recorded_genes(out_dir: Path, old: dict[str, Any]) -> str | None:
-    """The genes digest a run recorded; older runs (no ``inputs``): the digest of its genes.txt."""
-    protocol = old.get("protocol")
-    inputs = protocol.get("inputs") if isinstance(protocol, dict) else None
-    if isinstance(inputs, dict):
-        return inputs.get("genes")
-    try:
-        genes = [g for g in (out_dir / "genes.txt").read_text(encoding="utf-8").splitlines() if g]
-    except (OSError, UnicodeDecodeError):
-        return None
-    from hagekit.training.dataset import sha256_parts
-
-    return sha256_parts(["\n".join(genes)])
-
-
-def _run_differences(out_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between a run folder's config.json and this run, by content (see docs/resume.md).
-
-    A run recorded before inputs were digested is compared on what it has: settings, its
-    section list and its genes.txt (not its file contents, which it did not record)."""
-    diffs: list[str] = []
-    for part in ("protocol", "config"):
-        a, b = (_identity(x.get(part)) if isinstance(x.get(part), dict) else {} for x in (old, new))
-        if part == "protocol" and "inputs" not in a:  # an older run: the genes from its genes.txt
-            b = {k: v for k, v in b.items() if k != "inputs"}
-            genes = _recorded_genes(out_dir, old)
-            if genes is not None and genes != new["protocol"]["inputs"]["genes"]:
-                diffs.append("inputs.genes")
-        diffs.extend(_differing_keys(a, b))
-    return _grouped(diffs)
-
-
-def _grouped(keys: list[str]) -> list[str]:
-    """``inputs.sections.A1.features``, ``...A2.features`` -> ``inputs.sections.{A1,A2}.features``."""
-    out: list[str] = []
-    by_field: dict[str, list[str]] = {}
-    for key in keys:
-        parts = key.split(".")
-        if len(parts) == 4 and parts[:2] == ["inputs", "sections"]:
-            by_field.setdefault(parts[3], []).append(parts[2])
-        else:
-            out.append(key)
-    for fld, secs in by_field.items():
-        out.append(f"inputs.sections.{secs[0]}.{fld}" if len(secs) == 1
-                   else f"inputs.sections.{{{','.join(secs)}}}.{fld}")
-    return sorted(out)
-
-
-def _prepare_run_dir(out_dir: Path, settings: dict[str, Any], config: dict[str, Any],
-                     data: STDataset, folds: list[Fold], overwrite: bool) -> None:
-    cfg_path = out_dir / "config.json"
-    full = {"protocol": settings, "config": config}
-    if cfg_path.is_file() and not overwrite:
-        try:
-            old = read_json_object(cfg_path, what="a run's config")
-        except DataError as exc:
-            raise DataError(f"{exc}; is this a run folder? use another --out or --overwrite") from None
-        keys = _run_differences(out_dir, old, json.loads(json.dumps(full, default=str)))
-        if keys:
-            raise ProvenanceError(
-                at(out_dir, f"existing run has other settings ({', '.join(keys)}); its finished trials "
-                   "would not match: use --overwrite to redo it, or another --out")
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for old in out_dir.glob("*/trial*/metrics.json"):
-            old.unlink()
-    write_json(cfg_path, json.loads(json.dumps(full, default=str)))
-    write_text(out_dir / "genes.txt", "\n".join(data.genes) + "\n")
-
-
 def run_protocol(
     data: STDataset,
     factory: Callable[[FoldContext], Estimator],
+    settings: ProtocolSettings | None = None,
     *,
-    split: str = "section",
-    folds: Sequence[str] | None = None,
-    trials: int = 5,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    out_dir: Path | str | None = None,
-    method: str = "hage",
-    config: dict[str, Any] | None = None,
-    save_models: bool = True,
-    overwrite: bool = False,
     dist: DistContext | None = None,
     progress: Reporter | None = None,
     estimator_type: type | None = None,
 ) -> ProtocolResult:
     """Run ``factory``'s estimators over every fold x trial and evaluate the test sections.
 
-    With ``dist`` (torchrun ranks, :func:`hagekit.distributed.init_distributed`) the fold x
-    trial tasks are dealt over the ranks; every rank writes its own trial folders, the rows
-    are gathered, and rank 0 writes the tables. Every rank returns the full result.
-    ``estimator_type`` (the class ``factory`` builds) lets a rerun check the saved models of
-    finished trials with its ``load`` alone; without it an estimator is built per finished
-    trial just to learn its class (its inputs, e.g. per-fold gene embeddings, can be costly).
+    ``settings``: folds, trials, seeds and the run folder (:class:`ProtocolSettings`; default:
+    five trials over section folds, no run folder). With ``dist`` (torchrun ranks,
+    :func:`hagekit.distributed.init_distributed`) the fold x trial tasks are dealt over the
+    ranks; every rank writes its own trial folders, the rows are gathered, and rank 0 writes
+    the tables. Every rank returns the full result. ``estimator_type`` (the class ``factory``
+    builds) lets a rerun check the saved models of finished trials with its ``load`` alone;
+    without it an estimator is built per finished trial just to learn its class (its inputs,
+    e.g. per-fold gene embeddings, can be costly).
     """
-    if trials < 1:
+    s = settings if settings is not None else ProtocolSettings()
+    if s.trials < 1:
         from hagekit.errors import ConfigError
 
-        raise ConfigError(f"--trials: must be >= 1, got {trials}")
-    fold_list = make_folds(data.patients(), split=split, folds=folds)
-    settings = _protocol_settings(data, split, trials, seed, val_fraction, method)
-    config = dict(config or {})
-    out = Path(out_dir) if out_dir is not None else None
+        raise ConfigError(f"--trials: must be >= 1, got {s.trials}")
+    trials, seed, val_fraction, method = s.trials, s.seed, s.val_fraction, s.method
+    fold_list = make_folds(data.patients(), split=s.split, folds=s.folds)
+    record = _protocol_record(data, s)
+    folder = RunFolder(Path(s.out_dir)) if s.out_dir is not None else None
     dctx = dist if dist is not None else DistContext()
     for fold in fold_list:  # every split is valid (--val-fraction, spots) before the run folder is touched
         _split_records(fold, trials, seed, val_fraction, data)
-    if out is not None and dctx.is_main:
-        _prepare_run_dir(out, settings, config, data, fold_list, overwrite)
+    if folder is not None and dctx.is_main:
+        folder.start({"protocol": record, "config": dict(s.config or {})}, data.genes, overwrite=s.overwrite)
     barrier(dctx)  # the run folder is checked (and cleared with --overwrite) before any rank trains
     mine = set(my_tasks(len(fold_list) * trials, dctx))
     rep = reporter_or_null(progress)
     for fold in fold_list:
-        if split == "section" and fold.same_patient_in_train:
+        if s.split == "section" and fold.same_patient_in_train:
             log.info("fold %s: training includes sections of the same patient (%s); "
                      "use --split patient for a leak-free estimate",
                      fold.name, ", ".join(fold.same_patient_in_train))
@@ -292,7 +190,7 @@ def run_protocol(
     per_gene: dict[str, dict[str, list[float]]] = {}
     splits_record: list[dict[str, Any]] = []
     outer = rep.task(f"{method}: folds x trials", total=len(mine))
-    job = _TrialJob(data, factory, method, seed, val_fraction, out, save_models, estimator_type, progress, rep,
+    job = _TrialJob(data, factory, method, seed, val_fraction, folder, s.save_models, estimator_type, progress, rep,
                     outer, rows_of, per_gene)
     waiting: list[tuple[int, Fold, int]] = []  # trials another process holds the lock of
     for f_i, fold in enumerate(fold_list):
@@ -317,9 +215,9 @@ def run_protocol(
         per_gene.update(part_genes)
     rows = [r for t in sorted(rows_of) for r in rows_of[t]]
     summary = summarize_rows(rows)
-    if out is not None and dctx.is_main:
-        _write_tables(out, rows, summary, splits_record, settings)
-    return ProtocolResult(rows, summary, per_gene, out)
+    if folder is not None and dctx.is_main:
+        _write_tables(folder, rows, summary, splits_record, record)
+    return ProtocolResult(rows, summary, per_gene, folder.path if folder is not None else None)
 
 
 @dataclass
@@ -333,7 +231,7 @@ class _TrialJob:
     method: str
     seed: int
     val_fraction: float
-    out: Path | None
+    folder: RunFolder | None
     save_models: bool
     estimator_type: type | None
     progress: Reporter | None
@@ -344,14 +242,14 @@ class _TrialJob:
 
     def run(self, task_id: int, fold: Fold, trial: int, stacked: tuple, *, wait: bool) -> bool:
         """Do the trial; False (nothing done) when another process holds its lock and not ``wait``."""
-        if self.out is None:
+        if self.folder is None:
             self._do(task_id, fold, trial, stacked)
             return True
-        from hagekit.io.locks import ItemLock, try_lock
+        from hagekit.io.locks import ItemLock
 
         delay = 0.2
         while True:
-            lock = try_lock(self.out / fold.name, f".{trial_dir_name(trial)}")
+            lock = self.folder.try_lock_trial(fold.name, trial)
             if isinstance(lock, ItemLock):
                 break
             if not wait:
@@ -370,9 +268,9 @@ class _TrialJob:
         tseed = trial_seed(self.seed, fold.name, trial)
         tr, va = train_val_split(len(X_all), seed=self.seed, fold=fold.name, trial=trial,
                                  val_fraction=self.val_fraction)
-        tdir = self.out / fold.name / trial_dir_name(trial) if self.out is not None else None
+        tdir = self.folder.trial_dir(fold.name, trial) if self.folder is not None else None
         ctx = FoldContext(fold.name, trial, tseed, tuple(data.genes), fold.train_sections, fold.test_sections, tdir)
-        saved = _saved_trial(ctx, self.factory, n_features=X_all.shape[1], check_model=self.save_models,
+        saved = _saved_trial(self.folder, ctx, self.factory, n_features=X_all.shape[1], check_model=self.save_models,
                              estimator_type=self.estimator_type)
         if saved is not None:
             self.rows_of[task_id] = saved["rows"]
@@ -410,11 +308,9 @@ class _TrialJob:
             trial_genes[sec] = [None if not np.isfinite(v) else float(v) for v in r]
         self.rows_of[task_id] = trial_rows
         self.per_gene.update({f"{fold.name}/{trial}/{k}": v for k, v in trial_genes.items()})
-        if tdir is not None:
-            with atomic_dir(tdir) as tmp:
-                if self.save_models and hasattr(est, "save"):
-                    est.save(tmp)
-                write_json(tmp / "metrics.json", {"rows": trial_rows, "per_gene_pcc": trial_genes})
+        if self.folder is not None:
+            self.folder.write_trial(fold.name, trial, {"rows": trial_rows, "per_gene_pcc": trial_genes},
+                                    est.save if self.save_models and hasattr(est, "save") else None)
         last = trial_rows[-1]
         self.outer.advance(1, status=f"{fold.name}/{trial} pcc {last['pcc_all']:.3f}")
         log.info("%s fold %s trial %d: PCC(all) %s", method, fold.name, trial,
@@ -432,7 +328,7 @@ def _split_records(fold: Fold, trials: int, seed: int, val_fraction: float, data
     return out
 
 
-def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], *,
+def _saved_trial(folder: RunFolder | None, ctx: FoldContext, factory: Callable[[FoldContext], Estimator], *,
                  n_features: int, check_model: bool, estimator_type: type | None = None) -> dict[str, Any] | None:
     """A finished trial's saved result, validated; ``None`` (redo it) when absent or damaged.
 
@@ -441,13 +337,12 @@ def _saved_trial(ctx: FoldContext, factory: Callable[[FoldContext], Estimator], 
     the estimator can ``load`` itself, it loads with this run's feature width.
     """
     tdir = ctx.out_dir
-    if tdir is None or not (tdir / "metrics.json").exists():
+    if folder is None or tdir is None or not (tdir / "metrics.json").exists():
         return None
     try:
-        try:
-            saved = read_json_object(tdir / "metrics.json", what="a trial's metrics")
-        except OSError as exc:
-            raise DataError(at(tdir / "metrics.json", f"unreadable ({exc.strerror or exc})")) from None
+        saved = folder.read_trial(ctx.fold, ctx.trial)
+        if saved is None:
+            return None
         rows = saved.get("rows")
         if not isinstance(rows, list) or sorted(str(r.get("section")) for r in rows) != sorted(ctx.test_sections):
             raise DataError(at(tdir / "metrics.json", f"does not cover the test sections {', '.join(ctx.test_sections)}"))
@@ -482,18 +377,12 @@ def _check_saved_model(ctx: FoldContext, kind: type, n_features: int) -> None:
             raise DataError(at(tdir, f"model takes {width} features, the run's features have {n_features}"))
 
 
-def _write_tables(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
-                  splits_record: list[dict[str, Any]], settings: dict[str, Any]) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(ROW_KEYS))
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: r.get(k) for k in ROW_KEYS})
-    write_text(out / "metrics.csv", buf.getvalue())
-    write_json(out / "splits.json", {"split": settings["split"], "seed": settings["seed"],
-                                     "val_fraction": settings["val_fraction"], "trials": splits_record})
-    write_json(out / "summary.json", {"method": settings["method"], "dataset": settings["dataset"],
-                                      "split": settings["split"], **summary})
+def _write_tables(folder: RunFolder, rows: list[dict[str, Any]], summary: dict[str, Any],
+                  splits_record: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """metrics.csv, splits.json and summary.json of a finished run."""
+    folder.write_tables(
+        rows, ROW_KEYS,
+        splits={"split": record["split"], "seed": record["seed"], "val_fraction": record["val_fraction"],
+                "trials": splits_record},
+        summary={"method": record["method"], "dataset": record["dataset"], "split": record["split"], **summary},
+    )

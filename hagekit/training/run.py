@@ -255,7 +255,7 @@ def train_run(
     from hagekit.hage.estimator import HAGERegressor
     from hagekit.io.genelist import read_gene_list
     from hagekit.training.dataset import load_dataset
-    from hagekit.training.protocol import FoldContext, run_protocol
+    from hagekit.training.protocol import FoldContext, ProtocolSettings, run_protocol
     from hagekit.training.splits import make_folds
 
     config, settings = resolve_settings(config_file, overrides, dataset=dataset)
@@ -305,15 +305,9 @@ def train_run(
     result = run_protocol(
         data,
         factory,
-        split=settings.split,
-        folds=settings.folds,
-        trials=settings.trials,
-        seed=settings.seed,
-        val_fraction=settings.val_fraction,
-        out_dir=out,
-        method="hage",
-        config=run_config,
-        overwrite=overwrite,
+        ProtocolSettings(split=settings.split, folds=settings.folds, trials=settings.trials, seed=settings.seed,
+                         val_fraction=settings.val_fraction, method="hage", out_dir=out, config=run_config,
+                         overwrite=overwrite),
         dist=init_distributed(device),
         progress=progress,
         estimator_type=HAGERegressor,  # resume checks saved models without per-fold embeddings

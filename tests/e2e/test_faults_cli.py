@@ -514,7 +514,7 @@ def test_non_finite_loss_stops_training_naming_fold_trial_epoch(ws, tmp_path):
     from hagekit.io.genelist import read_gene_list
     from hagekit.training.dataset import load_dataset
     from hagekit.training.loop import LoopConfig, train_loop
-    from hagekit.training.protocol import run_protocol
+    from hagekit.training.protocol import ProtocolSettings, run_protocol
 
     class Diverging:
         """A linear model whose loss turns NaN in its second epoch, trained by the shared loop."""
@@ -543,7 +543,7 @@ def test_non_finite_loss_stops_training_naming_fold_trial_epoch(ws, tmp_path):
     data = load_dataset(ws / "data", "synth", feats(ws), genes)
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"fold A1 trial 0: epoch 2: training loss is nan"):
-        run_protocol(data, lambda ctx: Diverging(), folds=["A1"], trials=1, out_dir=out, method="toy")
+        run_protocol(data, lambda ctx: Diverging(), ProtocolSettings(folds=["A1"], trials=1, out_dir=out, method="toy"))
     assert not (out / "A1" / "trial0").exists() and not leftovers(out)
 
 

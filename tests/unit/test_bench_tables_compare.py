@@ -12,7 +12,8 @@ import pytest
 from clitext import flat
 from typer.testing import CliRunner
 
-from hagekit.bench.compare import build_tables, paired_comparison, parse_methods
+from hagekit.bench.compare import parse_methods
+from hagekit.bench.expression.statistics import build_tables, paired_comparison
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
 

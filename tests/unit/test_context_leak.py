@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hagekit.baselines import make_method
-from hagekit.training.protocol import run_protocol
+from hagekit.training.protocol import ProtocolSettings, run_protocol
 
 _spec = importlib.util.spec_from_file_location("_context_toy", Path(__file__).with_name("_context_toy.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -36,7 +36,7 @@ def _fit_through_protocol(data, name: str) -> tuple[list, list]:
         built.append(est)
         return est
 
-    res = run_protocol(data, factory, folds=["B1"], trials=1, method=name, save_models=False)
+    res = run_protocol(data, factory, ProtocolSettings(folds=["B1"], trials=1, method=name, save_models=False))
     return built, res.rows
 
 

@@ -14,7 +14,7 @@ from sklearn.base import clone
 from hagekit.baselines import make_method
 from hagekit.errors import ConfigError, DataError
 from hagekit.metrics import evaluate_section
-from hagekit.training.protocol import run_protocol
+from hagekit.training.protocol import ProtocolSettings, run_protocol
 
 _spec = importlib.util.spec_from_file_location("_context_toy", Path(__file__).with_name("_context_toy.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -102,9 +102,9 @@ def test_protocol_runs_resumes_and_context_beats_no_context(name, data, tmp_path
     def factory(ctx):
         return _make(name, seed=ctx.seed)
 
-    first = run_protocol(data, factory, folds=["B1"], trials=1, method=name, out_dir=tmp_path / "run")
+    first = run_protocol(data, factory, ProtocolSettings(folds=["B1"], trials=1, method=name, out_dir=tmp_path / "run"))
     with caplog.at_level(logging.WARNING):
-        again = run_protocol(data, factory, folds=["B1"], trials=1, method=name, out_dir=tmp_path / "run")
+        again = run_protocol(data, factory, ProtocolSettings(folds=["B1"], trials=1, method=name, out_dir=tmp_path / "run"))
     # the saved model (fed [x, context]) is recognised as this run's: the trial is not refitted
     assert "damaged" not in caplog.text and again.rows == first.rows
     if name == "ridge-ctx":  # the planted signal: neighbours' features matter (ridge is exact enough here)

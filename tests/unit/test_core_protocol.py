@@ -12,7 +12,7 @@ from hagekit.data.section import make_section, write_section
 from hagekit.errors import DataError, ProvenanceError
 from hagekit.io.h5 import write_features
 from hagekit.training.dataset import load_dataset
-from hagekit.training.protocol import run_protocol
+from hagekit.training.protocol import ProtocolSettings, run_protocol
 
 GENES = [f"G{i}" for i in range(6)]
 
@@ -80,8 +80,8 @@ def test_protocol_runs_writes_and_resumes(toy, tmp_path: Path):
     assert data.sections["A1"].array_xy is None
     out = tmp_path / "run"
     LinearEstimator.calls = 0
-    res = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out,
-                       method="linear")
+    res = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                       ProtocolSettings(trials=2, seed=0, out_dir=out, method="linear"))
     assert len(res.rows) == 6 and LinearEstimator.calls == 6
     assert all(r["pcc_all"] > 0.5 for r in res.rows)
     for f in ("config.json", "splits.json", "metrics.csv", "summary.json", "genes.txt",
@@ -90,28 +90,30 @@ def test_protocol_runs_writes_and_resumes(toy, tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["pcc_all"]["n"] == 6
     # rerun: everything skipped, same numbers
-    res2 = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out,
-                        method="linear")
+    res2 = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                        ProtocolSettings(trials=2, seed=0, out_dir=out, method="linear"))
     assert LinearEstimator.calls == 6
     assert [r["pcc_all"] for r in res2.rows] == [r["pcc_all"] for r in res.rows]
     with pytest.raises(ProvenanceError, match=r"other settings \(seed\)"):
-        run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=1, out_dir=out,
-                     method="linear")
+        run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                     ProtocolSettings(trials=2, seed=1, out_dir=out, method="linear"))
     # a setting recorded as unset (None) by an older run equals one a newer run leaves out
     cfg = json.loads((out / "config.json").read_text())
     cfg["config"]["config_file"] = None
     (out / "config.json").write_text(json.dumps(cfg))
-    run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out, method="linear")
+    run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                 ProtocolSettings(trials=2, seed=0, out_dir=out, method="linear"))
     assert LinearEstimator.calls == 6
     with pytest.raises(ProvenanceError, match=r"other settings \(config_file\)"):
-        run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), trials=2, seed=0, out_dir=out,
-                     method="linear", config={"config_file": "a.toml"})
+        run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                     ProtocolSettings(trials=2, seed=0, out_dir=out, method="linear", config={"config_file": "a.toml"}))
 
 
 def test_patient_split_tests_every_section_of_the_patient(toy):
     root, feats = toy
     data = load_dataset(root, "toy", feats, GENES)
-    res = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed), split="patient", trials=1)
+    res = run_protocol(data, lambda ctx: LinearEstimator(ctx.seed),
+                       ProtocolSettings(split="patient", trials=1))
     assert sorted((r["fold"], r["section"]) for r in res.rows) == [("A", "A1"), ("A", "A2"), ("B", "B1")]
 
 
@@ -138,15 +140,15 @@ def test_resume_checks_saved_models_without_building_estimators(toy, tmp_path: P
         built.append((ctx.fold, ctx.trial))
         return LoadableEstimator(ctx.seed)
 
-    kw = {"trials": 2, "out_dir": out, "method": "linear"}
-    first = run_protocol(data, factory, estimator_type=LoadableEstimator, **kw)
+    kw = ProtocolSettings(trials=2, out_dir=out, method="linear")
+    first = run_protocol(data, factory, kw, estimator_type=LoadableEstimator)
     assert len(built) == 6
     np.save(out / "A2" / "trial1" / "w.npy", np.zeros((4, len(GENES))))  # a model of another feature width
     built.clear()
-    again = run_protocol(data, factory, estimator_type=LoadableEstimator, **kw)
+    again = run_protocol(data, factory, kw, estimator_type=LoadableEstimator)
     assert built == [("A2", 1)]  # only the damaged trial is built, and trained again
     assert [r["pcc_all"] for r in again.rows] == [r["pcc_all"] for r in first.rows]
     assert LoadableEstimator.load(out / "A2" / "trial1").n_features_in_ == data.feature_dim
     built.clear()
-    run_protocol(data, factory, **kw)  # without the class: one estimator built per finished trial to learn it
+    run_protocol(data, factory, kw)  # without the class: one estimator built per finished trial to learn it
     assert len(built) == 6 and LoadableEstimator.calls == 7

@@ -144,11 +144,11 @@ def test_rejected_option_leaves_the_run_untouched(tmp_path: Path):
     assert res.exit_code == 2 and not (tmp_path / "fresh").exists()  # nothing saved, so a corrected rerun runs
     # run_protocol itself validates every split before it writes
     from hagekit.training.dataset import load_dataset
-    from hagekit.training.protocol import run_protocol
+    from hagekit.training.protocol import ProtocolSettings, run_protocol
 
     data = load_dataset(root, "toy", feats, toy.GENES)
     with pytest.raises(ConfigError, match="val-fraction"):
-        run_protocol(data, lambda ctx: None, trials=1, val_fraction=1.0, out_dir=tmp_path / "p", overwrite=True)
+        run_protocol(data, lambda ctx: None, ProtocolSettings(trials=1, val_fraction=1.0, out_dir=tmp_path / "p", overwrite=True))
     assert not (tmp_path / "p").exists()
 
 

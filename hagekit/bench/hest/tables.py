@@ -70,7 +70,7 @@ def table_rows(res: HestBenchResult) -> list[list[str]]:
 
 def compare_to_reference(res: HestBenchResult) -> list[dict[str, Any]]:
     """Each encoder minus the reference, paired per (task, fold): mean difference, wins, Wilcoxon p."""
-    from hagekit.bench.compare import paired_comparison
+    from hagekit.bench.expression.statistics import paired_comparison
 
     entries = [{"section": f"{r.task}/fold{i}", "method": r.encoder, "pcc_all": float(v)}
                for r in res.results for i, v in enumerate(r.fold_means)]
