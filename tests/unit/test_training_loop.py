@@ -9,7 +9,7 @@ import torch
 
 from hagekit.errors import ConfigError
 from hagekit.metrics import pearson_per_gene
-from hagekit.training.loop import (
+from hagekit.learn.loop import (
     LoopConfig,
     planned_steps,
     seeded,
