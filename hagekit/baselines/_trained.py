@@ -7,12 +7,13 @@ every torch estimator does (standardise, seeded build, the shared loop, keep the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from hagekit.baselines._common import WEIGHTINGS, retrieve
 from hagekit.errors import ConfigError
+from hagekit.learn.param_checks import Interval, OneOf
 from hagekit.learn.torch_regressor import Batchable, TorchRegressor
 
 __all__ = ["RetrievalBaseline"]
@@ -23,6 +24,13 @@ log = logging.getLogger(__name__)
 class RetrievalBaseline(TorchRegressor):
     """Image and spot encoders aligned contrastively (``model["image"]``, ``model["spot"]``);
     prediction averages the expression of the ``top_k`` training spots nearest in embedding."""
+
+    param_constraints: ClassVar[dict[str, Any]] = {  # what BLEEP and mclSTExp share
+        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
+        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
+        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
+        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
+    }
 
     def _check_params(self) -> None:
         if self.weighting not in WEIGHTINGS:

@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hagekit.baselines._common import WEIGHTINGS
 from hagekit.baselines._trained import RetrievalBaseline
 from hagekit.learn.estimator import hyperparameters
-from hagekit.learn.param_checks import Interval, OneOf
 from hagekit.learn.torch_regressor import Batchable
 
 __all__ = ["BLEEPRegressor", "ProjectionHead", "bleep_loss"]
@@ -67,13 +65,6 @@ class BLEEPRegressor(RetrievalBaseline):
     """Image/expression projection heads aligned contrastively; top-k retrieval at inference."""
 
     method: ClassVar[str] = "bleep"
-    param_constraints: ClassVar[dict[str, Any]] = {
-        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
-        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
-        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
-        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
-    }
-
 
     def _build(self, d_in: int, Y: Any) -> nn.Module:
         dim, p = int(self.projection_dim), float(self.dropout)

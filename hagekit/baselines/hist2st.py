@@ -120,7 +120,6 @@ class Hist2STRegressor(SectionBaseline):
         "aug_dropout": Interval(0, 1, high_open=True),
     }
 
-
     def _check_params(self) -> None:
         super()._check_params()
         if int(self.depth_graph) < 1 or int(self.neighbours) < 1 or int(self.bake) < 0:

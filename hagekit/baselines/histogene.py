@@ -63,7 +63,6 @@ class HisToGeneRegressor(SectionBaseline):
         "dropout": Interval(0, 1, high_open=True),
     }
 
-
     def _build(self, d_in: int, Y: np.ndarray) -> nn.Module:
         d = int(self.d_model)
         encoder = SpotSequenceEncoder(d_in, d, int(self.heads), int(self.layers), max(1, int(d * float(self.mlp_ratio))),

@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hagekit.baselines._common import WEIGHTINGS
 from hagekit.baselines._trained import RetrievalBaseline
 from hagekit.baselines.bleep import ProjectionHead
 from hagekit.errors import DataError
 from hagekit.learn.estimator import hyperparameters
-from hagekit.learn.param_checks import Interval, OneOf
+from hagekit.learn.param_checks import Interval
 from hagekit.learn.torch_regressor import Batchable
 
 __all__ = ["MclSTExpRegressor", "SpotEncoder", "grid_positions", "clip_loss"]
@@ -132,14 +131,9 @@ class MclSTExpRegressor(RetrievalBaseline):
     """Spot transformer (expression + position) vs image head, CLIP; weighted top-k retrieval."""
 
     method: ClassVar[str] = "mclstexp"
-    param_constraints: ClassVar[dict[str, Any]] = {
-        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
-        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
-        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
-        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
+    param_constraints: ClassVar[dict[str, Any]] = {  # besides RetrievalBaseline's
         "heads": Interval(1, integer=True), "dim_head": Interval(1, integer=True), "layers": Interval(0, integer=True),
     }
-
 
     def _positions(self, spatial: np.ndarray | None, n: int) -> np.ndarray:
         if spatial is None:

@@ -22,7 +22,6 @@ class MeanRegressor(Regressor):
 
     method: ClassVar[str] = "mean"
 
-
     def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: Any, spatial: np.ndarray | None,
              groups: np.ndarray | None, progress: Reporter | None) -> None:
         self.mean_ = Y.astype(np.float64).mean(axis=0).astype(np.float32)

@@ -55,7 +55,6 @@ class MLPRegressor(TorchRegressor):
 
     }
 
-
     def _build(self, d_in: int, Y: np.ndarray) -> Any:
         import torch
 

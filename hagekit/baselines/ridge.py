@@ -94,7 +94,6 @@ class RidgeRegressor(Regressor):
         "cv": Interval(2, integer=True), "scoring": OneOf(SCORINGS),
     }
 
-
     def _check_params(self) -> tuple[np.ndarray, int | None]:
         alphas = np.asarray(list(self.alphas), dtype=np.float64)
         if alphas.size == 0 or (alphas <= 0).any():

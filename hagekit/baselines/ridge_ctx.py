@@ -32,7 +32,6 @@ class RidgeCtxRegressor(NeighbourMeanContext, RidgeRegressor):
     method: ClassVar[str] = "ridge-ctx"
     param_constraints: ClassVar[dict[str, Interval]] = {"radius": Interval(0, low_open=True)}
 
-
     def _context_radius(self) -> float:
         r = float(self.radius)
         if not (np.isfinite(r) and r > 0):

@@ -226,7 +226,6 @@ class TriplexRegressor(SectionBaseline):
         "distill_alpha": Interval(0, 1),
     }
 
-
     def _check_params(self) -> None:
         super()._check_params()
         if int(self.depth_global) < 2:

@@ -48,7 +48,6 @@ class XGBoostRegressor(Regressor):
         "n_jobs": Interval(-1, integer=True, optional=True),
     }
 
-
     def _device(self) -> str:
         from hagekit.device import resolve_device
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hagekit.learn.loop import LoopConfig, LoopResult, predict_in_batches, train_loop
+from hagekit.learn.loop import LoopConfig, LoopHooks, LoopResult, predict_in_batches, train_loop
 from hagekit.learn.torch_regressor import Batchable
 from hagekit.progress import Reporter
 
@@ -113,5 +113,5 @@ def fit_model(
         def validate() -> dict[str, float]:
             return {"val_pcc": mean_gene_pcc(predict_in_batches(model, x_val), yv)}
 
-    return train_loop(model, opt, step, n=n, validate=validate, scheduler=sched, progress=progress, config=loop_cfg,
-                      on_epoch_start=lambda epoch: model.start_epoch(x, y))  # whole-cluster centroid bank
+    hooks = LoopHooks(scheduler=sched, on_epoch_start=lambda epoch: model.start_epoch(x, y))  # whole-cluster centroid bank
+    return train_loop(model, opt, step, n=n, validate=validate, hooks=hooks, progress=progress, config=loop_cfg)
