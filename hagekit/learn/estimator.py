@@ -72,7 +72,7 @@ class Regressor(RegressorMixin, BaseEstimator):
     ``fit(X, Y, *, X_val, Y_val, spatial, spatial_val, groups, progress) -> self``,
     ``predict(X, *, spatial) -> (N, G)`` and ``save(out_dir)``.
 
-    A subclass's ``__init__`` only stores its parameters; it implements :meth:`_fit`,
+    A subclass's ``__init__`` only stores its parameters (:func:`hyperparameters` writes it); it implements :meth:`_fit`,
     :meth:`_predict` and :meth:`_arrays` (and may override :meth:`_check_inputs`).
     """
 
