@@ -103,8 +103,8 @@ def train_abmil(
 
     from hagekit.bench.abmil.model import GatedAttentionMIL, bag_tensor
     from hagekit.device import resolve_device
-    from hagekit.metrics.device import classification_metrics as device_metrics
     from hagekit.learn.loop import LoopConfig, seeded, train_loop
+    from hagekit.metrics.device import classification_metrics as device_metrics
 
     device = resolve_device(config.device)
     train_y = np.asarray(train_y, dtype=np.int64)
