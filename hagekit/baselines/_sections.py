@@ -189,12 +189,6 @@ class SectionBaseline(TorchRegressor):
     def _batch_size(self) -> int:
         return 1  # one section per step
 
-    def _loss(self, model: Any, data: _Stacked, idx: Any) -> Any:
-        return self._step(model, data, idx)
-
-    def _validate(self, model: Any, data: _Stacked) -> dict[str, float]:
-        return self._validate_sections(model, data)
-
     def _stack(self, X: np.ndarray, Y: np.ndarray, S: np.ndarray, g: np.ndarray,
                val: tuple[np.ndarray, np.ndarray] | None, dev: Any) -> _Stacked:
         """Sections of training (+ validation) spots, as tensors on ``dev``."""
@@ -241,7 +235,7 @@ class SectionBaseline(TorchRegressor):
             raise DataError(f"{self.method}: no section has training spots")
         return stacked
 
-    def _step(self, model: Any, stacked: _Stacked, idx: Any) -> Any:
+    def _loss(self, model: Any, stacked: _Stacked, idx: Any) -> Any:
         """Mean loss over the sections in ``idx`` (one per step by default)."""
         total = None
         terms: dict[str, Any] = {}
@@ -257,7 +251,7 @@ class SectionBaseline(TorchRegressor):
         k = len(idx)
         return {"loss": total / k, **{name: v / k for name, v in terms.items()}}
 
-    def _validate_sections(self, model: Any, stacked: _Stacked) -> dict[str, float]:
+    def _validate(self, model: Any, stacked: _Stacked) -> dict[str, float]:
         import torch
 
         from hagekit.metrics.device import mean_gene_pcc
