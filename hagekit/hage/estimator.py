@@ -105,7 +105,7 @@ class HAGERegressor(NeighbourMeanContext, TorchRegressor):
             data.n_clusters = hier.n_clusters
             self.cluster_sizes_ = hier.sizes()
             data.labels = torch.as_tensor(hier.labels, device=device)
-        self._fit_arrays = (X, Y) if val is None or len(val[0]) < 2 else val  # calibration and cosines
+        data.check = (X, Y) if val is None or len(val[0]) < 2 else val
         return data
 
     def _make_model(self, data: Any, d_in: int, Y: np.ndarray) -> Any:
@@ -130,8 +130,7 @@ class HAGERegressor(NeighbourMeanContext, TorchRegressor):
         from hagekit.hage.fit import predict_batches
 
         model.eval()
-        xs, ys = self._fit_arrays
-        del self._fit_arrays
+        xs, ys = data.check
         device = data.x.device
         if self._config().calibrate:
             scale, shift = calibration(predict_batches(model, torch.as_tensor(xs, device=device)), ys)

@@ -31,12 +31,15 @@ __all__ = ["fit_model", "predict_batches", "loop_config", "HAGEData"]
 class HAGEData(Batchable):
     """What HAGE trains on: spots ``x`` (N, D) and ``y`` (N, G) on the device, validation
     ``x_val`` (tensor) and ``y_val`` (tensor or array), the fixed hierarchy ``labels`` (N,)
-    with ``n_clusters`` sub-clusters, and the feature statistics the model standardises with."""
+    with ``n_clusters`` sub-clusters, the feature statistics the model standardises with, and the
+    spots the after-fit steps use."""
 
     labels: Any = None
     n_clusters: int = 0
     mean: Any = None
     std: Any = None
+    check: tuple[np.ndarray, np.ndarray] | None = None
+    """(X, Y) arrays the calibration and the collapse check use after the fit (validation spots when there are 2+)."""
 
 
 def predict_batches(model: HAGEModel, x: torch.Tensor, *, batch_size: int = 4096) -> np.ndarray:
