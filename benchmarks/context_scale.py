@@ -31,7 +31,7 @@ def hex_section(n: int, pitch: float = 100.0) -> np.ndarray:
 
 def index_cost(n_spots: int, dim: int, repeats: int) -> dict[str, float]:
     """Time and memory of the neighbourhood graph and the neighbour means of one section."""
-    from hagekit.training.neighbours import neighbour_graph, neighbour_mean
+    from hagekit.learn.neighbours import neighbour_graph, neighbour_mean
 
     S = hex_section(n_spots)
     X = np.random.default_rng(0).normal(size=(n_spots, dim)).astype(np.float32)
@@ -54,7 +54,7 @@ def index_cost(n_spots: int, dim: int, repeats: int) -> dict[str, float]:
 
 
 def _small_data(side: int, dim: int = 64, genes: int = 50):
-    from hagekit.training.neighbours import neighbour_graph, neighbour_mean
+    from hagekit.learn.neighbours import neighbour_graph, neighbour_mean
 
     rng = np.random.default_rng(1)
     W = rng.normal(size=(2 * dim, genes)) / np.sqrt(dim)

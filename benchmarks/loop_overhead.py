@@ -39,7 +39,7 @@ def bare(model, x, y, epochs: int, bs: int) -> None:
 
 
 def shared(model, x, y, epochs: int, bs: int) -> None:
-    from hagekit.training.loop import LoopConfig, train_loop
+    from hagekit.learn.loop import LoopConfig, train_loop
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train_loop(model, opt, lambda idx: F.mse_loss(model(x[idx]), y[idx]), n=len(x),

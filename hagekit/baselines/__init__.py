@@ -1,6 +1,6 @@
 """The method registry: HAGE and every baseline, each a scikit-learn estimator on frozen features.
 
-Every method subclasses :class:`hagekit.training.estimator.Regressor`:
+Every method subclasses :class:`hagekit.learn.estimator.Regressor`:
 ``fit(X, Y, *, X_val=None, Y_val=None, spatial=None, spatial_val=None, groups=None,
 progress=None) -> self`` and ``predict(X, *, spatial=None) -> (N, G)``; constructors only store
 their parameters (seed as ``random_state``), so ``sklearn.base.clone`` and ``GridSearchCV``
@@ -15,7 +15,7 @@ from typing import Any
 
 from hagekit.errors import ConfigError
 from hagekit.registry import Registry
-from hagekit.training.param_checks import check_declared_params, declared_constraints
+from hagekit.learn.param_checks import check_declared_params, declared_constraints
 
 __all__ = [
     "METHODS",
@@ -72,7 +72,7 @@ METHODS.register("hage", "hagekit.hage.estimator:HAGERegressor", default=True,
 def register_method(name: str, target: type | str, *, replace: bool = False, **meta: Any) -> None:
     """Add a method to the registry: ``target`` is the estimator class or ``"module:Class"``.
 
-    A method is one file: a :class:`~hagekit.training.estimator.Regressor` subclass (its
+    A method is one file: a :class:`~hagekit.learn.estimator.Regressor` subclass (its
     optional ``search_space`` class attribute is what ``bench tune --method`` searches), then
     one ``register_method`` call (or an entry point in the ``hagekit.methods`` group of an
     installed package). ``meta`` is the entry's metadata (:class:`hagekit.registry.Entry`:

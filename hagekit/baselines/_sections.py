@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Standardizer
-from hagekit.baselines._trained import TrainedBaseline
 from hagekit.errors import ConfigError, DataError
-from hagekit.progress import Reporter
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import check_predict_input, read_estimator_meta
+from hagekit.learn.param_checks import Interval
+from hagekit.learn.standardize import Standardizer
+from hagekit.learn.torch_regressor import TorchRegressor
 
 __all__ = ["SectionBaseline", "SectionData", "section_grid", "tiles"]
 
@@ -84,8 +84,17 @@ class _Stacked:
     y_val: Any = None
     trainable: list[int] = field(default_factory=list)  # sections with training spots: the loop's items
 
+    def __len__(self) -> int:
+        """The loop's items: the sections with training spots."""
+        return len(self.trainable)
 
-class SectionBaseline(TrainedBaseline):
+    @property
+    def has_val(self) -> bool:
+        """Whether some spots validate (early stopping on them)."""
+        return self.y_val is not None
+
+
+class SectionBaseline(TorchRegressor):
     """Template for section-sequence baselines (see the module docstring)."""
 
     monitor: ClassVar[str] = "val_pcc"
@@ -101,23 +110,17 @@ class SectionBaseline(TrainedBaseline):
     }
 
     # -- the estimator contract ----------------------------------------------------------------
-    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None, Y_val: np.ndarray | None = None,
-            spatial: np.ndarray | None = None, spatial_val: np.ndarray | None = None,
-            groups: np.ndarray | None = None, groups_val: np.ndarray | None = None,
-            progress: Reporter | None = None) -> SectionBaseline:
-        """As every method's ``fit``; ``groups_val`` (the section of each validation spot) lets the
+    def fit(self, X: np.ndarray, Y: np.ndarray, **fit_params: Any) -> SectionBaseline:
+        """As every method's ``fit``; ``groups_val=`` (the section of each validation spot) lets the
         validation spots join their sections' context. Positions are expected (see :meth:`_check_spatial`)."""
-        self._val_context = (spatial_val, groups_val)
+        self._val_context = (fit_params.get("spatial_val"), fit_params.pop("groups_val", None))
         try:
-            return super().fit(X, Y, X_val=X_val, Y_val=Y_val, spatial=spatial, spatial_val=spatial_val,
-                               groups=groups, progress=progress)
+            return super().fit(X, Y, **fit_params)
         finally:
             del self._val_context
 
     def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
         """Predicted targets (N, G) for one section's spots ``X`` at positions ``spatial``."""
-        from hagekit.training.estimator import check_predict_input
-
         X = check_predict_input(self.method, X, getattr(self, "n_features_in_", None))
         S = self._check_spatial(spatial, len(X), "predict")
         return np.asarray(self._predict_section(X, S), dtype=np.float32)
@@ -129,12 +132,9 @@ class SectionBaseline(TrainedBaseline):
         from safetensors.numpy import load_file
 
         from hagekit.errors import at
-        from hagekit.io.jsonfile import read_json_object
 
         directory = Path(directory)
-        meta = read_json_object(directory / "params.json", missing="not found; is this a saved model folder?")
-        if meta.get("class") != cls.__name__:
-            raise DataError(at(directory / "params.json", f"holds a {meta.get('class')}, not a {cls.__name__}"))
+        meta, meta_path = read_estimator_meta(directory, cls)
         names = set(cls._get_param_names())
         est = cls(**{k: v for k, v in meta.items() if k in names and k != "device"})
         est.device = device
@@ -153,7 +153,7 @@ class SectionBaseline(TrainedBaseline):
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise DataError(at(directory / "model.safetensors", f"weights do not match params.json ({exc})")) from None
+            raise DataError(at(directory / "model.safetensors", f"weights do not match {meta_path.name} ({exc})")) from None
         est.model_ = model.to(device).eval()
         return est
 
@@ -174,38 +174,20 @@ class SectionBaseline(TrainedBaseline):
             raise DataError(f"{self.method}: spatial must be finite (N, 2) positions for {n} spots, got shape {S.shape}")
         return S
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
-             spatial: np.ndarray | None, groups: np.ndarray | None, progress: Reporter | None) -> None:
-        from hagekit.device import resolve_device
-        from hagekit.training.loop import LoopConfig, seeded, train_loop
-
-        self._check_params()
+    def _prepare(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
+                 spatial: np.ndarray | None, groups: np.ndarray | None, device: Any) -> _Stacked:
+        """The sections (one loop item each) on ``device``, from checked positions and groups."""
         S = self._check_spatial(spatial, len(X), "fit")
         g = np.zeros(len(X), np.int64) if groups is None else np.asarray(groups)
         if g.shape != (len(X),):
             raise DataError(f"{self.method}: groups has {g.shape} entries for {len(X)} spots")
-        dev = resolve_device(self.device)
-        self.device_ = str(dev)
         self._scaler = Standardizer().fit(X)
         self.n_genes_ = int(Y.shape[1])
         self.nonneg_ = bool((Y >= 0).all())
-        stacked = self._stack(X, Y, S, g, val, dev)
-        config = LoopConfig(
-            epochs=int(self.epochs), batch_size=1, min_batch=1, monitor=self.monitor, mode=self.mode,
-            min_delta=self.min_delta, patience=int(self.patience), seed=int(self.random_state),
-            description=f"{self.method} epochs",
-        )
-        with seeded(int(self.random_state), dev):
-            model = self._build(X.shape[1], Y).to(dev)
-            result = train_loop(
-                model, self._optimizer(model), lambda idx: self._step(model, stacked, idx),
-                n=len(stacked.trainable), config=config,
-                validate=(lambda: self._validate_sections(model, stacked)) if stacked.y_val is not None else None,
-                progress=progress,
-            )
-        self.model_ = model
-        self.history_ = result.history
-        self.best_epoch_ = result.best_epoch
+        return self._stack(X, Y, S, g, val, device)
+
+    def _batch_size(self) -> int:
+        return 1  # one section per step
 
     def _stack(self, X: np.ndarray, Y: np.ndarray, S: np.ndarray, g: np.ndarray,
                val: tuple[np.ndarray, np.ndarray] | None, dev: Any) -> _Stacked:
@@ -253,7 +235,7 @@ class SectionBaseline(TrainedBaseline):
             raise DataError(f"{self.method}: no section has training spots")
         return stacked
 
-    def _step(self, model: Any, stacked: _Stacked, idx: Any) -> Any:
+    def _loss(self, model: Any, stacked: _Stacked, idx: Any) -> Any:
         """Mean loss over the sections in ``idx`` (one per step by default)."""
         total = None
         terms: dict[str, Any] = {}
@@ -269,7 +251,7 @@ class SectionBaseline(TrainedBaseline):
         k = len(idx)
         return {"loss": total / k, **{name: v / k for name, v in terms.items()}}
 
-    def _validate_sections(self, model: Any, stacked: _Stacked) -> dict[str, float]:
+    def _validate(self, model: Any, stacked: _Stacked) -> dict[str, float]:
         import torch
 
         from hagekit.metrics.device import mean_gene_pcc

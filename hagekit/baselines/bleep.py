@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hagekit.baselines._common import WEIGHTINGS
-from hagekit.baselines._trained import Batchable, RetrievalBaseline
-from hagekit.training.param_checks import Interval, OneOf
+from hagekit.baselines._trained import RetrievalBaseline
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.torch_regressor import Batchable
 
 __all__ = ["BLEEPRegressor", "ProjectionHead", "bleep_loss"]
 
@@ -57,45 +57,14 @@ def bleep_loss(img: torch.Tensor, spot: torch.Tensor, temperature: float = 1.0) 
     return ((spots_loss + images_loss) / 2.0).mean()
 
 
+@hyperparameters(
+    projection_dim=256, dropout=0.1, temperature=1.0, lr=1e-3, weight_decay=1e-3, epochs=50, batch_size=256,
+    top_k=50, weighting="average", patience=5, device="auto", random_state=0,
+)
 class BLEEPRegressor(RetrievalBaseline):
     """Image/expression projection heads aligned contrastively; top-k retrieval at inference."""
 
     method: ClassVar[str] = "bleep"
-    param_constraints: ClassVar[dict[str, Any]] = {
-        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
-        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
-        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
-        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
-    }
-
-    def __init__(
-        self,
-        *,
-        projection_dim: int = 256,
-        dropout: float = 0.1,
-        temperature: float = 1.0,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-3,
-        epochs: int = 50,
-        batch_size: int = 256,
-        top_k: int = 50,
-        weighting: str = "average",
-        patience: int = 5,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.projection_dim = projection_dim
-        self.dropout = dropout
-        self.temperature = temperature
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.top_k = top_k
-        self.weighting = weighting
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _build(self, d_in: int, Y: Any) -> nn.Module:
         dim, p = int(self.projection_dim), float(self.dropout)
@@ -108,7 +77,7 @@ class BLEEPRegressor(RetrievalBaseline):
         return bleep_loss(model["image"](data.x[idx]), model["spot"](data.y[idx]), float(self.temperature))
 
     def _reference_keys(self, model: nn.Module, data: Batchable) -> torch.Tensor:
-        from hagekit.training.loop import predict_in_batches
+        from hagekit.learn.loop import predict_in_batches
 
         model["spot"].eval()
         return predict_in_batches(model["spot"], data.y)

@@ -40,7 +40,8 @@ from torch import nn
 from hagekit.baselines._sections import SectionBaseline, section_grid
 from hagekit.baselines.histogene import SpotSequenceEncoder
 from hagekit.errors import ConfigError
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.param_checks import Interval
 
 __all__ = ["Hist2STRegressor", "spot_graph", "GraphSAGELayer"]
 
@@ -49,7 +50,7 @@ def spot_graph(spatial: np.ndarray, *, k: int = 4, radius: float = 2.0) -> tuple
     """Hist2ST's graph on one section: each spot's ``k`` nearest spots within ``radius`` pitches,
     as row-normalised edges ``(index (2, E), weight (E,))`` (row = the spot, column = a
     neighbour); spots left without neighbours get a self loop."""
-    from hagekit.training.neighbours import neighbour_graph, spot_pitch
+    from hagekit.learn.neighbours import neighbour_graph, spot_pitch
 
     n = len(spatial)
     if n < 2:
@@ -102,6 +103,12 @@ class _Hist2ST(nn.Module):
         return self.head(h), h
 
 
+# lr, dropout, depth_graph: chosen by nested bench tune (docs/context-models.md)
+@hyperparameters(
+    d_model=128, heads=4, depth_transformer=2, depth_graph=4, neighbours=4, graph_radius=2.0, dropout=0.4,
+    n_pos=128, bake=0, lamb=0.5, aug_dropout=0.2, lr=3e-3, weight_decay=1e-4, epochs=100, patience=10,
+    device="auto", random_state=0,
+)
 class Hist2STRegressor(SectionBaseline):
     """Transformer over a section's spots, GraphSAGE over spatial neighbours, LSTM jumping knowledge."""
 
@@ -112,45 +119,6 @@ class Hist2STRegressor(SectionBaseline):
         "dropout": Interval(0, 1, high_open=True), "bake": Interval(0, integer=True), "lamb": Interval(0),
         "aug_dropout": Interval(0, 1, high_open=True),
     }
-
-    def __init__(
-        self,
-        *,
-        d_model: int = 128,
-        heads: int = 4,
-        depth_transformer: int = 2,
-        depth_graph: int = 4,  # lr, dropout, depth_graph: chosen by nested bench tune (docs/context-models.md)
-        neighbours: int = 4,
-        graph_radius: float = 2.0,
-        dropout: float = 0.4,
-        n_pos: int = 128,
-        bake: int = 0,
-        lamb: float = 0.5,
-        aug_dropout: float = 0.2,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
-        epochs: int = 100,
-        patience: int = 10,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.d_model = d_model
-        self.heads = heads
-        self.depth_transformer = depth_transformer
-        self.depth_graph = depth_graph
-        self.neighbours = neighbours
-        self.graph_radius = graph_radius
-        self.dropout = dropout
-        self.n_pos = n_pos
-        self.bake = bake
-        self.lamb = lamb
-        self.aug_dropout = aug_dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hagekit.baselines._sections import SectionBaseline, section_grid
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.param_checks import Interval
 
 __all__ = ["HisToGeneRegressor", "SpotSequenceEncoder"]
 
@@ -48,6 +49,11 @@ class SpotSequenceEncoder(nn.Module):
         return self.layers(h[None])[0]
 
 
+# dropout: chosen by nested bench tune (docs/context-models.md)
+@hyperparameters(
+    d_model=128, heads=4, layers=2, mlp_ratio=2.0, dropout=0.3, n_pos=128, lr=1e-3, weight_decay=1e-4, epochs=100,
+    patience=10, device="auto", random_state=0,
+)
 class HisToGeneRegressor(SectionBaseline):
     """A transformer over all spots of a section (features + learned 2-D position embeddings)."""
 
@@ -56,35 +62,6 @@ class HisToGeneRegressor(SectionBaseline):
         "layers": Interval(1, integer=True), "mlp_ratio": Interval(0, low_open=True),
         "dropout": Interval(0, 1, high_open=True),
     }
-
-    def __init__(
-        self,
-        *,
-        d_model: int = 128,
-        heads: int = 4,
-        layers: int = 2,
-        mlp_ratio: float = 2.0,
-        dropout: float = 0.3,  # chosen by nested bench tune (docs/context-models.md)
-        n_pos: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        epochs: int = 100,
-        patience: int = 10,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.d_model = d_model
-        self.heads = heads
-        self.layers = layers
-        self.mlp_ratio = mlp_ratio
-        self.dropout = dropout
-        self.n_pos = n_pos
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _build(self, d_in: int, Y: np.ndarray) -> nn.Module:
         d = int(self.d_model)

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hagekit.baselines._common import WEIGHTINGS
-from hagekit.baselines._trained import Batchable, RetrievalBaseline
+from hagekit.baselines._trained import RetrievalBaseline
 from hagekit.baselines.bleep import ProjectionHead
 from hagekit.errors import DataError
-from hagekit.training.param_checks import Interval, OneOf
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.param_checks import Interval
+from hagekit.learn.torch_regressor import Batchable
 
 __all__ = ["MclSTExpRegressor", "SpotEncoder", "grid_positions", "clip_loss"]
 
@@ -122,52 +123,17 @@ class SpotEncoder(nn.Module):
         return self.projection(self.blocks(h))
 
 
+@hyperparameters(
+    projection_dim=256, heads=8, dim_head=64, layers=2, dropout=0.0, temperature=1.0, lr=1e-4, weight_decay=1e-3,
+    epochs=90, batch_size=128, top_k=200, weighting="inverse_l1_sq", patience=10, device="auto", random_state=0,
+)
 class MclSTExpRegressor(RetrievalBaseline):
     """Spot transformer (expression + position) vs image head, CLIP; weighted top-k retrieval."""
 
     method: ClassVar[str] = "mclstexp"
-    param_constraints: ClassVar[dict[str, Any]] = {
-        "projection_dim": Interval(1, integer=True), "dropout": Interval(0, 1, high_open=True),
-        "temperature": Interval(0, low_open=True), "lr": Interval(0, low_open=True), "weight_decay": Interval(0),
-        "epochs": Interval(1, integer=True), "batch_size": Interval(2, integer=True), "top_k": Interval(1, integer=True),
-        "weighting": OneOf(WEIGHTINGS), "patience": Interval(0, integer=True),
+    param_constraints: ClassVar[dict[str, Any]] = {  # besides RetrievalBaseline's
         "heads": Interval(1, integer=True), "dim_head": Interval(1, integer=True), "layers": Interval(0, integer=True),
     }
-
-    def __init__(
-        self,
-        *,
-        projection_dim: int = 256,
-        heads: int = 8,
-        dim_head: int = 64,
-        layers: int = 2,
-        dropout: float = 0.0,
-        temperature: float = 1.0,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-3,
-        epochs: int = 90,
-        batch_size: int = 128,
-        top_k: int = 200,
-        weighting: str = "inverse_l1_sq",
-        patience: int = 10,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.projection_dim = projection_dim
-        self.heads = heads
-        self.dim_head = dim_head
-        self.layers = layers
-        self.dropout = dropout
-        self.temperature = temperature
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.top_k = top_k
-        self.weighting = weighting
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _positions(self, spatial: np.ndarray | None, n: int) -> np.ndarray:
         if spatial is None:

@@ -10,19 +10,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hagekit.learn.estimator import Regressor, hyperparameters
 from hagekit.progress import Reporter
-from hagekit.training.estimator import Regressor
 
 __all__ = ["MeanRegressor"]
 
 
+@hyperparameters(random_state=0)
 class MeanRegressor(Regressor):
     """The per-gene training mean (ignores the features)."""
 
     method: ClassVar[str] = "mean"
-
-    def __init__(self, *, random_state: int = 0) -> None:
-        self.random_state = random_state
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: Any, spatial: np.ndarray | None,
              groups: np.ndarray | None, progress: Reporter | None) -> None:

@@ -2,7 +2,7 @@
 
 The "simple foundation-model features + MLP" baseline: standardised inputs, two hidden
 layers (ReLU, dropout), Adam, early stopping on the validation spots' MSE (best weights kept),
-trained by the shared loop (:class:`hagekit.baselines._trained.TrainedBaseline`).
+trained by the shared loop (:class:`hagekit.learn.torch_regressor.TorchRegressor`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._trained import Batchable, TrainedBaseline
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.param_checks import Interval
+from hagekit.learn.torch_regressor import Batchable, TorchRegressor
 
 __all__ = ["MLPRegressor"]
 
@@ -30,7 +31,11 @@ def _build(d_in: int, hidden: int, d_out: int, dropout: float) -> Any:
     return nn.Sequential(*layers, nn.Linear(hidden, d_out))
 
 
-class MLPRegressor(TrainedBaseline):
+@hyperparameters(
+    hidden=512, dropout=0.4, lr=3e-4, weight_decay=1e-3, epochs=100, batch_size=256, patience=10, device="auto",
+    random_state=0,
+)
+class MLPRegressor(TorchRegressor):
     """Linear-ReLU-Linear-ReLU-Linear with MSE loss and validation early stopping.
 
     Defaults (dropout 0.4, lr 3e-4, weight decay 1e-3; were 0.1, 1e-3, 1e-5) were chosen by the same
@@ -49,29 +54,6 @@ class MLPRegressor(TrainedBaseline):
         "batch_size": Interval(1, integer=True), "patience": Interval(0, integer=True),
 
     }
-
-    def __init__(
-        self,
-        *,
-        hidden: int = 512,
-        dropout: float = 0.4,
-        lr: float = 3e-4,
-        weight_decay: float = 1e-3,
-        epochs: int = 100,
-        batch_size: int = 256,
-        patience: int = 10,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.hidden = hidden
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _build(self, d_in: int, Y: np.ndarray) -> Any:
         import torch
@@ -97,7 +79,7 @@ class MLPRegressor(TrainedBaseline):
         return {"val_mse": float(F.mse_loss(model(data.x_val), data.y_val))}
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        from hagekit.training.loop import predict_in_batches
+        from hagekit.learn.loop import predict_in_batches
 
         self.model_.eval()
         return predict_in_batches(self.model_, self._features(X)).cpu().numpy()

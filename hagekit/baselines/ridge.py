@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Standardizer
 from hagekit.errors import ConfigError
+from hagekit.learn.estimator import Regressor, hyperparameters
+from hagekit.learn.param_checks import Interval, OneOf
+from hagekit.learn.standardize import Standardizer
 from hagekit.progress import Reporter, reporter_or_null
-from hagekit.training.estimator import Regressor
-from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["RidgeRegressor", "DEFAULT_ALPHAS"]
 
@@ -77,6 +77,9 @@ def _score(Y: np.ndarray, P: np.ndarray, scoring: str) -> float:
     return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
 
 
+@hyperparameters(
+    alphas=DEFAULT_ALPHAS, pca=256, cv=5, scoring="mse", random_state=0,
+)
 class RidgeRegressor(Regressor):
     """Standardise -> optional PCA -> ridge with inner-CV penalty and an intercept.
 
@@ -90,21 +93,6 @@ class RidgeRegressor(Regressor):
         "alphas": Interval(0, low_open=True, each=True), "pca": Interval(1, integer=True, optional=True),
         "cv": Interval(2, integer=True), "scoring": OneOf(SCORINGS),
     }
-
-    def __init__(
-        self,
-        *,
-        alphas: Sequence[float] = DEFAULT_ALPHAS,
-        pca: int | None = 256,
-        cv: int = 5,
-        scoring: str = "mse",
-        random_state: int = 0,
-    ) -> None:
-        self.alphas = alphas
-        self.pca = pca
-        self.cv = cv
-        self.scoring = scoring
-        self.random_state = random_state
 
     def _check_params(self) -> tuple[np.ndarray, int | None]:
         alphas = np.asarray(list(self.alphas), dtype=np.float64)

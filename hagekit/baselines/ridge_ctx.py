@@ -5,44 +5,32 @@ PCA -> inner-CV ridge as ``ridge``, on ``[x_i, mean of x_j over spots j within r
 The radius is in spot pitches (the section's median nearest-neighbour distance): 1.5 takes the
 8 surrounding ST spots (pitch 200 µm, so 300 µm) or the 6 surrounding Visium spots (pitch
 100 µm, 150 µm). Neighbourhoods use image features and positions only (see
-:mod:`hagekit.training.context`).
+:mod:`hagekit.learn.context`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from hagekit.baselines._common import Standardizer
-from hagekit.baselines.ridge import DEFAULT_ALPHAS, RidgeRegressor, _Projector
+from hagekit.baselines.ridge import RidgeRegressor, _Projector
 from hagekit.errors import ConfigError, DataError, at
-from hagekit.training.context import NeighbourMeanContext
-from hagekit.training.param_checks import Interval
+from hagekit.learn.context import NeighbourMeanContext
+from hagekit.learn.estimator import hyperparameters, read_estimator_meta
+from hagekit.learn.param_checks import Interval
+from hagekit.learn.standardize import Standardizer
 
 __all__ = ["RidgeCtxRegressor"]
 
 
+@hyperparameters(radius=1.5)
 class RidgeCtxRegressor(NeighbourMeanContext, RidgeRegressor):
     """``ridge`` on ``[features, neighbour-mean features]``; ``radius`` in spot pitches."""
 
     method: ClassVar[str] = "ridge-ctx"
     param_constraints: ClassVar[dict[str, Interval]] = {"radius": Interval(0, low_open=True)}
-
-    def __init__(
-        self,
-        *,
-        radius: float = 1.5,
-        alphas: Sequence[float] = DEFAULT_ALPHAS,
-        pca: int | None = 256,
-        cv: int = 5,
-        scoring: str = "mse",
-        random_state: int = 0,
-    ) -> None:
-        super().__init__(alphas=alphas, pca=pca, cv=cv, scoring=scoring, random_state=random_state)
-        self.radius = radius
 
     def _context_radius(self) -> float:
         r = float(self.radius)
@@ -52,15 +40,11 @@ class RidgeCtxRegressor(NeighbourMeanContext, RidgeRegressor):
 
     @classmethod
     def load(cls, directory: Path | str) -> RidgeCtxRegressor:
-        """Rebuild a fitted model from the ``params.json`` + ``model.safetensors`` of :meth:`save`."""
+        """Rebuild a fitted model from the ``estimator.json`` (or older ``params.json``) + ``model.safetensors`` of :meth:`save`."""
         from safetensors.numpy import load_file
 
-        from hagekit.io.jsonfile import read_json_object
-
         directory = Path(directory)
-        params = read_json_object(directory / "params.json", what="a ridge-ctx model's parameters")
-        if params.get("class") != cls.__name__:
-            raise DataError(at(directory / "params.json", f"not a {cls.method} model (class {params.get('class')!r})"))
+        params, _ = read_estimator_meta(directory, cls)
         try:
             arrays = load_file(str(directory / "model.safetensors"))
         except Exception as exc:  # safetensors raises several types on missing/corrupt files

@@ -39,7 +39,8 @@ from torch import nn
 
 from hagekit.baselines._sections import SectionBaseline, section_grid
 from hagekit.errors import ConfigError
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import hyperparameters
+from hagekit.learn.param_checks import Interval
 
 __all__ = ["TriplexRegressor", "neighbour_slots", "APEG", "triplex_loss"]
 
@@ -207,6 +208,12 @@ def triplex_loss(out: dict[str, torch.Tensor], y: torch.Tensor, alpha: float) ->
     return {"loss": loss, **terms}
 
 
+@hyperparameters(
+    d_model=128, heads=4, depth_fusion=1, depth_global=2, depth_neighbour=2, mlp_ratio_fusion=4.0,
+    mlp_ratio_global=4.0, mlp_ratio_neighbour=1.0, dropout_fusion=0.2, dropout_global=0.1, dropout_neighbour=0.3,
+    window=2, kernel_size=3, distill_alpha=0.3, lr=1e-3, weight_decay=1e-4, epochs=100, patience=10, device="auto",
+    random_state=0,
+)
 class TriplexRegressor(SectionBaseline):
     """TRIPLEX's target / neighbour / global branches and fusion on frozen features."""
 
@@ -218,51 +225,6 @@ class TriplexRegressor(SectionBaseline):
         "window": Interval(1, integer=True), "kernel_size": Interval(1, integer=True),
         "distill_alpha": Interval(0, 1),
     }
-
-    def __init__(
-        self,
-        *,
-        d_model: int = 128,
-        heads: int = 4,
-        depth_fusion: int = 1,
-        depth_global: int = 2,
-        depth_neighbour: int = 2,
-        mlp_ratio_fusion: float = 4.0,
-        mlp_ratio_global: float = 4.0,
-        mlp_ratio_neighbour: float = 1.0,
-        dropout_fusion: float = 0.2,
-        dropout_global: float = 0.1,
-        dropout_neighbour: float = 0.3,
-        window: int = 2,
-        kernel_size: int = 3,
-        distill_alpha: float = 0.3,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        epochs: int = 100,
-        patience: int = 10,
-        device: str = "auto",
-        random_state: int = 0,
-    ) -> None:
-        self.d_model = d_model
-        self.heads = heads
-        self.depth_fusion = depth_fusion
-        self.depth_global = depth_global
-        self.depth_neighbour = depth_neighbour
-        self.mlp_ratio_fusion = mlp_ratio_fusion
-        self.mlp_ratio_global = mlp_ratio_global
-        self.mlp_ratio_neighbour = mlp_ratio_neighbour
-        self.dropout_fusion = dropout_fusion
-        self.dropout_global = dropout_global
-        self.dropout_neighbour = dropout_neighbour
-        self.window = window
-        self.kernel_size = kernel_size
-        self.distill_alpha = distill_alpha
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -18,9 +18,9 @@ import numpy as np
 
 from hagekit.baselines._common import n_cpus
 from hagekit.errors import ConfigError
+from hagekit.learn.estimator import Regressor, hyperparameters
+from hagekit.learn.param_checks import Interval, OneOf
 from hagekit.progress import Reporter, reporter_or_null
-from hagekit.training.estimator import Regressor
-from hagekit.training.param_checks import Interval, OneOf
 
 __all__ = ["XGBoostRegressor"]
 
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("multi_output_tree", "one_output_per_tree")
 
 
+@hyperparameters(
+    n_estimators=100, max_depth=4, learning_rate=0.1, subsample=0.8, colsample_bytree=0.5, min_child_weight=5.0,
+    reg_lambda=1.0, multi_strategy="one_output_per_tree", target_pca=32, early_stopping_rounds=10, max_bin=64,
+    device="auto", n_jobs=None, random_state=0,
+)
 class XGBoostRegressor(Regressor):
     """Boosted trees, multi-output (vector leaves) or per gene, with validation early stopping."""
 
@@ -42,39 +47,6 @@ class XGBoostRegressor(Regressor):
         "early_stopping_rounds": Interval(1, integer=True, optional=True), "max_bin": Interval(2, integer=True),
         "n_jobs": Interval(-1, integer=True, optional=True),
     }
-
-    def __init__(
-        self,
-        *,
-        n_estimators: int = 100,
-        max_depth: int = 4,
-        learning_rate: float = 0.1,
-        subsample: float = 0.8,
-        colsample_bytree: float = 0.5,
-        min_child_weight: float = 5.0,
-        reg_lambda: float = 1.0,
-        multi_strategy: str = "one_output_per_tree",
-        target_pca: int | None = 32,
-        early_stopping_rounds: int | None = 10,
-        max_bin: int = 64,
-        device: str = "auto",
-        n_jobs: int | None = None,
-        random_state: int = 0,
-    ) -> None:
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.min_child_weight = min_child_weight
-        self.reg_lambda = reg_lambda
-        self.multi_strategy = multi_strategy
-        self.target_pca = target_pca
-        self.early_stopping_rounds = early_stopping_rounds
-        self.max_bin = max_bin
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
 
     def _device(self) -> str:
         from hagekit.device import resolve_device
@@ -169,7 +141,7 @@ class XGBoostRegressor(Regressor):
         return {"base_score": self.base_score_, **extra}
 
     def save(self, out_dir: Path | str) -> Path:
-        """Write ``params.json``, ``model.safetensors`` (base score) and ``booster.ubj``."""
+        """Write ``estimator.json``, ``model.safetensors`` (base score) and ``booster.ubj``."""
         from hagekit.io.atomic import atomic_path
 
         out = super().save(out_dir)

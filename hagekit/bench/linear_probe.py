@@ -129,7 +129,7 @@ def fit_linear_probe(
     x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig(), *, seed: int = 0
 ) -> LinearProbe:
     """Train one linear layer (zero init) with Adam + cross-entropy for ``config.epochs`` epochs,
-    on the shared loop (:func:`hagekit.training.loop.train_loop`; no validation, last weights)."""
+    on the shared loop (:func:`hagekit.learn.loop.train_loop`; no validation, last weights)."""
     import torch
 
     x = np.asarray(x, dtype=np.float32)
@@ -144,7 +144,7 @@ def fit_linear_probe(
     from hagekit.device import resolve_device
 
     device = resolve_device(config.device)
-    from hagekit.training.loop import LoopConfig, train_loop
+    from hagekit.learn.loop import LoopConfig, train_loop
 
     xt = torch.from_numpy((x - mean) / scale).to(device)
     yt = torch.from_numpy(y).to(device)

@@ -1,16 +1,19 @@
 """``HAGERegressor``: the HAGE model as a scikit-learn estimator (fit / predict / save / load).
 
-``fit`` standardises features, builds the fixed hierarchy on the training spots, trains with
-early stopping on validation PCC and keeps the best weights (the shared loop, via
-:func:`hagekit.training.fit.fit_model`). ``clone``, ``get_params(deep=True)`` (with
-``config__<field>`` for every :class:`HAGEConfig` field) and ``GridSearchCV`` work. ``save`` writes
-``model.safetensors`` (state dict) + ``estimator.json`` (config, shapes, history); no pickle.
+A :class:`~hagekit.learn.torch_regressor.TorchRegressor` with three hooks: before the fit it
+standardises the features and builds the fixed hierarchy on the training spots (``_prepare``);
+it trains with its own schedule and early stopping on validation PCC on the shared loop
+(``_train``: :func:`hagekit.hage.fit.fit_model`), keeping the best weights; after the fit it
+calibrates (``_after_fit``). ``clone``, ``get_params(deep=True)`` (with ``config__<field>`` for
+every :class:`HAGEConfig` field) and ``GridSearchCV`` work. ``save`` writes ``model.safetensors``
+(state dict) + ``estimator.json`` (config, shapes, history); no pickle.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,47 +21,38 @@ import numpy as np
 
 from hagekit.errors import ConfigError, DataError, ProvenanceError, at
 from hagekit.hage.model import HAGEConfig, collapse_message
+from hagekit.learn.context import NeighbourMeanContext
+from hagekit.learn.estimator import ESTIMATOR_FILE, MODEL_FILE
+from hagekit.learn.torch_regressor import TorchRegressor
 from hagekit.progress import Reporter
-from hagekit.training.context import NeighbourMeanContext
-from hagekit.training.estimator import Regressor
 
 __all__ = ["HAGERegressor", "calibration", "ESTIMATOR_FORMAT", "MODEL_FILE", "ESTIMATOR_FILE"]
 
 log = logging.getLogger(__name__)
 
 ESTIMATOR_FORMAT = "hagekit.hage/1"
-MODEL_FILE = "model.safetensors"
-ESTIMATOR_FILE = "estimator.json"
 
 
-class HAGERegressor(NeighbourMeanContext, Regressor):
+@dataclass(repr=False, eq=False)
+class HAGERegressor(NeighbourMeanContext, TorchRegressor):
     """Predict panel expression (N, G) from image features (N, D) with HAGE.
 
     ``config`` (default: :class:`HAGEConfig` defaults); ``gene_embeddings`` (G, d_g) are the
     panel's embeddings in panel order; ``genes`` (optional) are the panel's symbols, recorded
     for provenance checks at prediction time; ``label`` names the progress bar. ``fit`` reads
     neither ``spatial`` nor ``groups`` (HAGE, like the paper, uses no spatial context), unless
-    ``config.context = "mean"``: then GE sees ``[x, neighbour-mean x]`` (:mod:`hagekit.training.context`).
+    ``config.context = "mean"``: then GE sees ``[x, neighbour-mean x]`` (:mod:`hagekit.learn.context`).
     """
 
     method: ClassVar[str] = "hage"
 
-    def __init__(
-        self,
-        config: HAGEConfig | None = None,
-        gene_embeddings: np.ndarray | None = None,
-        *,
-        random_state: int = 0,
-        device: str = "cpu",
-        genes: Sequence[str] | None = None,
-        label: str = "HAGE",
-    ) -> None:
-        self.config = config
-        self.gene_embeddings = gene_embeddings
-        self.random_state = random_state
-        self.device = device
-        self.genes = genes
-        self.label = label
+    config: HAGEConfig | None = None
+    gene_embeddings: np.ndarray | None = None
+    _: KW_ONLY
+    random_state: int = 0
+    device: str = "auto"
+    genes: Sequence[str] | None = None
+    label: str = "HAGE"
 
     # -- parameters ----------------------------------------------------------------------
     def _config(self) -> HAGEConfig:
@@ -90,69 +84,65 @@ class HAGERegressor(NeighbourMeanContext, Regressor):
     def _check_inputs(self, X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         return _check_xy(X, Y, self._check_embeddings().shape[0], what or "training")
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
-             spatial: np.ndarray | None, groups: np.ndarray | None, progress: Reporter | None) -> None:
-        """Train on features ``X`` (N, D) and targets ``Y`` (N, G)."""
+    def _prepare(self, X: np.ndarray, Y: np.ndarray, *, val: tuple[np.ndarray, np.ndarray] | None,
+                 spatial: np.ndarray | None, groups: np.ndarray | None, device: Any) -> Any:
+        """Before the fit: the feature statistics and the fixed hierarchy of the training spots."""
         import torch
 
+        from hagekit.hage.fit import HAGEData
         from hagekit.hage.hierarchy import build_hierarchy
-        from hagekit.hage.model import HAGEModel
-        from hagekit.training.fit import fit_model
-        from hagekit.training.loop import seeded
 
-        emb = self._check_embeddings()
-        has_val = val is not None
-        X_val, Y_val = val if val is not None else (None, None)
         cfg = self._config()
-        seed = int(self.random_state)
-        device = _resolve_device(self.device)
         mean = X.mean(axis=0) if cfg.standardize_features else np.zeros(X.shape[1], np.float32)
         std = X.std(axis=0) if cfg.standardize_features else np.ones(X.shape[1], np.float32)
         std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-        n_clusters, labels_t = 0, None
+        data = HAGEData(torch.as_tensor(X, device=device), torch.as_tensor(Y, device=device), mean=mean, std=std)
+        if val is not None:
+            data.x_val, data.y_val = torch.as_tensor(val[0], device=device), val[1]
         if cfg.use_hierarchy:
-            hier = build_hierarchy(
-                Y, (X - mean) / std, k1=cfg.k1, k2=cfg.k2, single_level=cfg.single_level, seed=seed
-            )
-            n_clusters = hier.n_clusters
+            hier = build_hierarchy(Y, (X - mean) / std, k1=cfg.k1, k2=cfg.k2, single_level=cfg.single_level,
+                                   seed=int(self.random_state))
+            data.n_clusters = hier.n_clusters
             self.cluster_sizes_ = hier.sizes()
-            labels_t = torch.as_tensor(hier.labels, device=device)
-        with seeded(seed, device):
-            model = HAGEModel(cfg, X.shape[1], torch.as_tensor(emb))
-            model.set_feature_stats(torch.as_tensor(mean), torch.as_tensor(std))
-            model.to(device)
-            result = fit_model(
-                model,
-                torch.as_tensor(X, device=device),
-                torch.as_tensor(Y, device=device),
-                config=cfg,
-                labels=labels_t,
-                n_clusters=n_clusters,
-                x_val=torch.as_tensor(X_val, device=device) if has_val else None,
-                y_val=Y_val if has_val else None,
-                seed=seed,
-                progress=progress,
-                description=self.label,
-            )
-        model.eval()
-        if cfg.calibrate:
-            from hagekit.training.fit import predict_batches
+            data.labels = torch.as_tensor(hier.labels, device=device)
+        data.check = (X, Y) if val is None or len(val[0]) < 2 else val
+        return data
 
-            Xc, Yc = (X_val, Y_val) if has_val and len(X_val) >= 2 else (X, Y)
-            raw = predict_batches(model, torch.as_tensor(Xc, device=device))
-            scale, shift = calibration(raw, Yc)
+    def _make_model(self, data: Any, d_in: int, Y: np.ndarray) -> Any:
+        import torch
+
+        from hagekit.hage.model import HAGEModel
+
+        model = HAGEModel(self._config(), d_in, torch.as_tensor(self._check_embeddings()))
+        model.set_feature_stats(torch.as_tensor(data.mean), torch.as_tensor(data.std))
+        return model
+
+    def _train(self, model: Any, data: Any, progress: Reporter | None) -> Any:
+        from hagekit.hage.fit import fit_model
+
+        return fit_model(model, data, config=self._config(), seed=int(self.random_state), progress=progress,
+                         description=self.label)
+
+    def _after_fit(self, model: Any, data: Any, result: Any) -> None:
+        """After the fit: per-gene calibration (``config.calibrate``) and the embedding-collapse check."""
+        import torch
+
+        from hagekit.hage.fit import predict_batches
+
+        model.eval()
+        xs, ys = data.check
+        device = data.x.device
+        if self._config().calibrate:
+            scale, shift = calibration(predict_batches(model, torch.as_tensor(xs, device=device)), ys)
             model.set_calibration(torch.as_tensor(scale), torch.as_tensor(shift))
-        xs, ys = (X_val, Y_val) if has_val and len(X_val) >= 2 else (X, Y)
         with torch.no_grad():
             self.embedding_cosines_ = model.embedding_cosines(torch.as_tensor(xs[:4096], device=device),
                                                               torch.as_tensor(ys[:4096], device=device))
         warning = collapse_message(**self.embedding_cosines_)
         if warning:
             log.warning("%s: %s", self.label, warning)
-        self.model_ = model
-        self.n_features_in_ = int(X.shape[1])
-        self.n_clusters_ = int(n_clusters)
-        self.history_ = result.history
+        self.n_features_in_ = int(data.x.shape[1])
+        self.n_clusters_ = int(data.n_clusters)
         self.best_epoch_ = int(result.best_epoch)
         self.best_val_pcc_ = float(result.best_score)
         self.stopped_early_ = bool(result.stopped_early)
@@ -163,7 +153,7 @@ class HAGERegressor(NeighbourMeanContext, Regressor):
         positions, one section) is used only with ``config.context``."""
         import torch
 
-        from hagekit.training.fit import predict_batches
+        from hagekit.hage.fit import predict_batches
 
         model = self._fitted()
         X = np.asarray(self._context_input(X, spatial), dtype=np.float32)
@@ -211,6 +201,7 @@ class HAGERegressor(NeighbourMeanContext, Regressor):
         return {
             "format": ESTIMATOR_FORMAT,
             "method": "hage",
+            "class": type(self).__name__,
             "config": self._config().to_dict(),
             "n_features_in": self.n_features_in_,
             "n_genes": int(np.asarray(self.gene_embeddings).shape[0]),

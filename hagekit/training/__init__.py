@@ -1,1 +1,1 @@
-"""Training: splits, dataset assembly, the one training loop (loop.py), the estimator base (estimator.py), HAGE on the loop (fit.py), the protocol and runs."""
+"""Training above the methods: splits, dataset assembly, the protocol and runs (the learning layer is :mod:`hagekit.learn`)."""

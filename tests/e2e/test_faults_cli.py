@@ -512,8 +512,8 @@ def test_non_finite_loss_stops_training_naming_fold_trial_epoch(ws, tmp_path):
 
     from hagekit.errors import TrainingError
     from hagekit.io.genelist import read_gene_list
+    from hagekit.learn.loop import LoopConfig, train_loop
     from hagekit.training.dataset import load_dataset
-    from hagekit.training.loop import LoopConfig, train_loop
     from hagekit.training.protocol import ProtocolSettings, run_protocol
 
     class Diverging:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from hagekit.hage.model import HAGEConfig
+from hagekit.learn.neighbours import neighbour_graph, neighbour_mean
 from hagekit.training.dataset import SectionData, STDataset
-from hagekit.training.neighbours import neighbour_graph, neighbour_mean
 
 GENES = 6
 DIM = 8

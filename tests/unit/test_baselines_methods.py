@@ -198,12 +198,14 @@ def test_grid_positions_keep_array_coords_and_quantise_pixels():
         grid_positions(np.zeros((3, 3)))
 
 
-def test_save_writes_params_and_safetensors(tmp_path):
+def test_save_writes_estimator_json_and_safetensors(tmp_path):
     X, Y, *_ = _linear(n=90)
     m = make_baseline("ridge", pca=4).fit(X, Y)
     out = m.save(tmp_path / "ridge")
-    params = json.loads((out / "params.json").read_text())
+    assert not (out / "params.json").exists()
+    params = json.loads((out / "estimator.json").read_text())
     assert params["class"] == "RidgeRegressor" and params["alpha_"] == m.alpha_
+    assert params["format"] == "hagekit.estimator/1" and params["method"] == "ridge"
     from safetensors.numpy import load_file
 
     arrays = load_file(str(out / "model.safetensors"))
@@ -224,6 +226,6 @@ def test_every_method_saves(tmp_path, name, kw):
     X, Y, S = _clusters(n=60, g=4)
     m = make_baseline(name, **kw).fit(X, Y, X_val=X[:10], Y_val=Y[:10], spatial=S)
     out = m.save(tmp_path / name)
-    assert json.loads((out / "params.json").read_text())["class"] == type(m).__name__
+    assert json.loads((out / "estimator.json").read_text())["class"] == type(m).__name__
     assert (out / "model.safetensors").stat().st_size > 0
     assert m.predict(X[:5]).shape == (5, 4)

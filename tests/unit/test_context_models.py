@@ -60,7 +60,7 @@ def test_fit_predict_save_load_and_seed(name, tmp_path):
     assert twin.get_params() == est.get_params() and not hasattr(twin, "n_features_in_")
     # save / load: the same predictions
     out = est.save(tmp_path / name)
-    assert json.loads((out / "params.json").read_text())["n_genes_"] == 4
+    assert json.loads((out / "estimator.json").read_text())["n_genes_"] == 4
     loaded = type(est).load(out)
     np.testing.assert_allclose(loaded.predict(Xt, spatial=St), pred, rtol=0, atol=1e-5)
     # a seed gives the same numbers, another seed others

@@ -12,7 +12,7 @@ from hagekit.cli.main import app
 from hagekit.data.section import read_section
 from hagekit.data.synthetic import REGIONS, SynthConfig, synthesize_dataset
 from hagekit.errors import ConfigError
-from hagekit.training.neighbours import neighbour_graph, neighbour_mean
+from hagekit.learn.neighbours import neighbour_graph, neighbour_mean
 
 
 def _tumour_fit(path: Path) -> tuple[float, float]:

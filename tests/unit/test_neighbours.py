@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hagekit.errors import ConfigError, DataError
-from hagekit.training.neighbours import (
+from hagekit.learn.neighbours import (
     context_features,
     neighbour_graph,
     neighbour_mean,

@@ -31,8 +31,11 @@ def test_lazy_exports_resolve_and_are_listed(package: str) -> None:
 PACKAGE = Path(hagekit.__file__).parent
 #: Shared building blocks: they import no stage of the pipeline.
 BASE = {"errors", "io", "device", "progress", "_lazy", "targets", "workspace", "metrics", "plots", "registry"}
-STAGES = {"data", "genes", "slides", "encoders", "extract", "hage", "training", "baselines", "bench", "predict", "report", "demo", "cli"}
-#: What each stage may not import (upper stages); the cli imports everything and nothing imports it.
+STAGES = {"data", "genes", "slides", "encoders", "extract", "learn", "hage", "training", "baselines", "bench", "predict",
+          "report", "demo", "cli"}
+#: One direction for learning: BASE < learn (loop, estimator base, torch template) < the methods
+#: (hage, baselines; neither imports the other) < training (splits, datasets, protocol, runs)
+#: < bench < cli. What each stage may not import (upper stages); nothing imports the cli.
 FORBIDDEN = {
     **{b: STAGES for b in BASE},
     "data": STAGES - {"data", "slides"},  # slides is the image layer under data
@@ -40,9 +43,10 @@ FORBIDDEN = {
     "encoders": STAGES - {"encoders"},
     "genes": STAGES - {"genes", "data"},
     "extract": STAGES - {"extract", "data", "slides", "encoders"},
-    "hage": {"predict", "report", "demo", "bench", "baselines", "extract", "cli"},
-    "training": {"predict", "report", "demo", "bench", "baselines", "extract", "cli"},
-    "baselines": STAGES - {"baselines", "training"},  # the shared loop and estimator base live in training
+    "learn": STAGES - {"learn"},  # the learning layer imports no method and no stage: BASE and itself only
+    "hage": {"predict", "report", "demo", "bench", "baselines", "extract", "training", "cli"},
+    "baselines": STAGES - {"baselines", "learn"},
+    "training": {"predict", "report", "demo", "bench", "extract", "cli"},  # above the methods it runs
     "predict": {"bench", "demo", "cli", "training", "baselines"},
     "report": STAGES - {"report"},
     "bench": {"predict", "demo", "cli"},
@@ -116,6 +120,21 @@ def test_nothing_imports_upward(import_graph: dict[str, set[str]]) -> None:
         if _group(dep) in FORBIDDEN.get(_group(m), set()) or (_group(dep) == "cli" and _group(m) not in {"cli", "__main__"})
     )
     assert not bad, bad
+
+
+def test_learning_layer_imports_only_base_modules(import_graph: dict[str, set[str]]) -> None:
+    """``hagekit.learn`` is the bottom of every method: it imports BASE modules and itself, nothing else."""
+    learn = {m for m in import_graph if _group(m) == "learn"}
+    assert {"hagekit.learn.loop", "hagekit.learn.estimator", "hagekit.learn.torch_regressor"} <= learn
+    bad = sorted(f"{m} imports {d}" for m in learn for d in import_graph[m] if _group(d) not in BASE | {"learn"})
+    assert not bad, bad
+
+
+def test_methods_sit_on_the_learning_layer(import_graph: dict[str, set[str]]) -> None:
+    """HAGE and the torch baselines share one estimator template, and HAGE's fit lives in ``hage/``."""
+    assert "hagekit.learn.torch_regressor" in import_graph["hagekit.hage.estimator"]
+    assert "hagekit.learn.torch_regressor" in import_graph["hagekit.baselines.mlp"]
+    assert "hagekit.hage.fit" in import_graph and not (PACKAGE / "training" / "fit.py").exists()
 
 
 def test_encoder_registry_names_no_plugin(import_graph: dict[str, set[str]]) -> None:

@@ -128,7 +128,7 @@ def test_report_writes_table_csv_json_and_figure(tmp_path):
 
 
 def test_probe_on_the_shared_loop_matches_the_plain_adam_loop():
-    """fit_linear_probe runs on training.loop; same seed, same weights as a plain epoch loop."""
+    """fit_linear_probe runs on learn.loop; same seed, same weights as a plain epoch loop."""
     import torch
 
     from hagekit.bench.linear_probe import ProbeConfig, fit_linear_probe

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from hagekit.baselines import METHODS, get_method, list_methods, make_method, register_method
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
-from hagekit.training.estimator import Regressor
-from hagekit.training.param_checks import Interval
+from hagekit.learn.estimator import Regressor
+from hagekit.learn.param_checks import Interval
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
 toy = importlib.util.module_from_spec(_spec)

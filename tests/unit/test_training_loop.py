@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from hagekit.errors import ConfigError
-from hagekit.metrics import pearson_per_gene
-from hagekit.training.loop import (
+from hagekit.learn.loop import (
     LoopConfig,
+    LoopHooks,
     planned_steps,
     seeded,
     steps_per_epoch,
     train_loop,
     warmup_schedule,
 )
+from hagekit.metrics import pearson_per_gene
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -115,7 +116,7 @@ def test_warmup_schedule_per_step():
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = warmup_schedule(opt, warmup_steps=3, total_steps=13, decay="cosine")
     x, y = _problem(n=10, d=2)
-    res = train_loop(model, opt, lambda idx: ((model(x[idx]) - y[idx]) ** 2).mean(), n=10, scheduler=sched,
+    res = train_loop(model, opt, lambda idx: ((model(x[idx]) - y[idx]) ** 2).mean(), n=10, hooks=LoopHooks(scheduler=sched),
                      config=LoopConfig(epochs=13, batch_size=10, scheduler_interval="step"))
     lrs = [h["lr"] for h in res.history]
     assert lrs[:3] == pytest.approx([0.5, 0.75, 1.0])

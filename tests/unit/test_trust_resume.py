@@ -184,7 +184,7 @@ def test_every_registered_method_declares_its_parameters():
     import inspect
 
     from hagekit.baselines import METHODS, get_method, make_method
-    from hagekit.training.param_checks import declared_constraints
+    from hagekit.learn.param_checks import declared_constraints
 
     for name in METHODS:
         cls = get_method(name)

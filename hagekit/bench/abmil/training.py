@@ -93,7 +93,7 @@ def train_abmil(
     seed: int = 0,
     progress: Reporter | None = None,
 ) -> TrainedABMIL:
-    """Train gated AB-MIL on bags (one Adam step per bag) with :func:`hagekit.training.loop.train_loop`,
+    """Train gated AB-MIL on bags (one Adam step per bag) with :func:`hagekit.learn.loop.train_loop`,
     early-stopping on class-weighted validation loss; the best epoch's weights are kept.
 
     Validation accuracy / AUROC / recall are computed on the device with torchmetrics
@@ -103,8 +103,8 @@ def train_abmil(
 
     from hagekit.bench.abmil.model import GatedAttentionMIL, bag_tensor
     from hagekit.device import resolve_device
+    from hagekit.learn.loop import LoopConfig, seeded, train_loop
     from hagekit.metrics.device import classification_metrics as device_metrics
-    from hagekit.training.loop import LoopConfig, seeded, train_loop
 
     device = resolve_device(config.device)
     train_y = np.asarray(train_y, dtype=np.int64)

@@ -1,6 +1,6 @@
 """Neighbour-mean context for any method: it sees ``[x_i, mean of x over i's neighbours]``.
 
-:class:`NeighbourMeanContext` is a mixin placed before a :class:`~hagekit.training.estimator.Regressor`
+:class:`NeighbourMeanContext` is a mixin placed before a :class:`~hagekit.learn.estimator.Regressor`
 subclass (``class RidgeCtx(NeighbourMeanContext, RidgeRegressor)``). ``fit`` builds the
 neighbourhoods of each training section over its training *and* validation spots (the
 protocol's 4:1 split leaves a validation spot's neighbours among the training spots), from
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hagekit.errors import DataError
-from hagekit.training.neighbours import context_features
+from hagekit.learn.neighbours import context_features
 
 __all__ = ["NeighbourMeanContext", "with_neighbour_mean"]
 
@@ -72,26 +72,16 @@ class NeighbourMeanContext:
         """Neighbourhood radius in spot pitches, or ``None`` for no context."""
         raise NotImplementedError
 
-    def fit(
-        self,
-        X: np.ndarray,
-        Y: np.ndarray,
-        *,
-        X_val: np.ndarray | None = None,
-        Y_val: np.ndarray | None = None,
-        spatial: np.ndarray | None = None,
-        spatial_val: np.ndarray | None = None,
-        groups: np.ndarray | None = None,
-        groups_val: np.ndarray | None = None,
-        progress: Any = None,
-    ) -> Any:
-        """Add the neighbour means (train + validation spots per section), then fit as the method does."""
+    def fit(self, X: np.ndarray, Y: np.ndarray, **fit_params: Any) -> Any:
+        """Add the neighbour means (train + validation spots per section; ``groups_val=`` names
+        each validation spot's section), then fit as the method does (the same keywords)."""
+        groups_val = fit_params.pop("groups_val", None)
         radius = self._context_radius()
         if radius is not None:
-            X, X_val = with_neighbour_mean(X, spatial, radius=radius, groups=groups,
-                                           val=(X_val, spatial_val, groups_val), name=self.method)
-        return super().fit(X, Y, X_val=X_val, Y_val=Y_val, spatial=spatial,  # type: ignore[misc]
-                           spatial_val=spatial_val, groups=groups, progress=progress)
+            val = (fit_params.get("X_val"), fit_params.get("spatial_val"), groups_val)
+            X, fit_params["X_val"] = with_neighbour_mean(X, fit_params.get("spatial"), radius=radius,
+                                                         groups=fit_params.get("groups"), val=val, name=self.method)
+        return super().fit(X, Y, **fit_params)  # type: ignore[misc]
 
     def predict(self, X: np.ndarray, *, spatial: np.ndarray | None = None) -> np.ndarray:
         """Predict from ``X`` (N, D) and the positions of the same spots (one section)."""

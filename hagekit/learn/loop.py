@@ -22,7 +22,7 @@ A method supplies its model, its optimiser, a *step* and (optionally) a *validat
   ``min_steps``. The first validation is always the best so far; a NaN score never is. The
   best weights are restored at the end (``restore_best``); without ``validate`` the last
   weights are kept.
-- Schedule: any LR scheduler built on the optimiser (``scheduler=``), stepped once per epoch
+- Schedule: any LR scheduler built on the optimiser (``hooks=LoopHooks(scheduler=...)``), stepped once per epoch
   or once per optimiser step (``config.scheduler_interval``); :func:`warmup_schedule` gives
   linear warmup followed by cosine, constant or step decay.
 - Device and precision: the model and the data are already on the device chosen by
@@ -30,7 +30,7 @@ A method supplies its model, its optimiser, a *step* and (optionally) a *validat
   on CUDA (fp16 with a gradient scaler) and is fp32 elsewhere (``resolve_precision``).
 - Seeding: build the model *and* run the loop inside ``with seeded(seed, device):`` so that
   initialisation and dropout draw from a forked, seeded global RNG (the caller's is untouched).
-- Hooks: ``on_epoch_start(epoch)`` runs after ``model.train()``, before the epoch's first step
+- Hooks: ``LoopHooks(on_epoch_start=...)`` runs after ``model.train()``, before the epoch's first step
   (e.g. HAGE refreshes its whole-sub-cluster centroid bank there).
 - Progress: one bar per fit through the reporter (:mod:`hagekit.progress`), advanced every
   step, its status (epoch, loss, monitored metric, best) refreshed every epoch.
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LoopConfig",
+    "LoopHooks",
     "LoopResult",
     "train_loop",
     "planned_steps",
@@ -250,6 +251,53 @@ def _label(name: str) -> str:
     return f"{head} {tail.upper()}" if tail else name
 
 
+@dataclass(frozen=True)
+class LoopHooks:
+    """What runs around the steps besides the method's own step and validation."""
+
+    scheduler: Any = None
+    """An LR scheduler on the optimiser, stepped per epoch or per step (``config.scheduler_interval``)."""
+    on_epoch_start: Callable[[int], None] | None = None
+    """Called with the epoch number after ``model.train()``, before the epoch's first step."""
+
+
+@dataclass
+class _Tracker:
+    """The best validated score so far, its epoch and weights, and epochs since."""
+
+    config: LoopConfig
+    best: float | None = None
+    best_epoch: int = 0
+    since_best: int = 0
+    best_state: dict[str, Any] | None = None
+
+    def update(self, model: Any, epoch: int, score: float) -> None:
+        if _is_better(score, self.best, self.config):
+            self.best, self.best_epoch, self.since_best = score, epoch, 0
+            if self.config.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.since_best += 1
+
+
+@dataclass
+class _Run:
+    """One fit's fixed pieces: the model, its optimiser and step, the device, batches and precision."""
+
+    model: Any
+    optimizer: Any
+    step: StepFn
+    config: LoopConfig
+    hooks: LoopHooks
+    device: Any
+    bounds: list[tuple[int, int]]
+    dtype: Any
+    scaler: Any
+    params: list[Any]
+    n: int
+    steps: int = 0
+
+
 def train_loop(
     model: Any,
     optimizer: Any,
@@ -258,120 +306,142 @@ def train_loop(
     n: int,
     config: LoopConfig,
     validate: ValidateFn | None = None,
-    scheduler: Any = None,
+    hooks: LoopHooks | None = None,
     progress: Reporter | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """Train ``model`` in place with ``step`` over ``n`` items; returns a :class:`LoopResult`.
 
-    See the module docstring for the contract of ``step`` and ``validate``.
+    See the module docstring for the contract of ``step`` and ``validate``; ``hooks`` adds an LR
+    scheduler and an epoch-start hook (:class:`LoopHooks`).
     """
     import torch
-
-    from hagekit.device import resolve_precision
 
     n = int(n)
     if n < config.min_batch:
         raise ConfigError(f"{config.description}: {n} training items, need at least {config.min_batch}")
-    device = next(iter(model.parameters())).device
-    precision = resolve_precision(config.precision, device, default="bf16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    bounds = _batch_bounds(n, config)
-    total_steps = planned_steps(n, config)
-    n_epochs = _planned_epochs(n, config)
+    run = _start(model, optimizer, step, config, hooks or LoopHooks(), n)
+    total_steps, n_epochs = planned_steps(n, config), _planned_epochs(n, config)
     gen = torch.Generator().manual_seed(int(config.seed) % (2**63))
-    params = [p for g in optimizer.param_groups for p in g["params"]]
     task = reporter_or_null(progress).task(config.description, total=total_steps, status="")
     history: list[dict[str, float]] = []
-    best: float | None = None
-    best_epoch, since_best, steps, stopped = 0, 0, 0, False
-    best_state: dict[str, Any] | None = None
+    tracker, stopped = _Tracker(config), False
     try:
         for epoch in range(1, n_epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-            if on_epoch_start is not None:
-                on_epoch_start(epoch)
-            perm = torch.randperm(n, generator=gen).to(device)
-            sums: dict[str, torch.Tensor] = {}
-            taken = 0
-            for start, stop in bounds:
-                if config.max_steps is not None and steps >= config.max_steps:
-                    break
-                with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
-                    out = step(perm[start:stop])
-                terms = dict(out) if isinstance(out, Mapping) else {"loss": out}
-                optimizer.zero_grad(set_to_none=True)
-                loss = terms["loss"]
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if config.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if config.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    optimizer.step()
-                if scheduler is not None and config.scheduler_interval == "step":
-                    scheduler.step()
-                steps += 1
-                taken += 1
-                for k, v in terms.items():
-                    v = v.detach().double()
-                    sums[k] = sums[k] + v if k in sums else v
-                task.advance(1)
-            if scheduler is not None and config.scheduler_interval == "epoch":
-                scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            record: dict[str, float] = {"epoch": float(epoch), "steps": float(steps)}
-            record.update({k: float(v) / max(taken, 1) for k, v in sums.items()})
-            check_finite_loss(record.get("loss", 0.0), epoch)
-            record["train_seconds"] = time.perf_counter() - t0
-            record["lr"] = float(optimizer.param_groups[0]["lr"])
+            record, t0 = _train_epoch(run, epoch, gen, task)
             if validate is not None:
-                model.eval()
-                with torch.inference_mode():
-                    metrics = {k: float(v) for k, v in validate().items()}
-                if config.monitor not in metrics:
-                    raise ConfigError(
-                        f"{config.description}: monitor {config.monitor!r} is not among the validation "
-                        f"metrics ({', '.join(metrics) or 'none'})"
-                    )
-                record.update(metrics)
-                score = metrics[config.monitor]
-                if _is_better(score, best, config):
-                    best, best_epoch, since_best = score, epoch, 0
-                    if config.restore_best:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    since_best += 1
+                record.update(_validate(model, validate, config))
+                tracker.update(model, epoch, record[config.monitor])
             else:
-                best_epoch = epoch
+                tracker.best_epoch = epoch
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
-            status = _status(record, epoch, n_epochs, config, best, best_epoch)
+            status = _status(record, epoch, n_epochs, config, tracker.best, tracker.best_epoch)
             task.update(status=status)
             log.debug("%s: %s", config.description, status)
-            out_of_budget = config.max_steps is not None and steps >= config.max_steps
-            if config.patience and since_best >= config.patience and steps >= config.min_steps:
+            out_of_budget = config.max_steps is not None and run.steps >= config.max_steps
+            if config.patience and tracker.since_best >= config.patience and run.steps >= config.min_steps:
                 stopped = True
                 log.info("%s: early stop at epoch %d (best %s %.4f at epoch %d)", config.description, epoch,
-                         config.monitor, best, best_epoch)
+                         config.monitor, tracker.best, tracker.best_epoch)
             if stopped or out_of_budget:
                 task.update(completed=total_steps)
                 break
     finally:
         task.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if tracker.best_state is not None:
+        model.load_state_dict(tracker.best_state)
     model.eval()
-    best_score = float(best) if best is not None else float("nan")
-    return LoopResult(best_epoch, best_score, history, stopped, steps, len(history))
+    best_score = float(tracker.best) if tracker.best is not None else float("nan")
+    return LoopResult(tracker.best_epoch, best_score, history, stopped, run.steps, len(history))
+
+
+def _start(model: Any, optimizer: Any, step: StepFn, config: LoopConfig, hooks: LoopHooks, n: int) -> _Run:
+    """The device, batch bounds and precision (autocast dtype, fp16 gradient scaler) of a fit."""
+    import torch
+
+    from hagekit.device import resolve_precision
+
+    device = next(iter(model.parameters())).device
+    precision = resolve_precision(config.precision, device, default="bf16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    return _Run(model, optimizer, step, config, hooks, device, _batch_bounds(n, config), dtype, scaler, params, n)
+
+
+def _train_epoch(run: _Run, epoch: int, gen: Any, task: Any) -> tuple[dict[str, float], float]:
+    """One epoch of optimiser steps over a permutation drawn from ``gen``; its history record
+    (step terms averaged) and start time."""
+    import torch
+
+    config, model = run.config, run.model
+    model.train()
+    t0 = time.perf_counter()
+    if run.hooks.on_epoch_start is not None:
+        run.hooks.on_epoch_start(epoch)
+    perm = torch.randperm(run.n, generator=gen).to(run.device)
+    sums: dict[str, torch.Tensor] = {}
+    taken = 0
+    for start, stop in run.bounds:
+        if config.max_steps is not None and run.steps >= config.max_steps:
+            break
+        with torch.autocast(run.device.type, dtype=run.dtype) if run.dtype is not None else contextlib.nullcontext():
+            out = run.step(perm[start:stop])
+        terms = dict(out) if isinstance(out, Mapping) else {"loss": out}
+        _optimizer_step(run, terms["loss"])
+        run.steps += 1
+        taken += 1
+        for k, v in terms.items():
+            v = v.detach().double()
+            sums[k] = sums[k] + v if k in sums else v
+        task.advance(1)
+    if run.hooks.scheduler is not None and config.scheduler_interval == "epoch":
+        run.hooks.scheduler.step()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    record: dict[str, float] = {"epoch": float(epoch), "steps": float(run.steps)}
+    record.update({k: float(v) / max(taken, 1) for k, v in sums.items()})
+    check_finite_loss(record.get("loss", 0.0), epoch)
+    record["train_seconds"] = time.perf_counter() - t0
+    record["lr"] = float(run.optimizer.param_groups[0]["lr"])
+    return record, t0
+
+
+def _optimizer_step(run: _Run, loss: Any) -> None:
+    """``zero_grad`` / ``backward`` / (grad clipping) / ``optimizer.step`` (scaled under fp16), then a per-step schedule."""
+    import torch
+
+    optimizer, clip = run.optimizer, run.config.grad_clip
+    optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        if clip is not None:
+            run.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(run.params, clip)
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(run.params, clip)
+        optimizer.step()
+    if run.hooks.scheduler is not None and run.config.scheduler_interval == "step":
+        run.hooks.scheduler.step()
+
+
+def _validate(model: Any, validate: ValidateFn, config: LoopConfig) -> dict[str, float]:
+    """The validation metrics of the current weights (eval mode, inference mode)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        metrics = {k: float(v) for k, v in validate().items()}
+    if config.monitor not in metrics:
+        raise ConfigError(
+            f"{config.description}: monitor {config.monitor!r} is not among the validation "
+            f"metrics ({', '.join(metrics) or 'none'})"
+        )
+    return metrics
 
 
 def _status(record: Mapping[str, float], epoch: int, n_epochs: int, config: LoopConfig,

@@ -3,26 +3,43 @@
 HAGE supplies only its step (the loss of eq. 3 on a batch of spots; the fixed hierarchy labels
 are attached to the model, which looks them up by the batch's indices), the centroid-bank
 refresh at each epoch start (``centroids`` "memory"/"epoch") and its validation score (mean per-gene PCC on the validation spots,
-:func:`hagekit.metrics.device.mean_gene_pcc` on the device); :func:`hagekit.training.loop.train_loop`
+:func:`hagekit.metrics.device.mean_gene_pcc` on the device); :func:`hagekit.learn.loop.train_loop`
 does the batching, budget, early stopping, progress and history. Training data live on the
 device as tensors. A last batch of one spot is merged into the previous batch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hagekit.learn.loop import LoopConfig, LoopHooks, LoopResult, predict_in_batches, train_loop
+from hagekit.learn.torch_regressor import Batchable
 from hagekit.progress import Reporter
-from hagekit.training.loop import LoopConfig, LoopResult, predict_in_batches, train_loop
 
 if TYPE_CHECKING:
     import torch
 
     from hagekit.hage.model import HAGEConfig, HAGEModel
 
-__all__ = ["fit_model", "predict_batches", "loop_config"]
+__all__ = ["fit_model", "predict_batches", "loop_config", "HAGEData"]
+
+
+@dataclass
+class HAGEData(Batchable):
+    """What HAGE trains on: spots ``x`` (N, D) and ``y`` (N, G) on the device, validation
+    ``x_val`` (tensor) and ``y_val`` (tensor or array), the fixed hierarchy ``labels`` (N,)
+    with ``n_clusters`` sub-clusters, the feature statistics the model standardises with, and the
+    spots the after-fit steps use."""
+
+    labels: Any = None
+    n_clusters: int = 0
+    mean: Any = None
+    std: Any = None
+    check: tuple[np.ndarray, np.ndarray] | None = None
+    """(X, Y) arrays the calibration and the collapse check use after the fit (validation spots when there are 2+)."""
 
 
 def predict_batches(model: HAGEModel, x: torch.Tensor, *, batch_size: int = 4096) -> np.ndarray:
@@ -57,32 +74,28 @@ def loop_config(config: HAGEConfig, *, seed: int = 0, description: str = "train"
 
 def fit_model(
     model: HAGEModel,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: HAGEData,
     *,
     config: HAGEConfig,
-    labels: torch.Tensor | None = None,
-    n_clusters: int = 0,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | np.ndarray | None = None,
     seed: int = 0,
     progress: Reporter | None = None,
     description: str = "train",
     precision: str | None = "fp32",
 ) -> LoopResult:
-    """Train ``model`` in place on (x, y) tensors already on its device; the best weights are loaded.
+    """Train ``model`` in place on ``data`` (tensors already on its device); the best weights are loaded.
 
-    ``labels`` (N,) are the fixed hierarchy sub-cluster ids (attached to the model, which looks
+    ``data.labels`` (N,) are the fixed hierarchy sub-cluster ids (attached to the model, which looks
     them up by the batch's indices); the LR schedule is the paper's StepLR per epoch
-    (``schedule="step"``) or warmup + cosine/constant per step over the planned budget; ``y_val`` (tensor or array) is
-    compared with the predictions on ``x_val`` after every epoch.
+    (``schedule="step"``) or warmup + cosine/constant per step over the planned budget; ``data.y_val``
+    (tensor or array) is compared with the predictions on ``data.x_val`` after every epoch.
     """
     import torch
 
+    from hagekit.learn.loop import planned_steps, warmup_schedule
     from hagekit.metrics.device import mean_gene_pcc
-    from hagekit.training.loop import planned_steps, warmup_schedule
 
     loop_cfg = loop_config(config, seed=seed, description=description, precision=precision)
+    x, y, x_val, y_val = data.x, data.y, data.x_val, data.y_val
     n = int(x.shape[0])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.schedule == "step":  # the paper: StepLR per epoch
@@ -90,8 +103,8 @@ def fit_model(
     else:  # linear warmup, then cosine or constant, per optimiser step over the planned budget
         sched = warmup_schedule(opt, warmup_steps=config.warmup_steps, total_steps=planned_steps(n, loop_cfg),
                                 decay=config.schedule)
-    if labels is not None and getattr(model, "hier_labels", None) is None:
-        model.attach_hierarchy(labels, n_clusters)
+    if data.labels is not None and getattr(model, "hier_labels", None) is None:
+        model.attach_hierarchy(data.labels, data.n_clusters)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return model.losses(x[idx], y[idx], index=idx)
@@ -103,5 +116,5 @@ def fit_model(
         def validate() -> dict[str, float]:
             return {"val_pcc": mean_gene_pcc(predict_in_batches(model, x_val), yv)}
 
-    return train_loop(model, opt, step, n=n, validate=validate, scheduler=sched, progress=progress, config=loop_cfg,
-                      on_epoch_start=lambda epoch: model.start_epoch(x, y))  # whole-cluster centroid bank
+    hooks = LoopHooks(scheduler=sched, on_epoch_start=lambda epoch: model.start_epoch(x, y))  # whole-cluster centroid bank
+    return train_loop(model, opt, step, n=n, validate=validate, hooks=hooks, progress=progress, config=loop_cfg)

@@ -1,0 +1,2 @@
+"""The learning layer under every method: the training loop, the estimator base, the torch
+estimator template, parameter checks, standardisation and spatial context. It imports no method."""
