@@ -81,7 +81,7 @@ def test_method_fits_predicts_clones_saves_and_repeats(name: str, tmp_path: Path
         np.testing.assert_allclose(back.predict(d["X"][d["groups"] == "B1"], spatial=d["S"][d["groups"] == "B1"]),
                                    pred, rtol=1e-5, atol=1e-6)
     else:  # the parameters written beside the arrays rebuild the estimator
-        params = json.loads((folder / "params.json").read_text())
+        params = json.loads((folder / "estimator.json").read_text())
         assert all(params[k] == v for k, v in est.get_params(deep=False).items() if isinstance(v, (int, str, bool)))
 
 
