@@ -30,7 +30,7 @@ def test_lazy_exports_resolve_and_are_listed(package: str) -> None:
 
 PACKAGE = Path(hagekit.__file__).parent
 #: Shared building blocks: they import no stage of the pipeline.
-BASE = {"errors", "io", "device", "progress", "_lazy", "targets", "workspace", "metrics", "plots"}
+BASE = {"errors", "io", "device", "progress", "_lazy", "targets", "workspace", "metrics", "plots", "config", "study"}
 STAGES = {"data", "genes", "slides", "encoders", "extract", "hage", "training", "baselines", "bench", "predict", "report", "demo", "cli"}
 #: What each stage may not import (upper stages); the cli imports everything and nothing imports it.
 FORBIDDEN = {
