@@ -1,7 +1,8 @@
 """``train_run``: HAGE under the cross-validation protocol, from files to a run folder.
 
-Settings resolve as defaults < config file (TOML or YAML) < explicit overrides (CLI flags);
-the resolved settings are saved in the run's ``config.json``. Gene embeddings trained on a
+Settings resolve as defaults < recipe < config file (TOML or YAML) < explicit overrides (CLI
+flags), by :func:`hagekit.config.resolve_layers`; the resolved settings are saved in the run's
+``config.json``. Gene embeddings trained on a
 held-out section are refused (or, with ``allow_leak``, used with a warning recorded in the run).
 """
 
