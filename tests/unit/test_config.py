@@ -148,3 +148,24 @@ def test_a_registered_hage_variant_runs_in_bench_baselines_by_capability(hage_va
         recorded = json.loads((out / "runs" / method / "A1" / "config.json").read_text())["config"]
         assert (recorded.get("hage") is not None) == takes, method  # HAGE's config: by what the class takes
         assert (recorded.get("gene_embeddings") is not None) == takes, method
+
+
+def test_a_registered_hage_variant_is_tuned_through_the_hage_config(hage_variant, tmp_path: Path) -> None:
+    import tomllib
+
+    import torch
+
+    from hagekit.cli.main import app
+
+    torch.set_num_threads(1)
+    root, feats, panel, emb = toy.make_toy(tmp_path)
+    cfg = tmp_path / "fast.toml"
+    cfg.write_text("[hage]\nd = 16\nn_heads = 4\nk1 = 3\nk2 = 2\nbatch_size = 32\nmin_steps = 4\nepochs = 1\n")
+    out = tmp_path / "tune"
+    res = CliRunner().invoke(app, ["bench", "tune", "--data-root", str(root), "--dataset", "toy", "--features",
+                                   str(feats), "--genes", str(panel), "--gene-embeddings", str(emb), "--config",
+                                   str(cfg), "--method", hage_variant, "--space", "lr=1e-3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    chosen = tomllib.loads((out / "chosen.toml").read_text())
+    assert list(chosen) == ["hage"] and chosen["hage"]["lr"] == 1e-3 and chosen["hage"]["d"] == 16
+    assert json.loads((out / "tune.json").read_text())["method"] == hage_variant
