@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from hagekit.bench.compare import load_bench_inputs, takes_embeddings
 from hagekit.config import RunSettings, coerce_setting
 from hagekit.genes.per_fold import FoldEmbeddings, embeddings_for
 from hagekit.hage.model import HAGEConfig, collapse_message
@@ -44,8 +45,8 @@ from hagekit.progress import Reporter, reporter_or_null
 from hagekit.study import StudyInputs
 from hagekit.training.dataset import STDataset
 
-__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "DEFAULT_METHOD", "default_space", "takes_config",
-           "tune_folder", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "Search", "TuneTask", "inner_folds",
+__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "DEFAULT_METHOD", "default_space", "tune_folder",
+           "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "Search", "TuneTask", "inner_folds",
            "score_config", "tune", "bench_tune"]
 
 log = logging.getLogger(__name__)
@@ -84,15 +85,6 @@ DEFAULT_METHOD = "hage"
 """What ``bench tune`` tunes when no ``--method`` is given; its results go to ``bench-tune``."""
 
 
-def takes_config(method: str) -> bool:
-    """Whether ``method``'s settings are the fields of the run's HAGE config (its class takes gene
-    embeddings and that config, as HAGE and its variants do): decided by capability, not by name.
-    Such a method is tuned through ``config__<field>`` and its choice written as ``[hage]``."""
-    from hagekit.baselines import method_accepts
-
-    return method_accepts(method, "gene_embeddings")
-
-
 def default_space(method: str) -> dict[str, tuple[Any, ...]]:
     """The default search space of ``method``: :data:`BASELINE_SPACES`, else the one its class
     declares (``search_space``), else :data:`SEARCH_SPACE` for a method tuned through the HAGE
@@ -100,7 +92,7 @@ def default_space(method: str) -> dict[str, tuple[Any, ...]]:
     from hagekit.baselines import method_search_space
 
     space = BASELINE_SPACES.get(method) or method_search_space(method)
-    if not space and takes_config(method):
+    if not space and takes_embeddings(method):
         space = SEARCH_SPACE
     return dict(space)
 
@@ -209,7 +201,7 @@ class TuneTask:
         """The method with ``config`` (a HAGE config, or constructor parameters) for one fit."""
         from hagekit.baselines import make_method
 
-        if takes_config(self.method):
+        if takes_embeddings(self.method):
             return make_method(self.method, context={"config": config, "gene_embeddings": emb, "device": self.device,
                                                      "random_state": seed, "genes": list(self.data.genes),
                                                      "label": label})
@@ -228,7 +220,7 @@ def score_config(task: TuneTask, config: Any, progress: Reporter | None = None) 
     from hagekit.training.splits import train_val_split, trial_seed
 
     data, repeats = task.data, max(1, int(task.repeats))
-    with_emb = takes_config(task.method)
+    with_emb = takes_embeddings(task.method)
     pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
     for f in task.inner:  # each fold's arrays (and embeddings) once, for all its repeats
         X, Y, S, groups = data.stack(f.train_sections)
@@ -266,7 +258,7 @@ def _space_and_base(method: str, base: Any, space: Mapping[str, Sequence[Any]] |
     from hagekit.errors import ConfigError
 
     space = dict(space or default_space(method))
-    if takes_config(method):
+    if takes_embeddings(method):
         base = base or HAGEConfig()
         valid = list(HAGEConfig.field_names())
     else:
@@ -363,7 +355,7 @@ def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequ
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if takes_config(result.method):
+    if takes_embeddings(result.method):
         searched = list(space or default_space(result.method))
         default = HAGEConfig().to_dict()
         chosen = result.best.to_dict()
@@ -414,14 +406,13 @@ def bench_tune(
 ) -> tuple[TuneResult, Path, list[str]]:
     """``hagekit bench tune``: load ``inputs`` with ``config_file`` and ``overrides`` as ``bench
     baselines`` does, with the same leak checks; search from the resolved HAGE config (a method
-    tuned through it, :func:`takes_config`) or ``method``'s ``[baselines.<method>]`` parameters;
+    tuned through it: :func:`~hagekit.bench.compare.takes_embeddings`) or ``method``'s ``[baselines.<method>]`` parameters;
     write ``out``. Returns (result, TOML, warnings)."""
     from hagekit.baselines import get_method
-    from hagekit.bench.compare import load_bench_inputs
 
     search = search or Search()
     get_method(method)  # an unknown method fails before any data is read
-    with_config = takes_config(method)
+    with_config = takes_embeddings(method)
     loaded = load_bench_inputs(inputs, need_embeddings=with_config, config_file=config_file, overrides=overrides,
                                allow_per_fold=True, progress=progress)
     s = loaded.settings
@@ -453,7 +444,7 @@ def parse_space(text: str | None, method: str = DEFAULT_METHOD) -> dict[str, tup
 
     if not text:
         return None
-    if takes_config(method):
+    if takes_embeddings(method):
         valid: list[str] = list(HAGEConfig.field_names())
 
         def typed(key: str, value: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hagekit.config import coerce_setting
+from hagekit.config import HAGE_SECTIONS, coerce_setting
 from hagekit.errors import ConfigError
 from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
@@ -186,7 +186,14 @@ class HAGEConfig:
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
+        """The flat settings in field order: what ``config.json`` records (a run's identity)."""
         return dataclasses.asdict(self)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The settings grouped as :data:`hagekit.config.HAGE_SECTIONS` (model, loss, optimiser,
+        budget, data), as ``[hage.<section>]`` tables write them."""
+        flat = self.to_dict()
+        return {name: {k: flat[k] for k in keys} for name, keys in HAGE_SECTIONS.items()}
 
 
 class GEHead(nn.Module):

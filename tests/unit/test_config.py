@@ -33,6 +33,9 @@ def test_sections_group_every_hage_field_exactly_once() -> None:
 
     grouped = [f for fields in HAGE_SECTIONS.values() for f in fields]
     assert sorted(grouped) == sorted(HAGEConfig.field_names()) and len(grouped) == len(set(grouped))
+    cfg = HAGEConfig(lr=3e-4, epochs=4)
+    assert cfg.sections()["optimiser"]["lr"] == 3e-4 and cfg.sections()["budget"]["epochs"] == 4
+    assert HAGEConfig.from_dict({k: v for part in cfg.sections().values() for k, v in part.items()}) == cfg
 
 
 def test_nested_sections_resolve_to_the_flat_settings_and_the_same_record(tmp_path: Path) -> None:
