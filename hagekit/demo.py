@@ -73,6 +73,7 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
     from hagekit.io.genelist import write_gene_list
     from hagekit.predict import predict_section
     from hagekit.report import report_run, summary_markdown
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     if out.exists() and any(out.iterdir()):
@@ -108,8 +109,7 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
     run_dir = out / "runs" / DATASET / "hage-demo"
     _one_thread()
     result = train_run(
-        data_root=data_root, dataset=DATASET, features_dir=feats, genes_path=genes_path,
-        embeddings_path=emb_path, out=run_dir,
+        StudyInputs(data_root, DATASET, feats, genes_path, emb_path), run_dir,
         overrides={**DEMO_OVERRIDES, "folds": list(HELD_OUT), "trials": 1, "seed": seed, "split": "section"},
         progress=progress,
     )

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hagekit.errors import ConfigError
-from hagekit.registry import Registry
 from hagekit.learn.param_checks import check_declared_params, declared_constraints
+from hagekit.registry import Registry
 
 __all__ = [
     "METHODS",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hagekit.bench.compare import (
     MethodSpec,
+    Schedule,
     hage_spec,
     load_bench_inputs,
     run_methods,
@@ -22,6 +24,7 @@ from hagekit.bench.expression.tables import BenchResult, assemble, features_head
 from hagekit.errors import ConfigError
 from hagekit.io.atomic import check_output_dir
 from hagekit.progress import Reporter
+from hagekit.study import StudyInputs
 
 __all__ = [
     "ABLATION_VARIANTS",
@@ -30,6 +33,7 @@ __all__ = [
     "DEFAULT_K2",
     "ablation_specs",
     "grid_specs",
+    "VariantsJob",
     "bench_ablation",
     "bench_grid",
     "default_jobs",
@@ -82,70 +86,62 @@ def grid_specs(k1: Sequence[int] | None = None, k2: Sequence[int] | None = None)
     return [hage_spec(f"k1={a},k2={b}", {"k1": a, "k2": b}) for a in k1s for b in k2s]
 
 
-def _run_variants(
-    specs: list[MethodSpec],
-    *,
-    kind: str,
-    reference: str | None,
-    data_root: Path | str,
-    dataset: str,
-    features_dir: Path | str,
-    genes_path: Path | str,
-    embeddings_path: Path | str | None,
-    out: Path | str,
-    config_file: Path | str | None,
-    overrides: Mapping[str, Any] | None,
-    device: str,
-    n_jobs: int | None,
-    overwrite: bool,
-    progress: Reporter | None,
-) -> tuple[BenchResult, list[str]]:
+@dataclass(frozen=True)
+class VariantsJob:
+    """What ``bench ablation`` and ``bench grid`` share: the study's inputs, the output folder,
+    the settings file and flags, and how the tasks run (``n_jobs`` None: one worker per core)."""
+
+    inputs: StudyInputs
+    out: Path | str
+    config_file: Path | str | None = None
+    overrides: Mapping[str, Any] | None = None
+    device: str = "cpu"
+    n_jobs: int | None = None
+    overwrite: bool = False
+    progress: Reporter | None = None
+
+
+def _run_variants(specs: list[MethodSpec], job: VariantsJob, *, kind: str,
+                  reference: str | None) -> tuple[BenchResult, list[str]]:
     from hagekit.training.splits import make_folds
 
-    if n_jobs is not None and int(n_jobs) < 1:
-        raise ConfigError(f"--jobs: must be >= 1 worker process, got {n_jobs}")
-    out = Path(out)
+    if job.n_jobs is not None and int(job.n_jobs) < 1:
+        raise ConfigError(f"--jobs: must be >= 1 worker process, got {job.n_jobs}")
+    out = Path(job.out)
     check_output_dir(out, "--out")
-    inputs = load_bench_inputs(data_root=data_root, dataset=dataset, features_dir=features_dir,
-                               genes_path=genes_path, embeddings_path=embeddings_path, need_hage=True,
-                               config_file=config_file, overrides=overrides, allow_per_fold=True,
-                               progress=progress)
+    inputs = load_bench_inputs(job.inputs, need_embeddings=True, config_file=job.config_file,
+                               overrides=job.overrides, allow_per_fold=True, progress=job.progress)
     s = inputs.settings
     n_folds = len(make_folds(inputs.data.patients(), split=s.split, folds=s.folds))
-    jobs = default_jobs(len(specs) * n_folds) if n_jobs is None else int(n_jobs)
+    jobs = default_jobs(len(specs) * n_folds) if job.n_jobs is None else int(job.n_jobs)
     if jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
     names = [sp.name for sp in specs]
-    rows = run_methods(inputs.data, specs, split=s.split, folds=s.folds, trials=s.trials, seed=s.seed,
-                       val_fraction=s.val_fraction, hage_config=inputs.hage_config,
-                       gene_embeddings=inputs.hage_embeddings, device=device, n_jobs=jobs,
-                       runs_dir=out / "runs", overwrite=overwrite,
-                       config={"hage": inputs.hage_config.to_dict(), **inputs.record}, progress=progress)
+    rows = run_methods(inputs.data, specs, s, hage_config=inputs.hage_config,
+                       gene_embeddings=inputs.hage_embeddings,
+                       schedule=Schedule(job.device, jobs, out / "runs", job.overwrite),
+                       config={"hage": inputs.hage_config.to_dict(), **inputs.record}, progress=job.progress)
     result = assemble(rows, names, reference=reference if reference in names else names[0],
                       header=features_header(inputs.data, s, len(names)), floor=None)
     settings = {**inputs.settings_record(),
                 "variants": {sp.name: {k.removeprefix("config__"): v for k, v in sp.params.items()} for sp in specs},
-                "n_jobs": jobs, "device": device, "hage": inputs.hage_config.to_dict()}
+                "n_jobs": jobs, "device": job.device, "hage": inputs.hage_config.to_dict()}
     title = {"ablation": "HAGE ablation (Table 2)", "grid": "HAGE k1 x k2 grid (Table 3)"}[kind]
     write_outputs(result, out, title=f"{title} on {inputs.data.dataset} ({s.split} split)", settings=settings)
     return result, inputs.warnings
 
 
-def bench_ablation(*, variants: Sequence[str] | None = None, **kwargs: Any) -> tuple[BenchResult, list[str]]:
-    """``hagekit bench ablation``: full HAGE vs no GE, no hierarchy, neither, single-level.
-
-    Keywords as :func:`hagekit.bench.compare.bench_baselines` (data_root, dataset, features_dir,
-    genes_path, embeddings_path, out, config_file, overrides, device, n_jobs, overwrite, progress).
-    """
+def bench_ablation(job: VariantsJob, variants: Sequence[str] | None = None) -> tuple[BenchResult, list[str]]:
+    """``hagekit bench ablation``: full HAGE vs no GE, no hierarchy, neither, single-level."""
     specs = ablation_specs(variants)
-    return _run_variants(specs, kind="ablation", reference="full", **kwargs)
+    return _run_variants(specs, job, kind="ablation", reference="full")
 
 
-def bench_grid(*, k1: Sequence[int] | None = None, k2: Sequence[int] | None = None,
-               **kwargs: Any) -> tuple[BenchResult, list[str]]:
+def bench_grid(job: VariantsJob, k1: Sequence[int] | None = None,
+               k2: Sequence[int] | None = None) -> tuple[BenchResult, list[str]]:
     """``hagekit bench grid``: HAGE for every k1 x k2 pair (default {10,20,30,40} x {2,3}).
 
     The paired comparison is against the paper's setting ``k1=30,k2=2`` when it is in the grid.
     """
     specs = grid_specs(k1, k2)
-    return _run_variants(specs, kind="grid", reference="k1=30,k2=2", **kwargs)
+    return _run_variants(specs, job, kind="grid", reference="k1=30,k2=2")

@@ -37,12 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from hagekit.bench.compare import load_bench_inputs, takes_embeddings
+from hagekit.config import RunSettings, coerce_setting
 from hagekit.genes.per_fold import FoldEmbeddings, embeddings_for
 from hagekit.hage.model import HAGEConfig, collapse_message
 from hagekit.progress import Reporter, reporter_or_null
+from hagekit.study import StudyInputs
 from hagekit.training.dataset import STDataset
 
-__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "default_space", "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "inner_folds", "score_config", "tune"]
+__all__ = ["SEARCH_SPACE", "SEARCH_ORDER", "BASELINE_SPACES", "DEFAULT_METHOD", "default_space", "tune_folder",
+           "METRICS", "MIN_GAIN", "InnerFold", "TuneResult", "Search", "TuneTask", "inner_folds",
+           "score_config", "tune", "bench_tune"]
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +81,32 @@ BASELINE_SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
 """Default search spaces of the baselines (others need ``--space``)."""
 
 
+DEFAULT_METHOD = "hage"
+"""What ``bench tune`` tunes when no ``--method`` is given; its results go to ``bench-tune``."""
+
+
 def default_space(method: str) -> dict[str, tuple[Any, ...]]:
-    """The default search space of a baseline: :data:`BASELINE_SPACES`, else the one its class
-    declares (``search_space``), else empty (``--space`` needed)."""
+    """The default search space of ``method``: :data:`BASELINE_SPACES`, else the one its class
+    declares (``search_space``), else :data:`SEARCH_SPACE` for a method tuned through the HAGE
+    config, else empty (``--space`` needed)."""
     from hagekit.baselines import method_search_space
 
-    return dict(BASELINE_SPACES.get(method) or method_search_space(method))
+    space = BASELINE_SPACES.get(method) or method_search_space(method)
+    if not space and takes_embeddings(method):
+        space = SEARCH_SPACE
+    return dict(space)
+
+
+def tune_folder(method: str) -> str:
+    """The default output folder name of ``bench tune --method method`` under the workspace's runs:
+    ``bench-tune`` for :data:`DEFAULT_METHOD`, ``bench-tune-<method>`` for the others."""
+    return {DEFAULT_METHOD: "bench-tune"}.get(method, f"bench-tune-{method}")
+
 
 MIN_GAIN = 0.002
-"""Smallest score gain that moves a setting. On HER2ST C2..C6 (5 inner folds, ~600 training spots)
-settings that cannot matter (weight decay 1e-5 vs 1e-4) differ by <= 0.0005; the default
-configuration refitted on three sets of 4:1 splits and seeds scored 0.2469 / 0.2487 / 0.2526
-(std 0.003): a gain near this size needs ``repeats`` to be believed."""
+"""Smallest score gain that moves a setting: above the spread that settings which cannot matter
+and refits on other splits and seeds show on HER2ST (measured: docs/results.md), so that seed
+noise does not move a setting; a gain near this size needs ``repeats`` to be believed."""
 
 METRICS: dict[str, Any] = {
     "pcc_all": lambda r: r["pcc_all"],
@@ -117,7 +136,7 @@ class TuneResult:
     those given in the base)."""
     trials: list[dict[str, Any]] = field(default_factory=list)
     folds: list[InnerFold] = field(default_factory=list)
-    method: str = "hage"
+    method: str = DEFAULT_METHOD
 
 
 def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str] | None = None) -> list[InnerFold]:
@@ -139,45 +158,79 @@ def inner_folds(data: STDataset, *, split: str = "section", folds: Sequence[str]
     return out
 
 
-def score_config(
-    data: STDataset,
-    gene_embeddings: np.ndarray | FoldEmbeddings | None,
-    config: HAGEConfig | Mapping[str, Any],
-    inner: Sequence[InnerFold],
-    *,
-    method: str = "hage",
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    repeats: int = 1,
-    device: str = "cpu",
-    progress: Reporter | None = None,
-) -> dict[str, Any]:
-    """Fit ``config`` on every inner fold (``repeats`` times, each with its own 4:1 spot split
-    and seed, as the protocol's trials); per-fold ``gene_embeddings`` are the set trained on the
-    inner fold's training sections (so neither its inner validation nor its test section); mean PCC(all)/PCC(HEG) on the inner validation sections,
-    wall and CPU seconds per fit (CPU time is comparable on a shared machine), and the collapse
-    diagnostics (max over fits of z^i, z^e mean cosine; NaN for a baseline). ``method`` other than
-    "hage": ``config`` holds that estimator's parameters."""
-    from hagekit.baselines import make_method
-    from hagekit.hage.estimator import HAGERegressor
+@dataclass(frozen=True)
+class Search:
+    """How :func:`tune` searches: the ``space`` (default :func:`default_space`), the ``order`` of
+    its settings (default :data:`SEARCH_ORDER` first), the :data:`METRICS` key scored, the
+    4:1 splits per inner fold (``repeats``) and the smallest gain that moves a setting."""
+
+    space: Mapping[str, Sequence[Any]] | None = None
+    order: Sequence[str] | None = None
+    metric: str = "mean"
+    repeats: int = 1
+    min_gain: float = MIN_GAIN
+
+    def check(self) -> None:
+        """Refuse an unknown metric, repeats < 1 and a negative min_gain (one line each)."""
+        from hagekit.errors import ConfigError
+
+        if self.metric not in METRICS:
+            raise ConfigError(f"bench tune: --metric {self.metric!r} is not valid (valid: {', '.join(METRICS)})")
+        if int(self.repeats) < 1:
+            raise ConfigError(f"bench tune: --repeats must be >= 1, got {self.repeats}")
+        if not self.min_gain >= 0:
+            raise ConfigError(f"bench tune: --min-gain must be >= 0, got {self.min_gain}")
+
+
+@dataclass(frozen=True)
+class TuneTask:
+    """What every configuration is scored on: the dataset, the gene embeddings (an array or
+    per-fold sets; used by methods that take them), the inner folds, the method, the seed and
+    4:1 split of the protocol, the splits per inner fold and the device."""
+
+    data: STDataset
+    gene_embeddings: np.ndarray | FoldEmbeddings | None
+    inner: Sequence[InnerFold]
+    method: str = DEFAULT_METHOD
+    seed: int = 0
+    val_fraction: float = 0.2
+    repeats: int = 1
+    device: str = "cpu"
+
+    def estimator(self, config: Any, emb: Any, seed: int, label: str) -> Any:
+        """The method with ``config`` (a HAGE config, or constructor parameters) for one fit."""
+        from hagekit.baselines import make_method
+
+        if takes_embeddings(self.method):
+            return make_method(self.method, context={"config": config, "gene_embeddings": emb, "device": self.device,
+                                                     "random_state": seed, "genes": list(self.data.genes),
+                                                     "label": label})
+        return make_method(self.method, context={"device": self.device, "random_state": seed}, **dict(config))
+
+
+def score_config(task: TuneTask, config: Any, progress: Reporter | None = None) -> dict[str, Any]:
+    """Fit ``config`` on every inner fold of ``task`` (``repeats`` times, each with its own 4:1 spot
+    split and seed, as the protocol's trials); per-fold gene embeddings are the set trained on the
+    inner fold's training sections (so neither its inner validation nor its test section); mean
+    PCC(all)/PCC(HEG) on the inner validation sections, wall and CPU seconds per fit (CPU time is
+    comparable on a shared machine), and the collapse diagnostics (max over fits of z^i, z^e mean
+    cosine; NaN for a method without embeddings)."""
     from hagekit.metrics import evaluate_section
     from hagekit.training.protocol import call_accepting
     from hagekit.training.splits import train_val_split, trial_seed
 
+    data, repeats = task.data, max(1, int(task.repeats))
+    with_emb = takes_embeddings(task.method)
     pcc, heg, secs, cpu, zi, ze, steps = [], [], [], [], [], [], []
-    for f in inner:  # each fold's arrays (and embeddings) once, for all its repeats
+    for f in task.inner:  # each fold's arrays (and embeddings) once, for all its repeats
         X, Y, S, groups = data.stack(f.train_sections)
         X_v, Y_v, S_v, _ = data.stack([f.val_section])
-        emb = embeddings_for(gene_embeddings, f.train_sections) if method == "hage" else None
+        emb = embeddings_for(task.gene_embeddings, f.train_sections) if with_emb else None
         name = f"{f.outer}/{f.val_section}"
-        for r in range(max(1, int(repeats))):
-            tr, va = train_val_split(len(X), seed=seed, fold=name, trial=r, val_fraction=val_fraction)
-            if method == "hage":
-                est = HAGERegressor(config, emb, device=device, random_state=trial_seed(seed, name, r),
-                                    genes=list(data.genes), label=f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
-            else:
-                est = make_method(method, context={"device": device, "random_state": trial_seed(seed, name, r)},
-                                  **dict(config))
+        for r in range(repeats):
+            tr, va = train_val_split(len(X), seed=task.seed, fold=name, trial=r, val_fraction=task.val_fraction)
+            est = task.estimator(config, emb, trial_seed(task.seed, name, r),
+                                 f"tune {name}" + (f"/{r}" if repeats > 1 else ""))
             t0, c0 = time.perf_counter(), time.process_time()
             # as the protocol fits: positions (mclSTExp) and section groups (ridge's CV) where accepted
             call_accepting(est.fit, X[tr], Y[tr], X_val=X[va], Y_val=Y[va], spatial=S[tr], spatial_val=S[va],
@@ -200,49 +253,47 @@ def score_config(
     }
 
 
-def tune(
-    data: STDataset,
-    gene_embeddings: np.ndarray | FoldEmbeddings | None,
-    *,
-    method: str = "hage",
-    base: HAGEConfig | Mapping[str, Any] | None = None,
-    space: Mapping[str, Sequence[Any]] | None = None,
-    order: Sequence[str] | None = None,
-    split: str = "section",
-    folds: Sequence[str] | None = None,
-    seed: int = 0,
-    metric: str = "mean",
-    repeats: int = 1,
-    min_gain: float = MIN_GAIN,
-    device: str = "cpu",
-    progress: Reporter | None = None,
-) -> TuneResult:
-    """Coordinate search of ``space`` (default :data:`SEARCH_SPACE`) from ``base`` by nested
-    validation, scored by :data:`METRICS` ``[metric]`` over ``repeats`` splits per inner fold."""
+def _space_and_base(method: str, base: Any, space: Mapping[str, Sequence[Any]] | None) -> tuple[Any, dict]:
+    """The starting configuration and the checked search space of ``method``."""
     from hagekit.errors import ConfigError
 
-    if metric not in METRICS:
-        raise ConfigError(f"bench tune: --metric {metric!r} is not valid (valid: {', '.join(METRICS)})")
-    if int(repeats) < 1:
-        raise ConfigError(f"bench tune: --repeats must be >= 1, got {repeats}")
-    if not min_gain >= 0:
-        raise ConfigError(f"bench tune: --min-gain must be >= 0, got {min_gain}")
-    if method == "hage":
+    space = dict(space or default_space(method))
+    if takes_embeddings(method):
         base = base or HAGEConfig()
-        space = dict(space or SEARCH_SPACE)
         valid = list(HAGEConfig.field_names())
     else:
         defaults = method_defaults(method)
-        space = dict(space or default_space(method))
         if not space:
             raise ConfigError(f"bench tune: {method} has no default search space; give --space")
         valid = list(defaults)
         base = {**{k: defaults[k] for k in space if k in defaults}, **dict(base or {})}
-    order = tuple(order or [k for k in SEARCH_ORDER if k in space] + [k for k in space if k not in SEARCH_ORDER])
     bad = sorted(set(space) - set(valid))
     if bad:
         raise ConfigError(f"bench tune: unknown {method} setting(s) {', '.join(bad)} (valid: {', '.join(valid)})")
-    inner = inner_folds(data, split=split, folds=folds)
+    return base, space
+
+
+def tune(
+    data: STDataset,
+    gene_embeddings: np.ndarray | FoldEmbeddings | None,
+    *,
+    method: str = DEFAULT_METHOD,
+    base: HAGEConfig | Mapping[str, Any] | None = None,
+    search: Search | None = None,
+    settings: RunSettings | None = None,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> TuneResult:
+    """Coordinate search of ``search.space`` from ``base`` by nested validation (the ``split``,
+    ``folds`` and ``seed`` of ``settings``; the protocol's 4:1 split inside each fit), scored by
+    :data:`METRICS` ``[search.metric]`` over ``search.repeats`` splits per inner fold."""
+    search = search or Search()
+    settings = settings or RunSettings()
+    search.check()
+    base, space = _space_and_base(method, base, search.space)
+    order = tuple(search.order or [k for k in SEARCH_ORDER if k in space] + [k for k in space if k not in SEARCH_ORDER])
+    inner = inner_folds(data, split=settings.split, folds=settings.folds)
+    task = TuneTask(data, gene_embeddings, inner, method, seed=settings.seed, repeats=search.repeats, device=device)
     rep = reporter_or_null(progress)
     cache: dict[tuple, dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
@@ -250,11 +301,10 @@ def tune(
     def evaluate(cfg: Any, stage: str) -> dict[str, Any]:
         key = tuple(sorted((k, repr(_get(cfg, k))) for k in space))
         if key not in cache:
-            res = score_config(data, gene_embeddings, cfg, inner, method=method, seed=seed, repeats=repeats,
-                               device=device, progress=progress)
-            res["score"] = float(METRICS[metric](res))
+            res = score_config(task, cfg, progress)
+            res["score"] = float(METRICS[search.metric](res))
             cache[key] = res
-            row = {"stage": stage, **{k: _get(cfg, k) for k in order}, "metric": metric, **res,
+            row = {"stage": stage, **{k: _get(cfg, k) for k in order}, "metric": search.metric, **res,
                    "collapsed": collapse_message(res["zi_cos"], res["ze_cos"]) is not None}
             trials.append(row)
             rep.message(f"tune {method} [{stage}] " + ", ".join(f"{k}={_get(cfg, k)}" for k in order)
@@ -271,7 +321,7 @@ def tune(
         for value in space[name]:
             cand = best.replace(**{name: value}) if isinstance(best, HAGEConfig) else {**best, name: value}
             score = eligible_score(evaluate(cand, name))
-            if score > best_score + min_gain:
+            if score > best_score + search.min_gain:
                 best, best_score = cand, score
     return TuneResult(best, trials, list(inner), method)
 
@@ -305,8 +355,8 @@ def write_tune(result: TuneResult, out_dir: Path | str, space: Mapping[str, Sequ
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if result.method == "hage":
-        searched = list(space or SEARCH_SPACE)
+    if takes_embeddings(result.method):
+        searched = list(space or default_space(result.method))
         default = HAGEConfig().to_dict()
         chosen = result.best.to_dict()
         table = "hage"
@@ -344,37 +394,34 @@ def _toml(value: Any) -> str:
 
 
 def bench_tune(
+    inputs: StudyInputs,
     out: Path | str,
     *,
-    method: str = "hage",
-    space: Mapping[str, Sequence[Any]] | None = None,
-    metric: str = "mean",
-    repeats: int = 1,
-    min_gain: float = MIN_GAIN,
+    method: str = DEFAULT_METHOD,
+    search: Search | None = None,
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
     progress: Reporter | None = None,
-    **inputs: Any,
 ) -> tuple[TuneResult, Path, list[str]]:
-    """``hagekit bench tune``: load ``inputs`` (data_root, dataset, features_dir, genes_path,
-    embeddings_path, config_file, overrides) as ``bench baselines`` does, with the same leak checks;
-    search ``space`` from the resolved HAGE config (or ``method``'s ``[baselines.<method>]``
-    parameters); write ``out``. Returns (result, TOML, warnings)."""
+    """``hagekit bench tune``: load ``inputs`` with ``config_file`` and ``overrides`` as ``bench
+    baselines`` does, with the same leak checks; search from the resolved HAGE config (a method
+    tuned through it: :func:`~hagekit.bench.compare.takes_embeddings`) or ``method``'s ``[baselines.<method>]`` parameters;
+    write ``out``. Returns (result, TOML, warnings)."""
     from hagekit.baselines import get_method
-    from hagekit.bench.compare import load_bench_inputs
 
-    hage = method == "hage"
-    if not hage:
-        get_method(method)  # an unknown method fails before any data is read
-    loaded = load_bench_inputs(need_hage=hage, allow_per_fold=True, progress=progress, **inputs)
+    search = search or Search()
+    get_method(method)  # an unknown method fails before any data is read
+    with_config = takes_embeddings(method)
+    loaded = load_bench_inputs(inputs, need_embeddings=with_config, config_file=config_file, overrides=overrides,
+                               allow_per_fold=True, progress=progress)
     s = loaded.settings
-    if hage and loaded.fold_embeddings is None and inputs.get("embeddings_path") and not s.allow_leak:
-        _refuse_inner_leak(Path(inputs["embeddings_path"]), inner_folds(loaded.data, split=s.split, folds=s.folds))
-    base = loaded.hage_config if hage else loaded.method_params.get(method, {})
-    result = tune(loaded.data, loaded.hage_embeddings if hage else None, method=method, base=base, space=space,
-                  split=s.split,
-                  folds=s.folds, seed=s.seed, metric=metric, repeats=repeats, min_gain=min_gain, device=device,
-                  progress=progress)
-    return result, write_tune(result, out, space), loaded.warnings
+    if with_config and loaded.fold_embeddings is None and inputs.embeddings_path and not s.allow_leak:
+        _refuse_inner_leak(inputs.embeddings_path, inner_folds(loaded.data, split=s.split, folds=s.folds))
+    base = loaded.hage_config if with_config else loaded.method_params.get(method, {})
+    result = tune(loaded.data, loaded.hage_embeddings if with_config else None, method=method, base=base,
+                  search=search, settings=s, device=device, progress=progress)
+    return result, write_tune(result, out, search.space), loaded.warnings
 
 
 def _refuse_inner_leak(embeddings_path: Path, inner: Sequence[InnerFold]) -> None:
@@ -390,14 +437,14 @@ def _refuse_inner_leak(embeddings_path: Path, inner: Sequence[InnerFold]) -> Non
                                                   "per-fold embeddings, or pass --allow-leak"))
 
 
-def parse_space(text: str | None, method: str = "hage") -> dict[str, tuple[Any, ...]] | None:
+def parse_space(text: str | None, method: str = DEFAULT_METHOD) -> dict[str, tuple[Any, ...]] | None:
     """``"lr=1e-3,3e-3;min_steps=100,300"`` -> a search space (values typed like the defaults of
     HAGE's settings, or of ``method``'s parameters)."""
     from hagekit.errors import ConfigError
 
     if not text:
         return None
-    if method == "hage":
+    if takes_embeddings(method):
         valid: list[str] = list(HAGEConfig.field_names())
 
         def typed(key: str, value: str) -> Any:
@@ -407,8 +454,6 @@ def parse_space(text: str | None, method: str = "hage") -> dict[str, tuple[Any, 
         valid = list(defaults)
 
         def typed(key: str, value: str) -> Any:
-            from hagekit.hage.model import coerce_setting
-
             kind = type(defaults[key]) if defaults[key] is not None else str
             return coerce_setting(key, value, kind, "--space")
     space: dict[str, tuple[Any, ...]] = {}

@@ -58,8 +58,8 @@ def hage(field: str) -> Any:
 
 
 def run(field: str) -> Any:
-    """A :class:`hagekit.training.run.RunSettings` default."""
-    return config_default("hagekit.training.run", "RunSettings", field)
+    """A :class:`hagekit.config.RunSettings` default."""
+    return config_default("hagekit.config", "RunSettings", field)
 
 
 @functools.cache

@@ -55,7 +55,7 @@ Features = Annotated[Path | None, typer.Option("--features", help="Feature folde
 FeatureEncoder = Annotated[str, typer.Option("--encoder", help="Encoder whose workspace features to use when --features is not given.")]
 Panel = Annotated[Path | None, typer.Option("--genes", help="Gene panel, one symbol per line (default: <workspace>/genes/<dataset>/panel.txt).")]
 GeneEmbeddings = Annotated[Path | None, typer.Option("--gene-embeddings", help="Gene2Vec-format embeddings for HAGE (default: <workspace>/genes/<dataset>/embeddings.txt).")]
-Config = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings: run and HAGE keys (bench: also baselines.<method> tables); flags override it.")]
+Config = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings: run and HAGE keys ([run], [hage] or [hage.<section>]; bench: also baselines.<method> tables); flags override it.")]
 Run = Annotated[Path, typer.Option("--run", help="Run folder written by `hagekit train`.")]
 
 # protocol -----------------------------------------------------------------------------------

@@ -21,20 +21,17 @@ EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs for ever
 JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel worker processes over (method, fold) tasks (default: one per core).")]
 
 
-def _common_kwargs(ws_root: Path | None, dataset: str, data_root: Path | None, features: Path | None,
-                   encoder: str, genes: Path | None, gene_embeddings: Path | None, out: Path | None,
-                   default_name: str) -> dict[str, Any]:
+def _study(ws_root: Path | None, dataset: str, data_root: Path | None, features: Path | None,
+           encoder: str, genes: Path | None, gene_embeddings: Path | None, out: Path | None,
+           default_name: str) -> tuple[Any, Path]:
+    """The study's inputs from the workspace and the options, and the output folder."""
+    from hagekit.study import StudyInputs
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(ws_root)
-    return {
-        "data_root": data_root or ws.data_root,
-        "dataset": dataset,
-        "features_dir": features or ws.features_dir(dataset, encoder),
-        "genes_path": genes or ws.panel_path(dataset),
-        "embeddings_path": gene_embeddings or ws.embeddings_path(dataset),
-        "out": out or ws.run_dir(dataset, default_name),
-    }
+    inputs = StudyInputs.from_workspace(ws, dataset, data_root=data_root, features_dir=features, encoder=encoder,
+                                        genes_path=genes, embeddings_path=gene_embeddings)
+    return inputs, out or ws.run_dir(dataset, default_name)
 
 
 def _overrides(split: str | None, folds: str | None, trials: int | None, seed: int | None,
@@ -118,21 +115,18 @@ def baselines(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 1: every baseline and HAGE on identical features, folds, targets and metrics."""
-    from hagekit.bench.compare import bench_baselines
+    from hagekit.bench.compare import Schedule, bench_baselines
 
-    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
-                        "bench-baselines")
-    chosen = split_csv(methods)
-    if "hage" not in (chosen or []) and gene_embeddings is None:
-        kw["embeddings_path"] = None
+    inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                             "bench-baselines")
     with reporting() as progress:
         result, warnings = bench_baselines(
-            **kw, methods=chosen, config_file=config,
+            inputs, run_dir, methods=split_csv(methods), config_file=config,
             overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
-            reference=reference, device=opt.device_name(device), n_jobs=jobs, overwrite=overwrite,
-            save_models=save_models, progress=progress,
+            reference=reference, progress=progress,
+            schedule=Schedule(opt.device_name(device), jobs, overwrite=overwrite, save_models=save_models),
         )
-    _print_result(result, warnings, f"Baselines: {kw['out']}")
+    _print_result(result, warnings, f"Baselines: {run_dir}")
 
 
 @handle_errors
@@ -159,18 +153,16 @@ def ablation(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 2: HAGE without GE, without hierarchical alignment, without both, single-level."""
-    from hagekit.bench.ablation import bench_ablation
+    from hagekit.bench.ablation import VariantsJob, bench_ablation
 
-    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
-                        "bench-ablation")
+    inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                             "bench-ablation")
     with reporting() as progress:
-        result, warnings = bench_ablation(
-            variants=split_csv(variants), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
-            device=opt.device_name(device), n_jobs=jobs,
-            overwrite=overwrite, progress=progress,
-        )
-    _print_result(result, warnings, f"Ablation: {kw['out']}")
+        job = VariantsJob(inputs, run_dir, config_file=config,
+                          overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
+                          device=opt.device_name(device), n_jobs=jobs, overwrite=overwrite, progress=progress)
+        result, warnings = bench_ablation(job, variants=split_csv(variants))
+    _print_result(result, warnings, f"Ablation: {run_dir}")
 
 
 @handle_errors
@@ -198,15 +190,13 @@ def grid(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 3: HAGE for every k1 x k2 pair."""
-    from hagekit.bench.ablation import bench_grid
+    from hagekit.bench.ablation import VariantsJob, bench_grid
 
-    kw = _common_kwargs(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
-                        "bench-grid")
+    inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
+                             "bench-grid")
     with reporting() as progress:
-        result, warnings = bench_grid(
-            k1=_int_list(k1, "--k1"), k2=_int_list(k2, "--k2"), **kw, config_file=config,
-            overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
-            device=opt.device_name(device), n_jobs=jobs,
-            overwrite=overwrite, progress=progress,
-        )
-    _print_result(result, warnings, f"Grid: {kw['out']}")
+        job = VariantsJob(inputs, run_dir, config_file=config,
+                          overrides=_overrides(split, folds, trials, seed, epochs, allow_leak, no_per_fold_embeddings),
+                          device=opt.device_name(device), n_jobs=jobs, overwrite=overwrite, progress=progress)
+        result, warnings = bench_grid(job, k1=_int_list(k1, "--k1"), k2=_int_list(k2, "--k2"))
+    _print_result(result, warnings, f"Grid: {run_dir}")

@@ -17,7 +17,7 @@ def tune(
     metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
     min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help=f"Smallest score gain that moves a setting from its current value (default {dflt.module_constant('hagekit.bench.tune', 'MIN_GAIN')}, about the seed noise on HER2ST).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
-    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = "hage",
+    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = dflt.module_constant("hagekit.bench.tune", "DEFAULT_METHOD"),
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
@@ -35,20 +35,26 @@ def tune(
     workspace: opt.Workspace = None,
 ) -> None:
     """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""
-    from pathlib import Path
-
-    from hagekit.bench.tune import MIN_GAIN, bench_tune, collapse_cosines, parse_space
+    from hagekit.bench.tune import (
+        MIN_GAIN,
+        Search,
+        bench_tune,
+        collapse_cosines,
+        parse_space,
+        tune_folder,
+    )
+    from hagekit.study import StudyInputs
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
+    inputs = StudyInputs.from_workspace(ws, dataset, data_root=data_root, features_dir=features, encoder=encoder,
+                                        genes_path=genes, embeddings_path=gene_embeddings)
+    search = Search(space=parse_space(space, method), metric=metric, repeats=repeats,
+                    min_gain=MIN_GAIN if min_gain is None else min_gain)
     with reporting() as progress:
         result, toml_path, warnings = bench_tune(
-            Path(out) if out else ws.run_dir(dataset, "bench-tune" if method == "hage" else f"bench-tune-{method}"),
-            method=method, space=parse_space(space, method), metric=metric,
-            repeats=repeats, min_gain=MIN_GAIN if min_gain is None else min_gain, device=device,
-            progress=progress, data_root=data_root or ws.data_root, dataset=dataset,
-            features_dir=features or ws.features_dir(dataset, encoder), genes_path=genes or ws.panel_path(dataset),
-            embeddings_path=gene_embeddings or ws.embeddings_path(dataset), config_file=config,
+            inputs, out or ws.run_dir(dataset, tune_folder(method)), method=method, search=search,
+            config_file=config, device=device, progress=progress,
             overrides={"split": split, "folds": folds, "seed": seed,
                        **opt.leak_overrides(allow_leak, no_per_fold_embeddings)},
         )

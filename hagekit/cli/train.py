@@ -80,6 +80,7 @@ def train(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Train HAGE on every fold x trial and write a run folder (models, metrics.csv, summary.json)."""
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
     from hagekit.workspace import Workspace
 
@@ -94,20 +95,11 @@ def train(
         **opt.leak_overrides(allow_leak, no_per_fold_embeddings),
     }
     run_dir = out or ws.run_dir(dataset, name)
+    inputs = StudyInputs.from_workspace(ws, dataset, data_root=data_root, features_dir=features, encoder=encoder,
+                                        genes_path=genes, embeddings_path=gene_embeddings)
     with reporting() as progress:
-        result = train_run(
-            data_root=data_root or ws.data_root,
-            dataset=dataset,
-            features_dir=features or ws.features_dir(dataset, encoder),
-            genes_path=genes or ws.panel_path(dataset),
-            embeddings_path=gene_embeddings or ws.embeddings_path(dataset),
-            out=run_dir,
-            config_file=config,
-            overrides=overrides,
-            device=device,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        result = train_run(inputs, run_dir, config_file=config, overrides=overrides, device=device,
+                           overwrite=overwrite, progress=progress)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(metrics_table(result.summary, f"HAGE, {result.settings.split} split: {run_dir}"))

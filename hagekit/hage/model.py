@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hagekit.config import HAGE_SECTIONS, coerce_setting
 from hagekit.errors import ConfigError
 from hagekit.hage.expression import ExpressionEncoder, ExpressionPredictor
 from hagekit.hage.gene_encoder import GeneInformedEncoder, MLPImageEncoder
@@ -96,13 +97,12 @@ class HAGEConfig:
     """Early stopping patience (epochs without a better validation PCC)."""
     batch_size: int = 128
     """Not stated in the paper; 128 (twice the optimiser steps per epoch of 256) scored higher by
-    nested validation on HER2ST once dropout is on (0.2454 vs 0.2392) and still holds ~52 of 60
+    nested validation on HER2ST once dropout is on (docs/results.md) and still holds ~52 of 60
     equal-sized sub-clusters in an average batch, with 127 negatives per spot."""
     dropout: float = 0.4
     """Not in the paper (which states none): dropout on GE's attention weights and after every hidden
     layer of GE's MLP, the expression encoder and the predictor. ~600 training spots against ~1M parameters overfit
-    within ~15 epochs; nested validation on HER2ST: dropout 0 / 0.2 / 0.4 / 0.5 scored 0.230 /
-    0.244 / 0.249 / 0.247 (mean of PCC(all) and PCC(HEG))."""
+    within ~15 epochs; 0.4 was chosen by nested validation on HER2ST (scores: docs/results.md)."""
     standardize_features: bool = True
     """Z-score image features with training-set statistics (stored in the model)."""
     calibrate: bool = True
@@ -186,27 +186,14 @@ class HAGEConfig:
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
+        """The flat settings in field order: what ``config.json`` records (a run's identity)."""
         return dataclasses.asdict(self)
 
-
-def coerce_setting(key: str, value: Any, kind: type, source: str) -> Any:
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The settings grouped as :data:`hagekit.config.HAGE_SECTIONS` (model, loss, optimiser,
+        budget, data), as ``[hage.<section>]`` tables write them."""
+        flat = self.to_dict()
+        return {name: {k: flat[k] for k in keys} for name, keys in HAGE_SECTIONS.items()}
 
 
 class GEHead(nn.Module):

@@ -33,6 +33,7 @@ def test_hage_leave_one_section_out_on_her2st(
     from hagekit.genes.coexpression import train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.io.genelist import read_gene_list, write_gene_list
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     data = her2_root
@@ -49,8 +50,7 @@ def test_hage_leave_one_section_out_on_her2st(
     torch.set_num_threads(1)  # scanpy/numba may reset it while genes are processed
     feats = her2_builtin_features
     res = train_run(
-        data_root=data, dataset="her2", features_dir=feats, genes_path=panel_path, embeddings_path=emb_path,
-        out=tmp_path / "run",
+        StudyInputs(data, "her2", feats, panel_path, emb_path), tmp_path / "run",
         overrides={"d": 64, "n_heads": 4, "k1": 10, "epochs": 4, "batch_size": 128, "lr": 1e-3, "trials": 1,
                    "folds": IMAGED, "split": "section"},
     )

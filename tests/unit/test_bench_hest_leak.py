@@ -31,12 +31,13 @@ runner = CliRunner()
 def run(tmp_path_factory):
     """A HAGE run on builtin-encoder features, fold B1 only: its model trained on A1, A2 (patient A)."""
     from hagekit.encoders import create_encoder
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     tmp = tmp_path_factory.mktemp("leak")
     base = create_encoder("builtin")
     root, feats, panel, emb = toy.make_toy(tmp, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
-    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp / "run", overrides={**toy.FAST, "folds": "B1"})
     return tmp
 

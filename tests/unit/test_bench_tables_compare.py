@@ -77,14 +77,15 @@ def test_parse_methods_adds_the_mean_floor_and_refuses_unknown():
 
 
 def test_run_methods_parallel_equals_sequential(toy_files):
-    from hagekit.bench.compare import MethodSpec, run_methods
+    from hagekit.bench.compare import MethodSpec, Schedule, run_methods
+    from hagekit.config import RunSettings
     from hagekit.training.dataset import load_dataset
 
     root, feats, panel, _ = toy_files
     data = load_dataset(root, "toy", feats, toy.GENES)
     specs = [MethodSpec("mean", "mean"), MethodSpec("ridge", "ridge", {"pca": 8})]
-    seq = run_methods(data, specs, trials=1, seed=3)
-    par = run_methods(data, specs, trials=1, seed=3, n_jobs=2)
+    seq = run_methods(data, specs, RunSettings(trials=1, seed=3))
+    par = run_methods(data, specs, RunSettings(trials=1, seed=3), schedule=Schedule(n_jobs=2))
     key = lambda r: (r["method"], r["section"])  # noqa: E731
     assert len(seq) == 6
     for a, b in zip(sorted(seq, key=key), sorted(par, key=key), strict=True):

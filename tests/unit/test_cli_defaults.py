@@ -13,9 +13,9 @@ from hagekit.cli import _defaults as dflt
 
 
 def test_defaults_read_from_source_equal_the_classes() -> None:
+    from hagekit.config import RunSettings, load_recipe
     from hagekit.genes import coexpression, quality
     from hagekit.hage.model import HAGEConfig
-    from hagekit.training.run import RunSettings, load_recipe
 
     for f in dataclasses.fields(HAGEConfig):
         assert dflt.hage(f.name) == f.default, f.name
@@ -32,6 +32,7 @@ def test_defaults_read_from_source_equal_the_classes() -> None:
     assert dflt.module_constant("hagekit.bench.ablation", "DEFAULT_K1") == ablation.DEFAULT_K1
     assert dflt.module_constant("hagekit.bench.ablation", "DEFAULT_K2") == ablation.DEFAULT_K2
     assert dflt.module_constant("hagekit.bench.tune", "MIN_GAIN") == tune.MIN_GAIN
+    assert dflt.module_constant("hagekit.bench.tune", "DEFAULT_METHOD") == tune.DEFAULT_METHOD
     assert dflt.config_default("hagekit.data.synthetic", "SynthConfig", "n_patients") == SynthConfig.n_patients
 
 

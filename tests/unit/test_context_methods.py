@@ -152,6 +152,7 @@ def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
 
     from hagekit.encoders import create_encoder
     from hagekit.predict import predict_section
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
@@ -159,7 +160,7 @@ def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
     spec.loader.exec_module(hage_toy)
     base = create_encoder("builtin")
     root, feats, panel, emb = hage_toy.make_toy(tmp_path, n=49, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
-    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp_path / "run", overrides={**hage_toy.FAST, "folds": "A1", "context": "mean"})
     saved = json.loads((tmp_path / "run" / "A1" / "trial0" / "metrics.json").read_text())["rows"][0]
     res = predict_section(tmp_path / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", fold="A1", trial=0)

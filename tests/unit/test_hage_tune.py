@@ -63,7 +63,8 @@ def test_parse_space_rejects_unknown_settings():
 
 def test_tune_metric_and_repeats(tmp_path: Path):
     """``metric`` decides the score; ``repeats`` fits each inner fold on that many 4:1 splits."""
-    from hagekit.bench.tune import inner_folds, score_config, tune
+    from hagekit.bench.tune import Search, TuneTask, inner_folds, score_config, tune
+    from hagekit.config import RunSettings
     from hagekit.genes.embeddings import load_gene_embeddings
     from hagekit.hage.model import HAGEConfig
     from hagekit.training.dataset import load_dataset
@@ -74,27 +75,29 @@ def test_tune_metric_and_repeats(tmp_path: Path):
     vec = load_gene_embeddings(emb).vectors
     base = HAGEConfig(d=16, n_heads=4, k1=3, batch_size=32, min_steps=6, epochs=1)
     inner = inner_folds(data)[:1]
-    one = score_config(data, vec, base, inner, repeats=1)
-    two = score_config(data, vec, base, inner, repeats=2)
-    again = score_config(data, vec, base, inner, repeats=2)
+    one = score_config(TuneTask(data, vec, inner, repeats=1), base)
+    two = score_config(TuneTask(data, vec, inner, repeats=2), base)
+    again = score_config(TuneTask(data, vec, inner, repeats=2), base)
     assert two == {**again, "fit_seconds": two["fit_seconds"], "fit_cpu_seconds": two["fit_cpu_seconds"]}
     assert len(two["per_fold_pcc_all"]) == 2 and two["per_fold_pcc_all"][0] == pytest.approx(one["pcc_all"])
     assert two["per_fold_pcc_all"][1] != two["per_fold_pcc_all"][0]  # another split, another fit
 
-    res = tune(data, vec, base=base, space={"lr": (1e-3, 3e-3)}, metric="pcc_heg", folds=["A1"])
+    res = tune(data, vec, base=base, search=Search({"lr": (1e-3, 3e-3)}, metric="pcc_heg"),
+               settings=RunSettings(folds=("A1",)))
     for row in res.trials:
         assert row["metric"] == "pcc_heg" and row["score"] == row["pcc_heg"]
     eligible = [r for r in res.trials if not r["collapsed"]]  # a collapsed configuration is never chosen
     assert res.best.lr == (max(eligible, key=lambda r: r["score"])["lr"] if eligible else base.lr)
-    stay = tune(data, vec, base=base, space={"lr": (1e-3, 3e-3), "batch_size": (16, 32)}, metric="pcc_heg",
-                folds=["A1"], min_gain=1.0)  # no PCC gain reaches 1: every setting keeps the base value
+    # no PCC gain reaches 1: every setting keeps the base value
+    stay = tune(data, vec, base=base, settings=RunSettings(folds=("A1",)),
+                search=Search({"lr": (1e-3, 3e-3), "batch_size": (16, 32)}, metric="pcc_heg", min_gain=1.0))
     assert stay.best == base and len(stay.trials) == 3
     with pytest.raises(ConfigError, match="--min-gain"):
-        tune(data, vec, base=base, space={"lr": (1e-3,)}, min_gain=-0.1)
+        tune(data, vec, base=base, search=Search({"lr": (1e-3,)}, min_gain=-0.1))
     with pytest.raises(ConfigError, match="--metric"):
-        tune(data, vec, base=base, space={"lr": (1e-3,)}, metric="pcc")
+        tune(data, vec, base=base, search=Search({"lr": (1e-3,)}, metric="pcc"))
     with pytest.raises(ConfigError, match="--repeats"):
-        tune(data, vec, base=base, space={"lr": (1e-3,)}, repeats=0)
+        tune(data, vec, base=base, search=Search({"lr": (1e-3,)}, repeats=0))
 
 
 def test_tune_uses_per_fold_embeddings_without_the_inner_validation_section(tmp_path: Path):
@@ -160,7 +163,7 @@ def test_tune_fits_baselines_as_the_protocol_does(tmp_path: Path, caplog):
     """A position-aware baseline gets the spots' positions in the inner fits (as in bench baselines)."""
     import logging
 
-    from hagekit.bench.tune import inner_folds, score_config
+    from hagekit.bench.tune import TuneTask, inner_folds, score_config
     from hagekit.training.dataset import load_dataset
 
     torch.set_num_threads(1)
@@ -168,6 +171,6 @@ def test_tune_fits_baselines_as_the_protocol_does(tmp_path: Path, caplog):
     data = load_dataset(root, "toy", feats, genes=toy.GENES)
     params = {"epochs": 2, "projection_dim": 16, "heads": 2, "dim_head": 8, "layers": 1, "top_k": 5}
     with caplog.at_level(logging.WARNING):
-        res = score_config(data, None, params, inner_folds(data)[:1], method="mclstexp")
+        res = score_config(TuneTask(data, None, inner_folds(data)[:1], "mclstexp"), params)
     assert np.isfinite(res["pcc_all"]) and np.isnan(res["zi_cos"])
     assert "no spot positions" not in caplog.text

@@ -30,7 +30,7 @@ def test_lazy_exports_resolve_and_are_listed(package: str) -> None:
 
 PACKAGE = Path(hagekit.__file__).parent
 #: Shared building blocks: they import no stage of the pipeline.
-BASE = {"errors", "io", "device", "progress", "_lazy", "targets", "workspace", "metrics", "plots", "registry"}
+BASE = {"errors", "io", "device", "progress", "_lazy", "targets", "workspace", "metrics", "plots", "registry", "config", "study"}
 STAGES = {"data", "genes", "slides", "encoders", "extract", "learn", "hage", "training", "baselines", "bench", "predict",
           "report", "demo", "cli"}
 #: One direction for learning: BASE < learn (loop, estimator base, torch template) < the methods

@@ -29,6 +29,7 @@ runner = CliRunner()
 def trained(tmp_path_factory):
     """A 2-fold run on features that claim to come from the ``builtin`` encoder."""
     from hagekit.encoders import create_encoder
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     n = torch.get_num_threads()
@@ -36,7 +37,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hage_run")
     base = create_encoder("builtin")
     root, feats, panel, emb = toy.make_toy(tmp, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
-    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp / "run", overrides={**toy.FAST, "folds": "A1,B1"})
     yield tmp, root, feats
     torch.set_num_threads(n)
@@ -166,13 +167,14 @@ def test_ge_encoder_rebuilds_a_random_weight_base(tmp_path: Path):
     """A run trained on seeded --random-weights features rebuilds the same base encoder."""
     from hagekit.encoders import create_encoder
     from hagekit.hage.ge_encoder import build_ge_encoder
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     spec = "timm:vit_tiny_patch16_224"
     base = create_encoder(spec, random_weights=True)
     root, feats, panel, emb = toy.make_toy(tmp_path, dim=base.dim, encoder=spec, sha=base.weights_sha256,
                                            random_weights=True)
-    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1"})
     bundle = build_ge_encoder(str(tmp_path / "run") + ":force")
     assert bundle.random_weights and bundle.config["base_weights_sha256"] == base.weights_sha256

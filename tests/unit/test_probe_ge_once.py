@@ -27,12 +27,13 @@ def test_base_encoder_runs_once_for_every_ge_head(tmp_path, monkeypatch):
     from hagekit.bench.patch_datasets import read_image_folder
     from hagekit.encoders import create_encoder
     from hagekit.extract import encode_images
+    from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
     base = create_encoder("builtin")
     root, feats, panel, emb = toy.make_toy(tmp_path, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
     run = tmp_path / "run"
-    train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=run, overrides={**toy.FAST, "folds": "A1,B1"})
     images = tmp_path / "crops"
     for i, img in enumerate(he_crops(20)):

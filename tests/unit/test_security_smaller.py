@@ -103,9 +103,9 @@ def test_jobs_below_one_is_refused(tmp_path: Path, command: str, jobs: str) -> N
 
 
 def test_library_refuses_jobs_below_one() -> None:
-    from hagekit.bench.compare import bench_baselines
+    from hagekit.bench.compare import Schedule, bench_baselines
     from hagekit.errors import ConfigError
+    from hagekit.study import StudyInputs
 
     with pytest.raises(ConfigError, match="--jobs: must be >= 1"):
-        bench_baselines(data_root="x", dataset="d", features_dir="f", genes_path="g", embeddings_path=None,
-                        out="o", n_jobs=0)
+        bench_baselines(StudyInputs("x", "d", "f", "g"), "o", schedule=Schedule(n_jobs=0))

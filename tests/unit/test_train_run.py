@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError, ProvenanceError
+from hagekit.study import StudyInputs
 from hagekit.training.run import check_embedding_leak, resolve_settings, train_run
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
@@ -30,7 +31,7 @@ def _rows(run: Path) -> list[dict]:
 
 def test_train_run_writes_run_folder_and_same_seed_same_metrics(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path)
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               overrides={**toy.FAST, "folds": "A1,B1", "seed": 3})
     res = train_run(out=tmp_path / "run1", **kw)
     assert [r["section"] for r in res.rows] == ["A1", "B1"]
@@ -51,11 +52,11 @@ def test_train_run_writes_run_folder_and_same_seed_same_metrics(tmp_path: Path):
 def test_embeddings_trained_on_held_out_section_are_refused(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1", "Z1"))
     with pytest.raises(ProvenanceError, match="held-out section.*A1.*--allow-leak"):
-        train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+        train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
                   out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1", "per_fold_embeddings": False})
     assert not (tmp_path / "run").exists()
     # by default the run trains leak-free embeddings on each fold's training sections instead
-    res = train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    res = train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
                     out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1,B1"})
     assert any("per-fold embeddings" in w for w in res.warnings)
     from hagekit.genes.embeddings import embedding_training_sections
@@ -72,7 +73,7 @@ def test_rerun_checks_finished_trials_without_their_per_fold_embeddings(tmp_path
     import shutil
 
     root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1", "Z1"))
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1,B1"})
     first = train_run(**kw)
     shutil.rmtree(emb.parent / "per_fold")  # e.g. the run folder was copied without the cache

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import DataError
+from hagekit.study import StudyInputs
 from hagekit.training.run import train_run
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
@@ -41,7 +42,7 @@ def _non_utf8_dir(tmp_path: Path) -> Path:
 def test_run_under_a_non_utf8_path_resumes_and_its_models_load(tmp_path: Path):
     ws = _non_utf8_dir(tmp_path)
     root, feats, panel, emb = toy.make_toy(ws)
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=ws / "run", overrides={**toy.FAST, "folds": "A1"})
     first = train_run(**kw)
     before = _inodes(ws / "run")
@@ -83,7 +84,7 @@ def test_feature_outputs_under_a_non_utf8_path(tmp_path: Path):
 
 def _per_fold_run(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path, emb_sections=("A1", "Z1"))
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               overrides={**toy.FAST, "folds": "A1", "epochs": 1})
     return kw, emb.parent / "per_fold"
 
@@ -99,7 +100,7 @@ def test_damaged_per_fold_embeddings_cache_is_rebuilt(tmp_path: Path, damage: st
     lines = good.splitlines(keepends=True)
     path.write_text("".join(lines[: len(lines) // 2]) if damage == "truncated_at_line"
                     else good.replace(lines[1].split()[1], "x1y", 1))
-    fe = FoldEmbeddings(kw["data_root"], "toy", toy.GENES, dim=8, cache_dir=cache)
+    fe = FoldEmbeddings(kw["inputs"].data_root, "toy", toy.GENES, dim=8, cache_dir=cache)
     vectors = fe.for_sections(["A2", "B1"])
     assert fe.trained == [path] and path.read_text() == good  # rebuilt to the same contents
     assert np.abs(vectors).sum(axis=1).min() > 0  # no gene left with a zero vector
@@ -108,14 +109,14 @@ def test_damaged_per_fold_embeddings_cache_is_rebuilt(tmp_path: Path, damage: st
     meta = json.loads(side.read_text())
     del meta["content_sha256"]
     side.write_text(json.dumps(meta))
-    fe = FoldEmbeddings(kw["data_root"], "toy", toy.GENES, dim=8, cache_dir=cache)
+    fe = FoldEmbeddings(kw["inputs"].data_root, "toy", toy.GENES, dim=8, cache_dir=cache)
     fe.for_sections(["A2", "B1"])
     assert fe.trained == [path] and "content_sha256" in json.loads(side.read_text())
 
 
 def test_trial_folder_replaced_by_a_file_is_redone(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path)
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1", "epochs": 1})
     first = train_run(**kw)
     trial = tmp_path / "run" / "A1" / "trial0"
@@ -189,7 +190,7 @@ def test_model_files_honour_the_umask(tmp_path: Path):
     old = os.umask(0o022)
     try:
         root, feats, panel, emb = toy.make_toy(tmp_path)
-        train_run(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+        train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
                   out=tmp_path / "run", overrides={**toy.FAST, "folds": "A1", "epochs": 1})
         from hagekit.baselines import make_method
         from hagekit.hage.ge_encoder import export_encoder

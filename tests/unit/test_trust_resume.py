@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError, ProvenanceError
 from hagekit.io.genelist import write_gene_list
+from hagekit.study import StudyInputs
 from hagekit.training.run import train_run
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _kw(tmp: Path, files, **over):
     root, feats, panel, emb = files
-    kw = dict(data_root=root, dataset="toy", features_dir=feats, genes_path=panel, embeddings_path=emb,
+    kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp / "run", overrides={**toy.FAST, "folds": "A1"})
     kw.update(over)
     return kw
@@ -204,9 +205,10 @@ import json, logging, sys
 import torch
 torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
+from hagekit.study import StudyInputs
 from hagekit.training.run import train_run
 kw = json.loads(sys.argv[1])
-train_run(**kw)
+train_run(StudyInputs(*kw.pop("inputs")), **kw)
 """
 
 
@@ -218,8 +220,7 @@ def test_two_concurrent_trains_on_one_run_train_each_trial_once(tmp_path: Path):
     import sys
 
     root, feats, panel, emb = toy.make_toy(tmp_path)
-    kw = {"data_root": str(root), "dataset": "toy", "features_dir": str(feats), "genes_path": str(panel),
-          "embeddings_path": str(emb), "out": str(tmp_path / "run"),
+    kw = {"inputs": [str(root), "toy", str(feats), str(panel), str(emb)], "out": str(tmp_path / "run"),
           "overrides": {**toy.FAST, "epochs": 2, "folds": "A1,B1", "trials": 2}}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, json.dumps(kw)], env=env,
