@@ -119,7 +119,7 @@ def hage_variant():
 
     register_method("hage-ctx-test", HAGEWithContext)
     yield "hage-ctx-test"
-    METHODS.pop("hage-ctx-test", None)
+    METHODS.unregister("hage-ctx-test")
 
 
 def test_a_registered_hage_variant_runs_in_bench_baselines_by_capability(hage_variant, tmp_path: Path) -> None:
