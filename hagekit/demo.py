@@ -65,7 +65,7 @@ def run_demo(out: Path | str, *, seed: int = 0, overwrite: bool = False, progres
 def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | None) -> DemoResult:
     from hagekit.data.synthetic import synthesize_dataset
     from hagekit.errors import DataError, at
-    from hagekit.extract import extract_sections
+    from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
     from hagekit.genes.coexpression import train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.genes.panel import select_panel, write_panel
@@ -102,8 +102,7 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
     lap("genes")
     feats = out / "features" / DATASET / "builtin"
     _one_thread()
-    extract_sections(data_root, DATASET, encoder="builtin", out_dir=feats, device="cpu", num_workers=0,
-                     progress=progress)
+    extract_sections(data_root, DATASET, encoder=EncoderSpec("builtin", device="cpu", num_workers=0), spec=ExtractionSpec(out_dir=feats), progress=progress)
     lap("extract")
     run_dir = out / "runs" / DATASET / "hage-demo"
     _one_thread()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -106,58 +105,55 @@ def extract_cmd(
     Runs as one process, as `torchrun --nproc_per_node N -m hagekit extract ...` (one rank per
     GPU, slides dealt by tile count; rank 0 prints the summary), or as one of N --shard jobs.
     """
+    from hagekit.distributed import is_main_process
+    from hagekit.extract import (
+        EncoderSpec,
+        ExtractionSpec,
+        TilingSpec,
+        extract_sections,
+        extract_slides,
+    )
+    from hagekit.io.atomic import check_output_dir
+
+    tiling = TilingSpec(mpp, target_mpp, magnification, tile_size, overlap, min_tissue, coords, preview)
+    spec = ExtractionSpec(out, patch_um, dump_patches, tiling, overwrite, shard, lock_timeout)
+    enc = EncoderSpec(encoder, weights, random_weights, device, precision, batch_size, num_workers)
+    _check_mode(dataset, slides, spec, layout, spot_inputs={"--sections": sections, "--data-root": data_root})
+    if out is not None:
+        check_output_dir(out, "--out")
+    main = is_main_process()  # under torchrun only rank 0 draws progress and prints
+    with reporting(enabled=main) as progress:
+        if dataset is not None:
+            summary = extract_sections(data_root, dataset, encoder=enc, spec=spec, sections=split_csv(sections),
+                                       progress=progress, workspace=workspace)
+        else:
+            summary = extract_slides(list(slides or []), encoder=enc, spec=spec, progress=progress, workspace=workspace)
+    if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
+        raise typer.Exit(code=0 if summary.ok else 1)
+    _print_summary(summary)
+    _write_extras(summary, summary_json, layout, overwrite)
+    if not summary.ok:
+        raise typer.Exit(code=1)
+
+
+def _check_mode(dataset: str | None, slides: list[Path] | None, spec, layout: str, *, spot_inputs: dict) -> None:
+    """One mode (--dataset xor --slides), and no option of the other mode."""
     if (dataset is None) == (not slides):
         raise fail("give either --dataset (ST spots) or --slides (whole slides)")
     if layout not in ("flat", "clam"):
         raise fail(f"--layout: unknown {layout!r} (valid: flat, clam)")
-    if target_mpp is not None and magnification is not None:
+    if spec.tiling.target_mpp is not None and spec.tiling.magnification is not None:
         raise fail("--target-mpp and --magnification exclude each other")
     if dataset is not None:
-        slide_only = {
-            "--mpp": mpp is not None, "--target-mpp": target_mpp is not None, "--magnification": magnification is not None,
-            "--coords": coords is not None, "--preview": preview, "--tile-size": tile_size is not None,
-            "--overlap": overlap != 0, "--min-tissue": not math.isclose(min_tissue, 0.25),
-        }
-        bad = [k for k, v in slide_only.items() if v]
-        if bad:
-            raise fail(f"{', '.join(bad)}: only apply with --slides")
+        bad, mode = spec.tiling.options_given(), "--slides"
     else:
-        spot_only = {"--sections": sections is not None, "--data-root": data_root is not None,
-                     "--dump-patches": dump_patches, "--patch-um": not math.isclose(patch_um, 112.0)}
-        bad = [k for k, v in spot_only.items() if v]
-        if bad:
-            raise fail(f"{', '.join(bad)}: only apply with --dataset")
+        bad, mode = [k for k, v in spot_inputs.items() if v is not None] + spec.spot_options_given(), "--dataset"
+    if bad:
+        raise fail(f"{', '.join(bad)}: only apply with {mode}")
 
-    from hagekit.distributed import is_main_process
-    from hagekit.extract import extract_sections, extract_slides
-    from hagekit.io.atomic import check_output_dir
-    from hagekit.workspace import Workspace, encoder_slug
 
-    if out is not None:
-        check_output_dir(out, "--out")
-
-    main = is_main_process()  # under torchrun only rank 0 draws progress and prints
-    with reporting(enabled=main) as progress:
-        if dataset is not None:
-            summary = extract_sections(
-                data_root, dataset, encoder=encoder, out_dir=out, sections=split_csv(sections),
-                patch_um=patch_um, weights=weights, random_weights=random_weights, device=device,
-                precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, dump_patches=dump_patches, shard=shard, lock_timeout=lock_timeout,
-                progress=progress, workspace=workspace,
-            )
-        else:
-            out_dir = out if out is not None else Workspace.resolve(workspace).root / "features" / "slides" / encoder_slug(encoder)
-            summary = extract_slides(
-                list(slides or []), encoder=encoder, out_dir=out_dir, mpp=mpp, target_mpp=target_mpp,
-                magnification=magnification, tile_size=tile_size, overlap=overlap, min_tissue=min_tissue,
-                coords_dir=coords, preview=preview, weights=weights, random_weights=random_weights,
-                device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, shard=shard, lock_timeout=lock_timeout, progress=progress,
-            )
-    if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
-        raise typer.Exit(code=0 if summary.ok else 1)
-    _print_summary(summary)
+def _write_extras(summary, summary_json: Path | None, layout: str, overwrite: bool) -> None:
+    """The summary as JSON and the CLAM layout, when asked for."""
     if summary_json is not None:
         from hagekit.io.atomic import write_json
 
@@ -167,8 +163,6 @@ def extract_cmd(
 
         res = export_clam(summary.out_dir, summary.out_dir, overwrite=overwrite)
         console.print(f"CLAM layout: {len(res.written)} written to {summary.out_dir}/h5_files and pt_files")
-    if not summary.ok:
-        raise typer.Exit(code=1)
 
 
 def _print_summary(summary) -> None:
