@@ -80,7 +80,13 @@ def extract_slide_features(
     from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
 
     out = Path(features_dir)
-    summary = extract_slides([slides[s] for s in sorted(slides)], encoder=EncoderSpec(encoder, weights=weights, random_weights=random_weights, device=device, num_workers=num_workers), spec=ExtractionSpec(out_dir=out, overwrite=False, tiling=TilingSpec(mpp=mpp, target_mpp=target_mpp, magnification=magnification, tile_size=tile_size)), progress=progress)
+    summary = extract_slides(
+        [slides[s] for s in sorted(slides)],
+        encoder=EncoderSpec(encoder, weights=weights, random_weights=random_weights, device=device, num_workers=num_workers),
+        spec=ExtractionSpec(out_dir=out, overwrite=False, tiling=TilingSpec(
+            mpp=mpp, target_mpp=target_mpp, magnification=magnification, tile_size=tile_size)),
+        progress=progress,
+    )
     if summary.skipped:
         logger.info("reused cached features of %d slide(s) in %s", len(summary.skipped), out)
     failed = {i.name: i.reason for i in summary.failed}
