@@ -70,11 +70,12 @@ class RunStats:
     """Timing of one extraction run: patches, wall seconds, and seconds inside the model."""
 
     n: int
-    seconds: float
-    forward_seconds: float
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
 
     @property
     def patches_per_s(self) -> float:
+        """Patches per wall second (reading, transforms, model and copies together)."""
         return per_second(self.n, self.seconds)
 
 
@@ -168,7 +169,7 @@ def stream_encoder(
     device = torch.device(setup.device)
     start = time.perf_counter()
     if n == 0:
-        return RunStats(0, 0.0, 0.0)
+        return RunStats(0)
     pin = device.type == "cuda"
     n_batches = len(dataset) if n_rows is not None else -(-n // batch_size)
     workers = num_workers if n_batches > 1 else 0  # one batch: workers only cost start-up
