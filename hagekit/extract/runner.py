@@ -84,7 +84,6 @@ def _my_items(
     pending: Callable[[Sequence[Path]], list[Path]],
 ) -> list[Path]:
     """This process's share of ``files`` still to do (``pending`` drops and records finished ones)."""
-
     if shard is not None:
         share = deal_balanced([_file_size(f) for f in files], shard.count)[shard.index]
         mine = [files[i] for i in share]
