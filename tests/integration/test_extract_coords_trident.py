@@ -37,7 +37,9 @@ def test_trident_512_px_at_20x(wsi_dir: Path, tmp_path: Path, caplog) -> None:
     for label, tile in (("file", None), ("same", 512), ("other", 256)):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="hagekit"):
-            s = extract_slides(slide, encoder=EncoderSpec(device="cpu", num_workers=0), spec=ExtractionSpec(out_dir=tmp_path / label, tiling=TilingSpec(tile_size=tile, coords_dir=tmp_path / "job")))
+            tiling = TilingSpec(tile_size=tile, coords_dir=tmp_path / "job")
+            s = extract_slides(slide, encoder=EncoderSpec(device="cpu", num_workers=0),
+                               spec=ExtractionSpec(out_dir=tmp_path / label, tiling=tiling))
         assert not s.failed
         runs[label] = (read_features(tmp_path / label / f"{slide.stem}.h5"), caplog.text)
     f, log_text = runs["file"]

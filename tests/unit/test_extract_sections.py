@@ -129,7 +129,8 @@ def test_dump_patches_hest_layout(toy, tmp_path):
 
 def test_timm_vit_same_code_path_random_weights(toy, tmp_path):
     out = tmp_path / "vit"
-    s = extract_sections(toy, "toy", encoder=EncoderSpec("timm:vit_tiny_patch16_224", random_weights=True, num_workers=0), spec=ExtractionSpec(out_dir=out), sections=["A1"])
+    vit = EncoderSpec("timm:vit_tiny_patch16_224", random_weights=True, num_workers=0)
+    s = extract_sections(toy, "toy", encoder=vit, spec=ExtractionSpec(out_dir=out), sections=["A1"])
     assert s.ok
     f = read_features(out / "A1.h5")
     assert f.features.shape == (5, 192)
