@@ -44,7 +44,7 @@ def _peak(fn) -> tuple[float, float]:
 
 def main() -> int:
     from hagekit.encoders.registry import EncoderBundle
-    from hagekit.extract.engine import run_encoder, stream_encoder
+    from hagekit.extract.engine import EncoderSetup, run_encoder, stream_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000, help="tiles")
@@ -54,7 +54,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, args.dim)).eval()
-    bundle = EncoderBundle("linear", model, lambda x: x, args.dim, 4, "", True)
+    bundle = EncoderSetup.of(EncoderBundle("linear", model, lambda x: x, args.dim, 4, "", True))
     data = _Tiles(args.n)
     kw = {"batch_size": args.batch_size}
     streamed, s_secs = _peak(lambda: stream_encoder(bundle, data, on_features=lambda feats, rest: None, **kw))

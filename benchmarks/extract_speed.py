@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hagekit.encoders import create_encoder
     from hagekit.extract.engine import (
+        EncoderSetup,
         default_num_workers,
         resolve_device,
         resolve_precision,
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e_cpu, bare_cpu = [], []
         for _ in range(repeats):
             c0 = _cpu_seconds()
-            feats, stats = run_encoder(bundle, ds, batch_size=batch, device=device, precision=precision, num_workers=workers)
+            feats, stats = run_encoder(EncoderSetup.of(bundle, device, precision), ds, batch_size=batch, num_workers=workers)
             c1 = _cpu_seconds()
             e2e_runs.append(stats.patches_per_s)
             bare_runs.append(bare_forward())

@@ -34,14 +34,14 @@ _API = by_module(
         "hagekit.genes.quality": ["coexpression_auc"],
         # encoders and extraction
         "hagekit.encoders": ["EncoderBundle", "create_encoder", "list_encoders", "register_encoder"],
-        "hagekit.extract": ["extract_sections", "extract_slides", "encode_images", "ExtractSummary"],
+        "hagekit.extract": ["extract_sections", "extract_slides", "encode_images", "ExtractSummary", "EncoderSpec", "ExtractionSpec", "TilingSpec"],
         "hagekit.slides": ["open_slide", "tissue_mask", "plan_grid"],
         # HAGE
         "hagekit.hage.model": ["HAGEConfig", "HAGEModel"],
         "hagekit.hage.estimator": ["HAGERegressor"],
         "hagekit.hage.ge_encoder": ["build_ge_encoder", "export_encoder"],
         "hagekit.training.run": ["train_run"],
-        "hagekit.predict": ["predict_section"],
+        "hagekit.predict": ["predict_section", "ModelChoice", "PlotRequest"],
         "hagekit.report": ["report_run"],
         "hagekit.demo": ["run_demo"],
         # baselines and tables

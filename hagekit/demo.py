@@ -65,13 +65,13 @@ def run_demo(out: Path | str, *, seed: int = 0, overwrite: bool = False, progres
 def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | None) -> DemoResult:
     from hagekit.data.synthetic import synthesize_dataset
     from hagekit.errors import DataError, at
-    from hagekit.extract import extract_sections
+    from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
     from hagekit.genes.coexpression import train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.genes.panel import select_panel, write_panel
     from hagekit.io.atomic import write_text
     from hagekit.io.genelist import write_gene_list
-    from hagekit.predict import predict_section
+    from hagekit.predict import ModelChoice, PlotRequest, predict_section
     from hagekit.report import report_run, summary_markdown
     from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
@@ -103,8 +103,8 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
     lap("genes")
     feats = out / "features" / DATASET / "builtin"
     _one_thread()
-    extract_sections(data_root, DATASET, encoder="builtin", out_dir=feats, device="cpu", num_workers=0,
-                     progress=progress)
+    extract_sections(data_root, DATASET, encoder=EncoderSpec("builtin", device="cpu", num_workers=0),
+                     spec=ExtractionSpec(out_dir=feats), progress=progress)
     lap("extract")
     run_dir = out / "runs" / DATASET / "hage-demo"
     _one_thread()
@@ -118,8 +118,8 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
     section = HELD_OUT[0]
     top_gene = _best_gene(result.rows, run_dir, section)
     pred = predict_section(run_dir, feats / f"{section}.h5", section=data_root / DATASET / f"{section}.h5ad",
-                           out=report_dir / f"{section}_prediction.h5ad", fold=section, plot_genes=[top_gene],
-                           plot_dir=report_dir, progress=progress)
+                           out=report_dir / f"{section}_prediction.h5ad", models=ModelChoice(fold=section),
+                           plot=PlotRequest((top_gene,), report_dir), progress=progress)
     report_run(run_dir, out=report_dir)
     overall = result.summary["overall"]["pcc_all"]["mean"]
     notes = (

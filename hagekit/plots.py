@@ -8,13 +8,14 @@ gene's PCC. Without ground truth only the thumbnail and the prediction are drawn
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hagekit.io.atomic import atomic_path
 
-__all__ = ["plot_expression_maps", "plot_pcc_histogram", "DPI"]
+__all__ = ["plot_expression_maps", "plot_pcc_histogram", "SectionImage", "DPI"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,17 @@ def _pyplot():
     return plt
 
 
+@dataclass(frozen=True)
+class SectionImage:
+    """What is drawn under the spots: the section's name (title), its H&E thumbnail, thumbnail px
+    per full-resolution px (scanpy's ``tissue_lowres_scalef``) and the spot diameter (full-res px)."""
+
+    name: str = ""
+    thumbnail: np.ndarray | None = None
+    scale: float = 1.0
+    spot_diameter_px: float | None = None
+
+
 def plot_expression_maps(
     out: Path | str,
     spatial: np.ndarray,
@@ -38,16 +50,12 @@ def plot_expression_maps(
     gene: str,
     truth: np.ndarray | None = None,
     pcc: float | None = None,
-    thumbnail: np.ndarray | None = None,
-    thumbnail_scale: float = 1.0,
-    spot_diameter_px: float | None = None,
-    section: str = "",
+    image: SectionImage | None = None,
     dpi: int = DPI,
 ) -> Path:
-    """Write one gene's Figure-2 PNG; ``spatial`` (N, 2) full-resolution px, maps (N,) values.
-
-    ``thumbnail_scale`` is thumbnail px per full-resolution px (scanpy's ``tissue_lowres_scalef``).
-    """
+    """Write one gene's Figure-2 PNG; ``spatial`` (N, 2) full-resolution px, maps (N,) values."""
+    image = image if image is not None else SectionImage()
+    thumbnail, thumbnail_scale, section = image.thumbnail, image.scale, image.name
     plt = _pyplot()
     xy = np.asarray(spatial, dtype=np.float64) * (thumbnail_scale if thumbnail is not None else 1.0)
     pred = np.asarray(prediction, dtype=np.float64)
@@ -63,7 +71,7 @@ def plot_expression_maps(
         if thumbnail is not None:
             ax.imshow(thumbnail, alpha=1.0 if values is None else 0.35)
         if values is None:
-            diam = (spot_diameter_px or pitch * 0.55) * (thumbnail_scale if thumbnail is not None else 1.0)
+            diam = (image.spot_diameter_px or pitch * 0.55) * (thumbnail_scale if thumbnail is not None else 1.0)
             ax.scatter(xy[:, 0], xy[:, 1], s=max(diam, 1.0) ** 2 * 0.25, facecolors="none",
                        edgecolors="black", linewidths=0.3)
         else:

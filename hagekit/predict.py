@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from hagekit.progress import Reporter, reporter_or_null
 if TYPE_CHECKING:
     import anndata
 
-__all__ = ["select_models", "predict_section", "PredictResult", "PROVENANCE_KEYS"]
+__all__ = ["select_models", "predict_section", "ModelChoice", "PlotRequest", "PredictResult", "PROVENANCE_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,24 @@ def check_feature_provenance(info: RunInfo, attrs: dict[str, Any], features_path
             )
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which of a run's models predict: one (fold + trial), a fold's trials (fold), all (ensemble);
+    none given: the only model, or the trials of the fold that held out the section."""
+
+    fold: str | None = None
+    trial: int | None = None
+    ensemble: bool = False
+
+
+@dataclass(frozen=True)
+class PlotRequest:
+    """Figure 2 for ``genes`` (one PNG each) into ``out_dir`` (default: beside the output .h5ad)."""
+
+    genes: tuple[str, ...] = ()
+    out_dir: Path | None = None
+
+
 @dataclass
 class PredictResult:
     """Prediction output: the AnnData written, models used, metrics against truth, figures."""
@@ -90,40 +107,83 @@ class PredictResult:
     figures: list[Path] = field(default_factory=list)
 
 
+@dataclass
+class _Spots:
+    """The spots to predict: features in spot order, names, positions, the section (or None)."""
+
+    X: np.ndarray
+    barcodes: list[str]
+    spatial: np.ndarray
+    positions: np.ndarray  # what the protocol gives a method: array coordinates when the section has them
+    name: str
+    sec: dict[str, Any] | None
+
+
 def predict_section(
     run: Path | str,
     features: Path | str,
     *,
     section: Path | str | None = None,
     out: Path | str | None = None,
-    fold: str | None = None,
-    trial: int | None = None,
-    ensemble: bool = False,
-    plot_genes: Sequence[str] | None = None,
-    plot_dir: Path | str | None = None,
+    models: ModelChoice | None = None,
+    plot: PlotRequest | None = None,
     device: str = "cpu",
     progress: Reporter | None = None,
 ) -> PredictResult:
-    """Predict a section's expression from its feature file with a run's model(s).
+    """Predict a section's expression from its feature file with a run's model(s) (``models``).
 
     ``section`` (the ``.h5ad``) gives barcodes order, spatial metadata and ground truth;
-    without it the feature file's barcodes and coords are used. Writes ``out`` atomically.
+    without it the feature file's barcodes and coords are used. Writes ``out`` atomically;
+    ``plot`` draws Figure 2 for some of the run's genes.
     """
-    import anndata as ad
-    import pandas as pd
-
-    from hagekit.hage.estimator import HAGERegressor
     from hagekit.io.h5 import read_features
     from hagekit.metrics import evaluate_section
 
+    choice = models if models is not None else ModelChoice()
     info = load_run(run)
     features = Path(features)
     ff = read_features(features)
     check_feature_provenance(info, ff.attrs, features)
-    if plot_genes:
-        unknown = [g for g in plot_genes if g not in info.genes]
+    if plot is not None and plot.genes:
+        unknown = [g for g in plot.genes if g not in info.genes]
         if unknown:
             raise ConfigError(f"--plot: {', '.join(unknown)} not in the run's panel (e.g. {', '.join(info.genes[:5])})")
+    spots = _spots(ff, features, section, info)
+    used = select_models(info, fold=choice.fold, trial=choice.trial, ensemble=choice.ensemble, section=spots.name)
+    raw_pred = _ensemble_mean(used, spots, info, device=device, progress=progress)
+    adata = _prediction_adata(raw_pred, spots, info)
+    metrics = per_gene = None
+    if spots.sec is not None:
+        m, per_gene = evaluate_section(spots.sec["truth"], raw_pred, return_per_gene=True)  # as train scores
+        metrics = m.as_dict()
+        adata.var["pcc"] = per_gene
+    from hagekit.io.h5 import utf8_safe
+
+    adata.uns["hagekit"] = {
+        **describe_prediction(info.target, truth=spots.sec is not None, clipped=int((raw_pred < 0).sum())),
+        "run": utf8_safe(str(info.path.resolve())),
+        "models": [str(p.relative_to(info.path)) for p in used],
+        "features": utf8_safe(str(features.resolve())),
+        "encoder": str(ff.attrs.get("encoder", "")),
+        "target": info.target,
+        "section": spots.name,
+        **({"metrics": metrics} if metrics else {}),
+    }
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        from hagekit.io.atomic import atomic_path
+
+        with atomic_path(out_path) as tmp:
+            adata.write_h5ad(tmp)
+    figures = []
+    if plot is not None and plot.genes:
+        pdir = Path(plot.out_dir) if plot.out_dir is not None else (out_path.parent if out_path else Path("."))
+        figures = _plot(adata, spots.sec, plot.genes, per_gene, info.genes, pdir, spots.name)
+    return PredictResult(adata, out_path, used, metrics, per_gene, figures)
+
+
+def _spots(ff: Any, features: Path, section: Path | str | None, info: RunInfo) -> _Spots:
+    """The feature rows in the section's spot order (the file's own order without a section)."""
     sec = _read_section_for(section, info) if section is not None else None
     if sec is not None:
         rows = _align(ff.barcodes, list(sec["adata"].obs_names), features, Path(section))
@@ -139,62 +199,48 @@ def predict_section(
     fsec = ff.attrs.get("section")
     if sec is not None and fsec not in (None, "") and str(fsec) != name:
         raise ProvenanceError(at(features, f"features are of section {fsec!r}, not {name!r}"))
-    # positions as the protocol gives them to a method: array coordinates when the section has them
     obs = sec["adata"].obs if sec is not None else None
     has_array = obs is not None and "array_x" in obs and "array_y" in obs
     positions = obs[["array_x", "array_y"]].to_numpy(np.float64) if has_array else spatial
-    models = select_models(info, fold=fold, trial=trial, ensemble=ensemble, section=name)
-    rep = reporter_or_null(progress)
-    task = rep.task(f"predict {name}", total=len(models))
+    return _Spots(X, barcodes, spatial, positions, name, sec)
+
+
+def _ensemble_mean(models: list[Path], spots: _Spots, info: RunInfo, *, device: str, progress: Reporter | None) -> np.ndarray:
+    """The mean prediction (float32, unclipped) of ``models`` over the spots."""
+    from hagekit.hage.estimator import HAGERegressor
+
+    task = reporter_or_null(progress).task(f"predict {spots.name}", total=len(models))
     preds = []
     for mdir in models:
         est = HAGERegressor.load(mdir, device=device)
         if est.genes is not None and list(est.genes) != info.genes:
             raise ProvenanceError(at(mdir, "model's gene panel differs from the run's genes.txt"))
-        preds.append(est.predict(X, spatial=positions))  # used by context models only
+        preds.append(est.predict(spots.X, spatial=spots.positions))  # used by context models only
         task.advance(1)
     task.close()
-    raw_pred = np.mean(preds, axis=0).astype(np.float32)
+    return np.mean(preds, axis=0).astype(np.float32)
+
+
+def _prediction_adata(raw_pred: np.ndarray, spots: _Spots, info: RunInfo) -> anndata.AnnData:
+    """Predictions clipped at 0 in ``X`` (raw in a layer), spots and, with a section, its truth."""
+    import anndata as ad
+    import pandas as pd
+
     pred = np.maximum(raw_pred, 0.0)  # expression is non-negative; scanpy's log1p would NaN below -1
-    obs = pd.DataFrame(index=pd.Index(barcodes, name="barcode"))
+    obs = pd.DataFrame(index=pd.Index(spots.barcodes, name="barcode"))
+    sec = spots.sec
     if sec is not None:
         for col in ("patient", "section"):
             obs[col] = sec["adata"].obs[col].to_numpy()
     adata = ad.AnnData(X=pred, obs=obs, var=pd.DataFrame(index=pd.Index(info.genes, name="gene")))
-    adata.obsm["spatial"] = spatial
+    adata.obsm["spatial"] = spots.spatial
     adata.layers["raw_prediction"] = raw_pred
-    metrics = per_gene = None
     if sec is not None:
         adata.layers["truth"] = sec["truth"]
         adata.uns["spatial"] = _plain(dict(sec["adata"].uns.get("spatial", {})))
-        m, per_gene = evaluate_section(sec["truth"], raw_pred, return_per_gene=True)  # as train scores
-        metrics = m.as_dict()
-        adata.var["pcc"] = per_gene
     if info.target.startswith("log1p"):
         adata.uns["log1p"] = {"base": None}  # scanpy's marker: X is natural-log log1p data
-    from hagekit.io.h5 import utf8_safe
-
-    adata.uns["hagekit"] = {
-        **describe_prediction(info.target, truth=sec is not None, clipped=int((raw_pred < 0).sum())),
-        "run": utf8_safe(str(info.path.resolve())),
-        "models": [str(p.relative_to(info.path)) for p in models],
-        "features": utf8_safe(str(features.resolve())),
-        "encoder": str(ff.attrs.get("encoder", "")),
-        "target": info.target,
-        "section": name,
-        **({"metrics": metrics} if metrics else {}),
-    }
-    out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        from hagekit.io.atomic import atomic_path
-
-        with atomic_path(out_path) as tmp:
-            adata.write_h5ad(tmp)
-    figures = []
-    if plot_genes:
-        pdir = Path(plot_dir) if plot_dir is not None else (out_path.parent if out_path else Path("."))
-        figures = _plot(adata, sec, plot_genes, per_gene, info.genes, pdir, name)
-    return PredictResult(adata, out_path, models, metrics, per_gene, figures)
+    return adata
 
 
 _TARGET_TEXT = {
@@ -256,7 +302,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _plot(adata, sec, genes, per_gene, panel, pdir: Path, name: str) -> list[Path]:
-    from hagekit.plots import plot_expression_maps
+    from hagekit.plots import SectionImage, plot_expression_maps
 
     thumb, scale, spot_px = None, 1.0, None
     if sec is not None:
@@ -277,8 +323,7 @@ def _plot(adata, sec, genes, per_gene, panel, pdir: Path, name: str) -> list[Pat
         out.append(
             plot_expression_maps(
                 pdir / f"{name}_{safe}.png", adata.obsm["spatial"], np.asarray(adata.X[:, j]).ravel(),
-                gene=gene, truth=truth, pcc=pcc, thumbnail=thumb, thumbnail_scale=scale,
-                spot_diameter_px=spot_px, section=name,
+                gene=gene, truth=truth, pcc=pcc, image=SectionImage(name, thumb, scale, spot_px),
             )
         )
     return out

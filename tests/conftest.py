@@ -82,10 +82,10 @@ def her2_root(her2st_raw: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def her2_builtin_features(her2_root: Path, tmp_path_factory) -> Path:
     """``builtin`` spot features of the imaged sections C2..C6, extracted once per session."""
-    from hagekit.extract import extract_sections
+    from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
 
     out = tmp_path_factory.mktemp("her2_feats") / "builtin"
-    summary = extract_sections(her2_root, "her2", encoder="builtin", out_dir=out, device="cpu", num_workers=0)
+    summary = extract_sections(her2_root, "her2", encoder=EncoderSpec("builtin", device="cpu", num_workers=0), spec=ExtractionSpec(out_dir=out))
     assert not getattr(summary, "failed", None), summary
     return out
 

@@ -289,16 +289,16 @@ def _encode_rows(
 ) -> None:
     """Encode ``rows`` of ``dataset`` through one DataLoader (decoding in its workers)."""
     from hagekit.device import resolve_device, resolve_precision
-    from hagekit.extract.engine import stream_encoder
+    from hagekit.extract.engine import EncoderSetup, stream_encoder
 
     dev = resolve_device(device)
     bundle.model.to(dev)
     task = reporter_or_null(progress).task(f"embed {bundle.name}", total=int(rows.size))
     try:
         stream_encoder(
-            bundle, _PatchBatches(dataset, rows, bundle.transform, batch_size), on_features=on_features,
-            batch_size=batch_size, device=dev, precision=resolve_precision(None, dev, bundle.precision),
-            num_workers=num_workers, task=task, n_rows=int(rows.size),
+            EncoderSetup.of(bundle, dev, resolve_precision(None, dev, bundle.precision)),
+            _PatchBatches(dataset, rows, bundle.transform, batch_size), on_features=on_features,
+            batch_size=batch_size, num_workers=num_workers, task=task, n_rows=int(rows.size),
         )
     finally:
         task.close()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -18,86 +17,84 @@ _ENC = "Encoder and speed"
 _SCALE = "Many jobs (torchrun ranks or --shard)"
 
 
+def _spot(*names: str, help: str):
+    return typer.Option(*names, help=help, rich_help_panel=_SPOT)
+
+
+def _slide(*names: str, help: str, **kw):
+    return typer.Option(*names, help=help, rich_help_panel=_SLIDE, **kw)
+
+
+def _enc(*names: str, help: str):
+    return typer.Option(*names, help=help, rich_help_panel=_ENC)
+
+
+def _scale(*names: str, help: str):
+    return typer.Option(*names, help=help, rich_help_panel=_SCALE)
+
+
+_Dataset = Annotated[str | None, _spot("--dataset", "-d", help="Dataset of prepared sections (e.g. her2).")]
+_DataRoot = Annotated[Path | None, _spot("--data-root", help="Folder holding <dataset>/<section>.h5ad (default <workspace>/data).")]
+_Sections = Annotated[str | None, _spot("--sections", help="Comma-separated sections (default: all with an image).")]
+_PatchUm = Annotated[float, _spot("--patch-um", help="Spot patch side in µm (112 = 224 px at 0.5 µm/px, as HEST).")]
+_DumpPatches = Annotated[bool, _spot("--dump-patches", help="Also write the patches (HEST layout) to <out>/patches/.")]
+_Slides = Annotated[list[Path] | None, _slide("--slides", help="Slide files or a folder of slides (repeatable).")]
+_Mpp = Annotated[float | None, _slide("--mpp", help="Level-0 µm/px of the slides (overrides/supplies missing metadata).")]
+_TargetMpp = Annotated[float | None, _slide("--target-mpp", help="Tile resolution in µm/px (default: 0.5, i.e. 20x).")]
+_Magnification = Annotated[float | None, _slide("--magnification", help="Tile magnification (20 = 0.5 µm/px); excludes --target-mpp.")]
+_TileSize = Annotated[int | None, _slide(
+    "--tile-size", help="Tile side in px at the target resolution (default: 256; with --coords, the file's patch_size).",
+    show_default=False)]
+_Overlap = Annotated[int, _slide("--overlap", help="Tile overlap in px at the target resolution.")]
+_MinTissue = Annotated[float, _slide("--min-tissue", help="Keep tiles with at least this tissue fraction.")]
+_Coords = Annotated[Path | None, _slide("--coords", help="Folder of CLAM/TRIDENT coords h5 to use instead of tiling.")]
+_Preview = Annotated[bool, _slide("--preview", help="Write <out>/previews/<slide>.png with mask and tiles.")]
+_Encoder = Annotated[str, _enc("--encoder", "-e", help="Encoder (see `hagekit encoders list`).")]
+_Weights = Annotated[Path | None, _enc("--weights", help="Encoder weights (.bin/.pth/.safetensors).")]
+_RandomWeights = Annotated[bool, _enc("--random-weights", help="Random encoder weights (speed tests only; recorded).")]
+_Device = Annotated[str, _enc("--device", help="auto, cpu or cuda.")]
+_Precision = Annotated[str | None, _enc("--precision", help="fp32, bf16 or fp16 autocast on CUDA (default: bf16 on CUDA).")]
+_BatchSize = Annotated[int, _enc("--batch-size", help="Patches per forward pass.")]
+_NumWorkers = Annotated[int | None, _enc("--num-workers", help="DataLoader reader workers (default: auto).")]
+_Shard = Annotated[str | None, _scale(
+    "--shard", help="K/N: this job's deterministic share (Slurm array: $SLURM_ARRAY_TASK_ID/16); per-item locks keep jobs sharing --out apart.")]
+_LockTimeout = Annotated[float, _scale(
+    "--lock-timeout", help="Seconds without heartbeat after which another job's item lock is stale and reclaimed.")]
+_SummaryJson = Annotated[Path | None, _scale("--summary-json", help="Also write the run's summary (items, per-rank patches/s) as JSON.")]
+_Out = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides).")]
+_Layout = Annotated[str, typer.Option(
+    "--layout", help="flat (<out>/<name>.h5, TRIDENT-style) or clam (also <out>/h5_files/ + <out>/pt_files/).")]
+
+
 @handle_errors
 def extract_cmd(
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Dataset of prepared sections (e.g. her2).", rich_help_panel=_SPOT)
-    ] = None,
-    data_root: Annotated[
-        Path | None,
-        typer.Option("--data-root", help="Folder holding <dataset>/<section>.h5ad (default <workspace>/data).", rich_help_panel=_SPOT),
-    ] = None,
-    sections: Annotated[
-        str | None, typer.Option("--sections", help="Comma-separated sections (default: all with an image).", rich_help_panel=_SPOT)
-    ] = None,
-    patch_um: Annotated[
-        float, typer.Option("--patch-um", help="Spot patch side in µm (112 = 224 px at 0.5 µm/px, as HEST).", rich_help_panel=_SPOT)
-    ] = 112.0,
-    dump_patches: Annotated[
-        bool, typer.Option("--dump-patches", help="Also write the patches (HEST layout) to <out>/patches/.", rich_help_panel=_SPOT)
-    ] = False,
-    slides: Annotated[
-        list[Path] | None,
-        typer.Option("--slides", help="Slide files or a folder of slides (repeatable).", rich_help_panel=_SLIDE),
-    ] = None,
-    mpp: Annotated[
-        float | None, typer.Option("--mpp", help="Level-0 µm/px of the slides (overrides/supplies missing metadata).", rich_help_panel=_SLIDE)
-    ] = None,
-    target_mpp: Annotated[
-        float | None, typer.Option("--target-mpp", help="Tile resolution in µm/px (default: 0.5, i.e. 20x).", rich_help_panel=_SLIDE)
-    ] = None,
-    magnification: Annotated[
-        float | None, typer.Option("--magnification", help="Tile magnification (20 = 0.5 µm/px); excludes --target-mpp.", rich_help_panel=_SLIDE)
-    ] = None,
-    tile_size: Annotated[
-        int | None,
-        typer.Option("--tile-size", help="Tile side in px at the target resolution (default: 256; with --coords, the file's patch_size).",
-                     rich_help_panel=_SLIDE, show_default=False),
-    ] = None,
-    overlap: Annotated[int, typer.Option("--overlap", help="Tile overlap in px at the target resolution.", rich_help_panel=_SLIDE)] = 0,
-    min_tissue: Annotated[
-        float, typer.Option("--min-tissue", help="Keep tiles with at least this tissue fraction.", rich_help_panel=_SLIDE)
-    ] = 0.25,
-    coords: Annotated[
-        Path | None, typer.Option("--coords", help="Folder of CLAM/TRIDENT coords h5 to use instead of tiling.", rich_help_panel=_SLIDE)
-    ] = None,
-    preview: Annotated[
-        bool, typer.Option("--preview", help="Write <out>/previews/<slide>.png with mask and tiles.", rich_help_panel=_SLIDE)
-    ] = False,
-    encoder: Annotated[
-        str, typer.Option("--encoder", "-e", help="Encoder (see `hagekit encoders list`).", rich_help_panel=_ENC)
-    ] = "builtin",
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Encoder weights (.bin/.pth/.safetensors).", rich_help_panel=_ENC)
-    ] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Random encoder weights (speed tests only; recorded).", rich_help_panel=_ENC)
-    ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=_ENC)] = "auto",
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, bf16 or fp16 autocast on CUDA (default: bf16 on CUDA).", rich_help_panel=_ENC)
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.", rich_help_panel=_ENC)] = 64,
-    num_workers: Annotated[
-        int | None, typer.Option("--num-workers", help="DataLoader reader workers (default: auto).", rich_help_panel=_ENC)
-    ] = None,
-    shard: Annotated[
-        str | None,
-        typer.Option("--shard", help="K/N: this job's deterministic share (Slurm array: $SLURM_ARRAY_TASK_ID/16); per-item locks keep jobs sharing --out apart.", rich_help_panel=_SCALE),
-    ] = None,
-    lock_timeout: Annotated[
-        float, typer.Option("--lock-timeout", help="Seconds without heartbeat after which another job's item lock is stale and reclaimed.", rich_help_panel=_SCALE)
-    ] = 600.0,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: <workspace>/features/<dataset>/<encoder>, or features/slides/<encoder> for --slides)."),
-    ] = None,
-    summary_json: Annotated[
-        Path | None, typer.Option("--summary-json", help="Also write the run's summary (items, per-rank patches/s) as JSON.", rich_help_panel=_SCALE)
-    ] = None,
-    layout: Annotated[
-        str, typer.Option("--layout", help="flat (<out>/<name>.h5, TRIDENT-style) or clam (also <out>/h5_files/ + <out>/pt_files/).")
-    ] = "flat",
+    dataset: _Dataset = None,
+    data_root: _DataRoot = None,
+    sections: _Sections = None,
+    patch_um: _PatchUm = 112.0,
+    dump_patches: _DumpPatches = False,
+    slides: _Slides = None,
+    mpp: _Mpp = None,
+    target_mpp: _TargetMpp = None,
+    magnification: _Magnification = None,
+    tile_size: _TileSize = None,
+    overlap: _Overlap = 0,
+    min_tissue: _MinTissue = 0.25,
+    coords: _Coords = None,
+    preview: _Preview = False,
+    encoder: _Encoder = "builtin",
+    weights: _Weights = None,
+    random_weights: _RandomWeights = False,
+    device: _Device = "auto",
+    precision: _Precision = None,
+    batch_size: _BatchSize = 64,
+    num_workers: _NumWorkers = None,
+    shard: _Shard = None,
+    lock_timeout: _LockTimeout = 600.0,
+    out: _Out = None,
+    summary_json: _SummaryJson = None,
+    layout: _Layout = "flat",
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
@@ -106,58 +103,55 @@ def extract_cmd(
     Runs as one process, as `torchrun --nproc_per_node N -m hagekit extract ...` (one rank per
     GPU, slides dealt by tile count; rank 0 prints the summary), or as one of N --shard jobs.
     """
+    from hagekit.distributed import is_main_process
+    from hagekit.extract import (
+        EncoderSpec,
+        ExtractionSpec,
+        TilingSpec,
+        extract_sections,
+        extract_slides,
+    )
+    from hagekit.io.atomic import check_output_dir
+
+    tiling = TilingSpec(mpp, target_mpp, magnification, tile_size, overlap, min_tissue, coords, preview)
+    spec = ExtractionSpec(out, patch_um, dump_patches, tiling, overwrite, shard, lock_timeout)
+    enc = EncoderSpec(encoder, weights, random_weights, device, precision, batch_size, num_workers)
+    _check_mode(dataset, slides, spec, layout, spot_inputs={"--sections": sections, "--data-root": data_root})
+    if out is not None:
+        check_output_dir(out, "--out")
+    main = is_main_process()  # under torchrun only rank 0 draws progress and prints
+    with reporting(enabled=main) as progress:
+        if dataset is not None:
+            summary = extract_sections(data_root, dataset, encoder=enc, spec=spec, sections=split_csv(sections),
+                                       progress=progress, workspace=workspace)
+        else:
+            summary = extract_slides(list(slides or []), encoder=enc, spec=spec, progress=progress, workspace=workspace)
+    if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
+        raise typer.Exit(code=0 if summary.ok else 1)
+    _print_summary(summary)
+    _write_extras(summary, summary_json, layout, overwrite)
+    if not summary.ok:
+        raise typer.Exit(code=1)
+
+
+def _check_mode(dataset: str | None, slides: list[Path] | None, spec, layout: str, *, spot_inputs: dict) -> None:
+    """One mode (--dataset xor --slides), and no option of the other mode."""
     if (dataset is None) == (not slides):
         raise fail("give either --dataset (ST spots) or --slides (whole slides)")
     if layout not in ("flat", "clam"):
         raise fail(f"--layout: unknown {layout!r} (valid: flat, clam)")
-    if target_mpp is not None and magnification is not None:
+    if spec.tiling.target_mpp is not None and spec.tiling.magnification is not None:
         raise fail("--target-mpp and --magnification exclude each other")
     if dataset is not None:
-        slide_only = {
-            "--mpp": mpp is not None, "--target-mpp": target_mpp is not None, "--magnification": magnification is not None,
-            "--coords": coords is not None, "--preview": preview, "--tile-size": tile_size is not None,
-            "--overlap": overlap != 0, "--min-tissue": not math.isclose(min_tissue, 0.25),
-        }
-        bad = [k for k, v in slide_only.items() if v]
-        if bad:
-            raise fail(f"{', '.join(bad)}: only apply with --slides")
+        bad, mode = spec.tiling.options_given(), "--slides"
     else:
-        spot_only = {"--sections": sections is not None, "--data-root": data_root is not None,
-                     "--dump-patches": dump_patches, "--patch-um": not math.isclose(patch_um, 112.0)}
-        bad = [k for k, v in spot_only.items() if v]
-        if bad:
-            raise fail(f"{', '.join(bad)}: only apply with --dataset")
+        bad, mode = [k for k, v in spot_inputs.items() if v is not None] + spec.spot_options_given(), "--dataset"
+    if bad:
+        raise fail(f"{', '.join(bad)}: only apply with {mode}")
 
-    from hagekit.distributed import is_main_process
-    from hagekit.extract import extract_sections, extract_slides
-    from hagekit.io.atomic import check_output_dir
-    from hagekit.workspace import Workspace, encoder_slug
 
-    if out is not None:
-        check_output_dir(out, "--out")
-
-    main = is_main_process()  # under torchrun only rank 0 draws progress and prints
-    with reporting(enabled=main) as progress:
-        if dataset is not None:
-            summary = extract_sections(
-                data_root, dataset, encoder=encoder, out_dir=out, sections=split_csv(sections),
-                patch_um=patch_um, weights=weights, random_weights=random_weights, device=device,
-                precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, dump_patches=dump_patches, shard=shard, lock_timeout=lock_timeout,
-                progress=progress, workspace=workspace,
-            )
-        else:
-            out_dir = out if out is not None else Workspace.resolve(workspace).root / "features" / "slides" / encoder_slug(encoder)
-            summary = extract_slides(
-                list(slides or []), encoder=encoder, out_dir=out_dir, mpp=mpp, target_mpp=target_mpp,
-                magnification=magnification, tile_size=tile_size, overlap=overlap, min_tissue=min_tissue,
-                coords_dir=coords, preview=preview, weights=weights, random_weights=random_weights,
-                device=device, precision=precision, batch_size=batch_size, num_workers=num_workers,
-                overwrite=overwrite, shard=shard, lock_timeout=lock_timeout, progress=progress,
-            )
-    if not main:  # rank 0 prints and exports for all ranks (every rank got the merged summary)
-        raise typer.Exit(code=0 if summary.ok else 1)
-    _print_summary(summary)
+def _write_extras(summary, summary_json: Path | None, layout: str, overwrite: bool) -> None:
+    """The summary as JSON and the CLAM layout, when asked for."""
     if summary_json is not None:
         from hagekit.io.atomic import write_json
 
@@ -167,8 +161,6 @@ def extract_cmd(
 
         res = export_clam(summary.out_dir, summary.out_dir, overwrite=overwrite)
         console.print(f"CLAM layout: {len(res.written)} written to {summary.out_dir}/h5_files and pt_files")
-    if not summary.ok:
-        raise typer.Exit(code=1)
 
 
 def _print_summary(summary) -> None:

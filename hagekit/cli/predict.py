@@ -30,18 +30,16 @@ def predict(
 ) -> None:
     """Predict a section's panel expression with a run's model(s); optionally draw Figure 2."""
     from hagekit.io.atomic import check_output_dir, check_output_file
-    from hagekit.predict import predict_section
+    from hagekit.predict import ModelChoice, PlotRequest, predict_section
 
     check_output_file(out, "--out")
     if plot_dir is not None:
         check_output_dir(plot_dir, "--plot-dir")
-    genes: list[str] = []
-    for item in plot or []:
-        genes += [g for g in item.replace(",", " ").split() if g]
+    genes = tuple(g for item in plot or [] for g in item.replace(",", " ").split())
     with reporting() as progress:
         res = predict_section(
-            run, features, section=section, out=out, fold=fold, trial=trial, ensemble=ensemble,
-            plot_genes=genes or None, plot_dir=plot_dir, device=device, progress=progress,
+            run, features, section=section, out=out, models=ModelChoice(fold, trial, ensemble),
+            plot=PlotRequest(genes, plot_dir), device=device, progress=progress,
         )
     console.print(f"predicted {res.adata.n_obs} spots x {res.adata.n_vars} genes with {len(res.models)} model(s) -> {out}")
     if res.metrics:

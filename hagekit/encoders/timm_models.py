@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hagekit.encoders.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransf
 from hagekit.encoders.weights import RANDOM_WEIGHTS_SHA, hub_download, load_weights
 from hagekit.errors import EncoderError
 
-__all__ = ["UNI_KWARGS", "UNI2H_KWARGS", "build_timm_model", "timm_kwargs"]
+__all__ = ["UNI_KWARGS", "UNI2H_KWARGS", "HubWeights", "build_timm_model", "timm_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     return tuple(f"{h}." for h in heads)
 
 
+@dataclass(frozen=True)
+class HubWeights:
+    """Where the Hugging Face hub keeps a model's weights (used when no ``--weights`` file is given)."""
+
+    repo: str | None
+    files: Sequence[str] = ("model.safetensors", "pytorch_model.bin")
+    gated: bool = False  #: a token is needed (MahmoodLab's UNI models)
+
+
 def build_timm_model(
     model_name: str,
     kwargs: dict[str, Any],
@@ -92,12 +102,10 @@ def build_timm_model(
     weights: Path | None,
     random_weights: bool,
     device: str,
-    hub_repo: str | None,
-    hub_files: Sequence[str] = ("model.safetensors", "pytorch_model.bin"),
-    gated: bool = False,
+    hub: HubWeights,
     what: str,
 ) -> tuple[torch.nn.Module, str, str]:
-    """Build a timm model and load its weights; return (model, sha256, weights source)."""
+    """Build a timm model and load its weights (file, else ``hub``); return (model, sha256, weights source)."""
     if random_weights:
         dev = torch.device(device)
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -105,10 +113,10 @@ def build_timm_model(
             model = _create(model_name, kwargs, device=device)
         return model.to(device), RANDOM_WEIGHTS_SHA, "random"
     if weights is None:
-        if hub_repo is None:
+        if hub.repo is None:
             raise EncoderError(f"{what}: no weights: pass --weights PATH (or --random-weights for speed tests)")
-        weights = hub_download(hub_repo, hub_files, what=what, gated=gated)
-        source = f"hf-hub:{hub_repo}"
+        weights = hub_download(hub.repo, hub.files, what=what, gated=hub.gated)
+        source = f"hf-hub:{hub.repo}"
     else:
         source = str(weights)
     model = _create(model_name, kwargs, device="meta")
@@ -153,7 +161,7 @@ def _build_uni_family(
     """A MahmoodLab UNI model: timm architecture + model-card settings, gated hub weights."""
     model, sha, source = build_timm_model(
         timm_model, kwargs, weights=weights, random_weights=random_weights, device=device,
-        hub_repo=hub_repo, hub_files=("pytorch_model.bin",), gated=True, what=f"--encoder {name}",
+        hub=HubWeights(hub_repo, ("pytorch_model.bin",), gated=True), what=f"--encoder {name}",
     )
     return _bundle(
         name, model, sha=sha, source=source, random_weights=random_weights, input_size=224,
@@ -210,7 +218,7 @@ def build_timm(arg: str | None, *, weights: Path | None, random_weights: bool, d
         weights=weights,
         random_weights=random_weights,
         device=device,
-        hub_repo=hub_repo,
+        hub=HubWeights(hub_repo),
         what=f"--encoder timm:{name}",
     )
     data_cfg = resolve_model_data_config(model)

@@ -2,11 +2,13 @@
 
 ``extract_sections`` (spots of prepared sections), ``extract_slides`` (tissue tiles of WSIs),
 ``encode_images`` (an in-memory batch of RGB patches, e.g. PCAM for the linear probe).
+What to run is given as an :class:`EncoderSpec` and an :class:`ExtractionSpec`.
 """
 
 from __future__ import annotations
 
 from hagekit.extract.engine import (
+    EncoderSetup,
     RunStats,
     encode_images,
     resolve_device,
@@ -14,15 +16,20 @@ from hagekit.extract.engine import (
     run_encoder,
     stream_encoder,
 )
-from hagekit.extract.sections import DEFAULT_PATCH_UM, extract_sections
+from hagekit.extract.sections import extract_sections
 from hagekit.extract.slides import extract_slides
+from hagekit.extract.spec import DEFAULT_PATCH_UM, EncoderSpec, ExtractionSpec, TilingSpec
 from hagekit.extract.summary import ExtractSummary, ItemResult
 
 __all__ = [
     "DEFAULT_PATCH_UM",
+    "EncoderSetup",
+    "EncoderSpec",
     "ExtractSummary",
+    "ExtractionSpec",
     "ItemResult",
     "RunStats",
+    "TilingSpec",
     "encode_images",
     "extract_sections",
     "extract_slides",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +11,8 @@ from hagekit.errors import DataError, HagekitError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import torch
-
-    from hagekit.encoders import EncoderBundle
+    from hagekit.extract.engine import EncoderSetup
+    from hagekit.extract.spec import EncoderSpec
     from hagekit.extract.summary import ExtractSummary
     from hagekit.progress import Reporter
 
@@ -25,34 +23,17 @@ log = logging.getLogger(__name__)
 INPUT_ERRORS: tuple[type[BaseException], ...] = (HagekitError, OSError)
 
 
-@dataclass
-class EncoderSetup:
-    """An encoder built once per run, on the resolved device, with its precision."""
-
-    spec: str
-    bundle: EncoderBundle
-    device: torch.device
-    precision: str
-
-
-def setup_encoder(
-    spec: str,
-    *,
-    weights: Path | None,
-    random_weights: bool,
-    device: str,
-    precision: str | None,
-) -> EncoderSetup:
-    """Build the encoder ``spec`` on ``device`` (auto/cpu/cuda) with its autocast precision."""
+def setup_encoder(encoder: EncoderSpec) -> EncoderSetup:
+    """Build ``encoder`` on its device (auto/cpu/cuda) with its autocast precision."""
     from hagekit.encoders import create_encoder
-    from hagekit.extract.engine import resolve_device, resolve_precision
+    from hagekit.extract.engine import EncoderSetup, resolve_device, resolve_precision
 
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    bundle = create_encoder(spec, weights=weights, random_weights=random_weights, device=str(dev))
-    if dev.type == "cuda" and precision is None:
+    dev = resolve_device(encoder.device)
+    prec = resolve_precision(encoder.precision, dev)
+    bundle = create_encoder(encoder.key, weights=encoder.weights, random_weights=encoder.random_weights, device=str(dev))
+    if dev.type == "cuda" and encoder.precision is None:
         prec = resolve_precision(None, dev, bundle.precision)
-    return EncoderSetup(spec.strip(), bundle, dev, prec)
+    return EncoderSetup(encoder.key, bundle, dev, prec)
 
 
 def existing_output(path: Path, *, spec: str, settings: dict[str, Any]) -> str | None:
@@ -149,23 +130,13 @@ def whole_feature_file(path: Path) -> bool:
         return False
 
 
-def setup_for(
-    todo: Sequence[Path],
-    spec: str,
-    *,
-    weights: Path | None,
-    random_weights: bool,
-    device: str,
-    precision: str | None,
-    num_workers: int | None,
-    summary: ExtractSummary,
-) -> tuple[EncoderSetup | None, int]:
+def setup_for(todo: Sequence[Path], encoder: EncoderSpec, summary: ExtractSummary) -> tuple[EncoderSetup | None, int]:
     """Build the encoder only if something is left to do; also resolve the reader workers."""
     from hagekit.extract.engine import default_num_workers
 
     if not todo:
-        return None, num_workers or 0
-    setup = setup_encoder(spec, weights=weights, random_weights=random_weights, device=device, precision=precision)
+        return None, encoder.num_workers or 0
+    setup = setup_encoder(encoder)
     summary.device, summary.precision = str(setup.device), setup.precision
-    workers = default_num_workers(setup.device) if num_workers is None else num_workers
+    workers = default_num_workers(setup.device) if encoder.num_workers is None else encoder.num_workers
     return setup, workers

@@ -4,6 +4,7 @@ Batches go to the device through pinned memory (``non_blocking``), the forward r
 ``inference_mode`` and, on CUDA, ``autocast`` (bf16 by default); features come back with one
 ``.cpu()`` per batch, in dataset order, into one preallocated (N, D) float32 array
 (:func:`run_encoder`) or to a callback that writes them out, keeping none (:func:`stream_encoder`).
+The model side of the loop is an :class:`EncoderSetup` (bundle, device, precision).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hagekit.device import (
     usable_cpus,
 )
 from hagekit.errors import ConfigError
+from hagekit.extract.summary import per_second
 from hagekit.progress import Reporter, Task, reporter_or_null
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from hagekit.encoders import EncoderBundle
 
 __all__ = [
+    "EncoderSetup",
     "RunStats",
     "resolve_device",
     "resolve_precision",
@@ -46,16 +49,34 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class EncoderSetup:
+    """An encoder built once per run, on its device, with its autocast precision."""
+
+    spec: str  #: the encoder spec string recorded in feature files
+    bundle: EncoderBundle
+    device: torch.device
+    precision: str = "fp32"
+
+    @classmethod
+    def of(cls, bundle: EncoderBundle, device: torch.device | str = "cpu", precision: str = "fp32") -> EncoderSetup:
+        """A bundle whose model is already on ``device`` (its name as the spec string)."""
+        import torch
+
+        return cls(bundle.name, bundle, torch.device(device), precision)
+
+
+@dataclass
 class RunStats:
     """Timing of one extraction run: patches, wall seconds, and seconds inside the model."""
 
     n: int
-    seconds: float
-    forward_seconds: float
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
 
     @property
     def patches_per_s(self) -> float:
-        return self.n / self.seconds if self.seconds > 0 else float("nan")
+        """Patches per wall second (reading, transforms, model and copies together)."""
+        return per_second(self.n, self.seconds)
 
 
 def _worker_init(_: int) -> None:
@@ -97,26 +118,24 @@ def _row_count(dataset: Any, n_rows: int | None, batch_size: int, num_workers: i
 
 
 def run_encoder(
-    bundle: EncoderBundle,
+    setup: EncoderSetup,
     dataset: Any,
     *,
     batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
     num_workers: int = 0,
     task: Task | None = None,
     on_batch: Callable[[Any], None] | None = None,
     n_rows: int | None = None,
 ) -> tuple[np.ndarray, RunStats]:
     """Encode every item of ``dataset`` (items: a (3, S, S) tensor, or a tuple whose first
-    element is one); return features (N, D) float32 in dataset order and timings.
+    element is one) with ``setup``; return features (N, D) float32 in dataset order and timings.
 
     ``on_batch`` receives each batch's remaining tuple elements (e.g. raw patches to dump).
     With ``n_rows``, every item of ``dataset`` is already a whole batch (read and decoded
     together in a worker, e.g. one h5 slice) and ``n_rows`` is the total row count. To write
     features as they come (a cache) without holding all N rows, use :func:`stream_encoder`.
     """
-    out = np.zeros((_row_count(dataset, n_rows, batch_size, num_workers), bundle.dim), dtype=np.float32)
+    out = np.zeros((_row_count(dataset, n_rows, batch_size, num_workers), setup.bundle.dim), dtype=np.float32)
     filled = 0
 
     def keep(feats: np.ndarray, rest: Any) -> None:
@@ -126,19 +145,17 @@ def run_encoder(
         if rest is not None and on_batch is not None:
             on_batch(rest)
 
-    stats = stream_encoder(bundle, dataset, on_features=keep, batch_size=batch_size, device=device,
-                           precision=precision, num_workers=num_workers, task=task, n_rows=n_rows)
+    stats = stream_encoder(setup, dataset, on_features=keep, batch_size=batch_size, num_workers=num_workers,
+                           task=task, n_rows=n_rows)
     return out, stats
 
 
 def stream_encoder(
-    bundle: EncoderBundle,
+    setup: EncoderSetup,
     dataset: Any,
     *,
     on_features: Callable[[np.ndarray, Any], None],
     batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
     num_workers: int = 0,
     task: Task | None = None,
     n_rows: int | None = None,
@@ -149,10 +166,10 @@ def stream_encoder(
     import torch
 
     n = _row_count(dataset, n_rows, batch_size, num_workers)
-    device = torch.device(device)
+    device = torch.device(setup.device)
     start = time.perf_counter()
     if n == 0:
-        return RunStats(0, 0.0, 0.0)
+        return RunStats(0)
     pin = device.type == "cuda"
     n_batches = len(dataset) if n_rows is not None else -(-n // batch_size)
     workers = num_workers if n_batches > 1 else 0  # one batch: workers only cost start-up
@@ -161,7 +178,7 @@ def stream_encoder(
     if device.type == "cpu" and workers > 0:  # leave the readers their cores
         torch.set_num_threads(max(1, min(threads, usable_cpus() - workers)))
     try:
-        forward = _encode_loop(bundle, loader, on_features, device=device, precision=precision, task=task)
+        forward = _encode_loop(setup.bundle, loader, on_features, device=device, precision=setup.precision, task=task)
     finally:
         torch.set_num_threads(threads)
     return RunStats(n, time.perf_counter() - start, forward)
@@ -261,11 +278,9 @@ def encode_images(
     task = reporter_or_null(progress).task("encode", total=len(images))
     try:
         feats, _ = run_encoder(
-            bundle,
+            EncoderSetup.of(bundle, dev, prec),
             _ImageListDataset(images, bundle.transform),
             batch_size=batch_size,
-            device=dev,
-            precision=prec,
             num_workers=num_workers,
             task=task,
         )

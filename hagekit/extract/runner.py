@@ -30,38 +30,22 @@ from hagekit.distributed import (
     deal_balanced,
     gather_to_all,
     init_distributed,
+    parse_shard,
 )
 from hagekit.errors import ConfigError, is_fatal_os_error
-from hagekit.extract.common import (
-    INPUT_ERRORS,
-    EncoderSetup,
-    pending_inputs,
-    setup_for,
-    whole_feature_file,
-)
+from hagekit.extract.common import INPUT_ERRORS, pending_inputs, setup_for, whole_feature_file
+from hagekit.extract.engine import EncoderSetup
+from hagekit.extract.spec import EncoderSpec, ExtractionSpec
 from hagekit.extract.summary import ExtractSummary, ItemResult, RankStats, merge_summaries
 from hagekit.progress import Reporter
 
-__all__ = ["SkipItem", "EncoderOptions", "run_items", "is_cuda_oom"]
+__all__ = ["SkipItem", "run_items", "is_cuda_oom"]
 
 log = logging.getLogger(__name__)
 
 
 class SkipItem(Exception):  # noqa: N818 - a signal, not an error
     """Raised by an item's extract function: nothing to do for it (e.g. a section without image)."""
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    """How to build the encoder and feed it (resolved once per process)."""
-
-    spec: str
-    weights: Path | None = None
-    random_weights: bool = False
-    device: str = "auto"
-    precision: str | None = None
-    batch_size: int = 64
-    num_workers: int | None = None
 
 
 #: ``extract(path, setup, target, batch_size, num_workers) -> n_patches``.
@@ -93,21 +77,13 @@ def _safe_weight(weigh: Callable[[Path], float], path: Path) -> float:
 
 def _my_items(
     files: Sequence[Path],
-    out: Path,
     *,
     ctx: DistContext,
     shard: Shard | None,
     weigh: Callable[[Path], float],
-    settings: dict[str, Any],
-    opts: EncoderOptions,
-    overwrite: bool,
-    summary: ExtractSummary,
-    reporter: Reporter,
+    pending: Callable[[Sequence[Path]], list[Path]],
 ) -> list[Path]:
-    def pending(items: Sequence[Path]) -> list[Path]:
-        return pending_inputs(items, out, spec=opts.spec, settings=settings, overwrite=overwrite,
-                              summary=summary, reporter=reporter)
-
+    """This process's share of ``files`` still to do (``pending`` drops and records finished ones)."""
     if shard is not None:
         share = deal_balanced([_file_size(f) for f in files], shard.count)[shard.index]
         mine = [files[i] for i in share]
@@ -158,63 +134,45 @@ def _run_one(
 
 def run_items(
     files: Sequence[Path],
-    out: Path,
     extract: ExtractFn,
     *,
-    opts: EncoderOptions,
+    encoder: EncoderSpec,
+    spec: ExtractionSpec,
     settings: dict[str, Any],
     weigh: Callable[[Path], float],
-    overwrite: bool = False,
-    shard: Shard | None = None,
-    lock_timeout: float | None = None,
     reporter: Reporter,
 ) -> ExtractSummary:
-    """Encode this process's share of ``files`` into ``<out>/<stem>.h5``; return the merged summary."""
-    from hagekit.io.locks import DEFAULT_STALE_S, ItemLock, item_lock
+    """Encode this process's share of ``files`` into ``<spec.out_dir>/<stem>.h5``; return the merged summary.
+
+    ``settings`` are the patch attributes a finished file must match to be skipped; ``weigh``
+    gives an item's dealing weight under torchrun (its patch count).
+    """
+    from hagekit.io.locks import DEFAULT_STALE_S
 
     t_run = time.perf_counter()
-    ctx = init_distributed(opts.device)
+    if spec.out_dir is None:
+        raise ConfigError("--out: no output folder")
+    out, shard = Path(spec.out_dir), parse_shard(spec.shard)
+    ctx = init_distributed(encoder.device)
     if shard is not None and ctx.distributed:
         raise ConfigError("--shard: not with torchrun (ranks are dealt their share already); use one or the other")
-    stale = DEFAULT_STALE_S if lock_timeout is None else float(lock_timeout)
+    stale = DEFAULT_STALE_S if spec.lock_timeout is None else float(spec.lock_timeout)
     if not stale > 0:
-        raise ConfigError(f"--lock-timeout: must be a positive number of seconds, got {lock_timeout}")
-    summary = ExtractSummary(encoder=opts.spec, out_dir=out)
-    todo = _my_items(files, out, ctx=ctx, shard=shard, weigh=weigh, settings=settings, opts=opts,
-                     overwrite=overwrite, summary=summary, reporter=reporter)
-    setup, workers = setup_for(todo, opts.spec, weights=opts.weights, random_weights=opts.random_weights,
-                               device=opts.device, precision=opts.precision, num_workers=opts.num_workers,
-                               summary=summary)
-    batch = [opts.batch_size]
+        raise ConfigError(f"--lock-timeout: must be a positive number of seconds, got {spec.lock_timeout}")
+    summary = ExtractSummary(encoder=encoder.key, out_dir=out)
+
+    def pending(items: Sequence[Path]) -> list[Path]:
+        return pending_inputs(items, out, spec=encoder.key, settings=settings, overwrite=spec.overwrite,
+                              summary=summary, reporter=reporter)
+
+    todo = _my_items(files, ctx=ctx, shard=shard, weigh=weigh, pending=pending)
+    setup, workers = setup_for(todo, encoder, summary)
+    batch = [encoder.batch_size]
     for f in todo:
         assert setup is not None
-        t0 = time.perf_counter()
-        target = out / f"{f.stem}.h5"
-        with item_lock(out, f.stem, stale_after=stale) as lock:
-            if not isinstance(lock, ItemLock):
-                reporter.message(f"skip {f.stem}: locked by {lock.describe()} (another job is computing it)")
-                summary.items.append(ItemResult(f.stem, "skipped", reason=f"locked by {lock.host}:{lock.pid}",
-                                                rank=ctx.rank))
-                continue
-            if target.exists() and not overwrite and whole_feature_file(target):  # finished by another job meanwhile
-                summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target, rank=ctx.rank))
-                continue
-            try:
-                n, note = _run_one(f, target, setup, extract, batch=batch, workers=workers, reporter=reporter)
-            except SkipItem as why:
-                reporter.message(f"skip {f.stem}: {why}")
-                summary.items.append(ItemResult(f.stem, "skipped", reason=str(why), rank=ctx.rank))
-                continue
-            except INPUT_ERRORS as exc:
-                if is_fatal_os_error(exc):  # disk full, read-only folder: no other item can succeed
-                    raise
-                log.debug("%s failed", f.name, exc_info=True)
-                reporter.message(f"failed {f.name}: {exc}")
-                summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0,
-                                                reason=str(exc), rank=ctx.rank))
-                continue
-        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0,
-                                        path=target, reason=note, rank=ctx.rank))
+        one = _Item(f, out / f"{f.stem}.h5", rank=ctx.rank)
+        one.run(setup, extract, batch=batch, workers=workers, stale=stale, overwrite=spec.overwrite,
+                summary=summary, reporter=reporter)
     summary.seconds = time.perf_counter() - t_run
     summary.ranks = [RankStats.of(summary, rank=ctx.rank, host=socket.gethostname(), batch_size=batch[0])]
     summary.shard = str(shard) if shard is not None else ""
@@ -222,3 +180,54 @@ def run_items(
     order = {f.stem: i for i, f in enumerate(files)}
     merged.items.sort(key=lambda i: order.get(i.name, len(order)))
     return merged
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One input of the run and its feature file, encoded under its lock."""
+
+    path: Path
+    target: Path
+    rank: int
+
+    def run(
+        self,
+        setup: EncoderSetup,
+        extract: ExtractFn,
+        *,
+        batch: list[int],
+        workers: int,
+        stale: float,
+        overwrite: bool,
+        summary: ExtractSummary,
+        reporter: Reporter,
+    ) -> None:
+        """Encode the item (skipped when locked by another job or finished meanwhile); record the result."""
+        from hagekit.io.locks import ItemLock, item_lock
+
+        f, target, rank = self.path, self.target, self.rank
+        t0 = time.perf_counter()
+        with item_lock(target.parent, f.stem, stale_after=stale) as lock:
+            if not isinstance(lock, ItemLock):
+                reporter.message(f"skip {f.stem}: locked by {lock.describe()} (another job is computing it)")
+                summary.items.append(ItemResult(f.stem, "skipped", reason=f"locked by {lock.host}:{lock.pid}", rank=rank))
+                return
+            if target.exists() and not overwrite and whole_feature_file(target):  # finished by another job meanwhile
+                summary.items.append(ItemResult(f.stem, "skipped", reason="exists", path=target, rank=rank))
+                return
+            try:
+                n, note = _run_one(f, target, setup, extract, batch=batch, workers=workers, reporter=reporter)
+            except SkipItem as why:
+                reporter.message(f"skip {f.stem}: {why}")
+                summary.items.append(ItemResult(f.stem, "skipped", reason=str(why), rank=rank))
+                return
+            except INPUT_ERRORS as exc:
+                if is_fatal_os_error(exc):  # disk full, read-only folder: no other item can succeed
+                    raise
+                log.debug("%s failed", f.name, exc_info=True)
+                reporter.message(f"failed {f.name}: {exc}")
+                summary.items.append(ItemResult(f.stem, "failed", seconds=time.perf_counter() - t0,
+                                                reason=str(exc), rank=rank))
+                return
+        summary.items.append(ItemResult(f.stem, "done", n_patches=n, seconds=time.perf_counter() - t0,
+                                        path=target, reason=note, rank=rank))

@@ -9,6 +9,7 @@ sections are skipped unless ``overwrite``; a failing section is reported and the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -18,22 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.distributed import parse_shard
 from hagekit.errors import ConfigError, DataError, at
-from hagekit.extract.common import EncoderSetup, provenance
-from hagekit.extract.engine import PRECISIONS, run_encoder
+from hagekit.extract.common import provenance
+from hagekit.extract.engine import EncoderSetup, run_encoder
 from hagekit.extract.resolution import source_resolution_attrs
-from hagekit.extract.runner import EncoderOptions, SkipItem, run_items
+from hagekit.extract.runner import SkipItem, run_items
+from hagekit.extract.spec import EncoderSpec, ExtractionSpec
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.slides.patches import check_patch_um
 
-__all__ = ["extract_sections", "SpotDataset", "DEFAULT_PATCH_UM"]
+__all__ = ["extract_sections", "SpotDataset"]
 
 log = logging.getLogger(__name__)
-
-#: HEST's spot patch: 224 px at 0.5 µm/px.
-DEFAULT_PATCH_UM = 112.0
 
 
 class SpotDataset:
@@ -121,11 +119,9 @@ def _extract_one(
     task = reporter.task(f"{section}", total=len(ds))
     try:
         feats, stats = run_encoder(
-            bundle,
+            setup,
             ds,
             batch_size=batch_size,
-            device=setup.device,
-            precision=setup.precision,
             num_workers=num_workers,
             task=task,
             on_batch=(lambda rest: dumps.append(rest[0].numpy())) if dump_dir is not None else None,
@@ -162,27 +158,16 @@ def extract_sections(
     data_root: Path | str | None,
     dataset: str,
     *,
-    encoder: str = "builtin",
-    out_dir: Path | None = None,
+    encoder: EncoderSpec | str = "builtin",
+    spec: ExtractionSpec | None = None,
     sections: Sequence[str] | None = None,
-    patch_um: float = DEFAULT_PATCH_UM,
-    weights: Path | None = None,
-    random_weights: bool = False,
-    device: str = "auto",
-    precision: str | None = None,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    overwrite: bool = False,
-    dump_patches: bool = False,
-    shard: str | None = None,
-    lock_timeout: float | None = None,
     progress: Reporter | None = None,
     workspace: Path | str | None = None,
 ) -> ExtractSummary:
-    """Spot features of every imaged section of ``dataset`` (or of ``sections``).
+    """Spot features (patches of ``spec.patch_um`` µm) of every imaged section of ``dataset`` (or of ``sections``).
 
-    ``data_root``/``out_dir`` default to the workspace (``<ws>/data``,
-    ``<ws>/features/<dataset>/<encoder>``). Under torchrun, or with ``shard`` ("K/N"), this
+    ``data_root``/``spec.out_dir`` default to the workspace (``<ws>/data``,
+    ``<ws>/features/<dataset>/<encoder>``). Under torchrun, or with ``spec.shard`` ("K/N"), this
     process encodes its share (:mod:`hagekit.extract.runner`). Returns the per-section
     summary; bad options, an unusable encoder and non-input errors raise.
     """
@@ -190,24 +175,14 @@ def extract_sections(
     from hagekit.workspace import Workspace, canonical_dataset
 
     t_run = time.perf_counter()
+    enc, spec = EncoderSpec.of(encoder), spec if spec is not None else ExtractionSpec()
     ws = Workspace.resolve(workspace)
     root = Path(data_root) if data_root is not None else ws.data_root
     ds_name = canonical_dataset(dataset)
-    check_patch_um(patch_um)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
-    if num_workers is not None and num_workers < 0:
-        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
-    files = dataset_sections(root, ds_name)
-    if sections:
-        by_name = {f.stem: f for f in files}
-        unknown = [s for s in sections if s not in by_name]
-        if unknown:
-            raise ConfigError(f"--sections: unknown {', '.join(unknown)} (valid: {', '.join(sorted(by_name))})")
-        files = [by_name[s] for s in sections]
-    out = Path(out_dir) if out_dir is not None else ws.features_dir(ds_name, encoder)
+    check_patch_um(spec.patch_um)
+    enc.validate()
+    files = _chosen(dataset_sections(root, ds_name), sections)
+    out = Path(spec.out_dir) if spec.out_dir is not None else ws.features_dir(ds_name, enc.name)
     reporter = reporter_or_null(progress)
 
     def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:
@@ -220,15 +195,25 @@ def extract_sections(
         if not spots["has_image"]:
             raise SkipItem("no image")
         return _extract_one(
-            f, spots, setup, out_path=target, dataset=ds_name, patch_um=patch_um, batch_size=batch,
-            num_workers=workers, dump_dir=out / "patches" if dump_patches else None, reporter=reporter,
+            f, spots, setup, out_path=target, dataset=ds_name, patch_um=spec.patch_um, batch_size=batch,
+            num_workers=workers, dump_dir=out / "patches" if spec.dump_patches else None, reporter=reporter,
         )
 
-    opts = EncoderOptions(encoder.strip(), weights, random_weights, device, precision, batch_size, num_workers)
-    summary = run_items(files, out, extract, opts=opts, settings={"patch_size_um": patch_um}, weigh=_n_spots,
-                        overwrite=overwrite, shard=parse_shard(shard), lock_timeout=lock_timeout, reporter=reporter)
+    summary = run_items(files, extract, encoder=enc, spec=dataclasses.replace(spec, out_dir=out),
+                        settings={"patch_size_um": spec.patch_um}, weigh=_n_spots, reporter=reporter)
     summary.seconds = max(summary.seconds, time.perf_counter() - t_run)
     return summary
+
+
+def _chosen(files: list[Path], sections: Sequence[str] | None) -> list[Path]:
+    """The files of ``sections`` in that order (all ``files`` without), refusing unknown names."""
+    if not sections:
+        return files
+    by_name = {f.stem: f for f in files}
+    unknown = [s for s in sections if s not in by_name]
+    if unknown:
+        raise ConfigError(f"--sections: unknown {', '.join(unknown)} (valid: {', '.join(sorted(by_name))})")
+    return [by_name[s] for s in sections]
 
 
 def _n_spots(path: Path) -> float:

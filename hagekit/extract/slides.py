@@ -8,6 +8,7 @@ DataLoader workers (one OpenSlide handle each), so no whole level-0 slide is eve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hagekit.distributed import parse_shard
 from hagekit.errors import ConfigError, DataError, at
-from hagekit.extract.common import EncoderSetup, provenance
-from hagekit.extract.engine import PRECISIONS, run_encoder
+from hagekit.extract.common import provenance
+from hagekit.extract.engine import EncoderSetup, run_encoder
 from hagekit.extract.resolution import source_resolution_attrs
-from hagekit.extract.runner import EncoderOptions, run_items
+from hagekit.extract.runner import run_items
+from hagekit.extract.spec import DEFAULT_TILE_SIZE, EncoderSpec, ExtractionSpec, TilingSpec
 from hagekit.extract.summary import ExtractSummary
 from hagekit.progress import Reporter, reporter_or_null
 
@@ -30,8 +31,6 @@ __all__ = ["extract_slides", "TileDataset", "collect_slides"]
 log = logging.getLogger(__name__)
 
 _THUMB_SIDE = 2048
-#: Tile side in px at the target resolution when tiling (CLAM's and TRIDENT's default).
-DEFAULT_TILE_SIZE = 256
 
 
 class TileDataset:
@@ -109,6 +108,21 @@ class TilePlan:
     min_tissue: float
     coords_dir: Path | None
 
+    @classmethod
+    def of(cls, tiling: TilingSpec) -> TilePlan:
+        """The plan of ``tiling`` (validated), its tile resolution resolved."""
+        tmpp = tiling.resolved_target_mpp()
+        tiling.validate()
+        coords = Path(tiling.coords_dir) if tiling.coords_dir is not None else None
+        return cls(tiling.mpp, tmpp, tiling.tile_size, tiling.overlap, tiling.min_tissue, coords)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Patch attributes a finished feature file must match to be skipped (none for given coords)."""
+        if self.coords_dir is not None:
+            return {}
+        return {"target_mpp": self.target_mpp, "patch_size_px": self.tile_size or DEFAULT_TILE_SIZE}
+
     def grid(self, path: Path, reader: Any) -> tuple[Any, Any, Any, float]:
         """(grid, tissue mask, thumbnail, thumbnail scale) of the slide open in ``reader``."""
         from hagekit.slides.tiling import find_coords_file, plan_grid, read_coords
@@ -171,10 +185,7 @@ def _extract_slide(
         ds = TileDataset(path, grid, setup.bundle.transform, mpp=reader.mpp, reader=shared)
         task = reporter.task(path.stem, total=len(ds))
         try:
-            feats, stats = run_encoder(
-                setup.bundle, ds, batch_size=batch_size, device=setup.device,
-                precision=setup.precision, num_workers=num_workers, task=task,
-            )
+            feats, stats = run_encoder(setup, ds, batch_size=batch_size, num_workers=num_workers, task=task)
         finally:
             task.close()
         attrs = provenance(
@@ -194,75 +205,43 @@ def _extract_slide(
         reader.close()
 
 
-#: Largest tile side (px at the target resolution): 16x the usual 256, 192 MB as RGB per read.
-MAX_TILE_PX = 4096
-
-
 def extract_slides(
     slides: Sequence[Path | str] | Path | str,
     *,
-    encoder: str = "builtin",
-    out_dir: Path | str,
-    mpp: float | None = None,
-    target_mpp: float | None = 0.5,
-    magnification: float | None = None,
-    tile_size: int | None = None,
-    overlap: int = 0,
-    min_tissue: float = 0.25,
-    coords_dir: Path | str | None = None,
-    preview: bool = False,
-    weights: Path | None = None,
-    random_weights: bool = False,
-    device: str = "auto",
-    precision: str | None = None,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    overwrite: bool = False,
-    shard: str | None = None,
-    lock_timeout: float | None = None,
+    encoder: EncoderSpec | str = "builtin",
+    spec: ExtractionSpec | None = None,
     progress: Reporter | None = None,
+    workspace: Path | str | None = None,
 ) -> ExtractSummary:
-    """Tile features of whole slides into ``<out_dir>/<slide_stem>.h5`` (TRIDENT/CLAM layout).
+    """Tile features of whole slides into ``<spec.out_dir>/<slide_stem>.h5`` (TRIDENT/CLAM layout).
 
-    Tiles: ``tile_size`` px (default 256) at ``target_mpp`` (or ``magnification``: 20x = 0.5 µm/px)
-    over the tissue, or the tiles of a CLAM/TRIDENT coords file in ``coords_dir`` (its
-    ``patch_size`` unless ``tile_size`` is given: then a warning where they disagree). A slide without mpp
-    metadata fails unless ``mpp`` is given; one unreadable slide never stops the others. Under
-    torchrun ranks are dealt slides balanced by tile count; ``shard`` ("K/N") takes one share.
+    Tiles follow ``spec.tiling`` (:class:`TilingSpec`: 256 px at 0.5 µm/px over the tissue by
+    default, or the tiles of CLAM/TRIDENT coords files). ``spec.out_dir`` defaults to
+    ``<workspace>/features/slides/<encoder>``. A slide without mpp metadata fails unless
+    ``tiling.mpp`` is given; one unreadable slide never stops the others. Under torchrun ranks
+    are dealt slides balanced by tile count; ``spec.shard`` ("K/N") takes one share.
     """
-    from hagekit.slides.tiling import target_mpp_from
-
     t_run = time.perf_counter()
+    enc, spec = EncoderSpec.of(encoder), spec if spec is not None else ExtractionSpec()
     files = collect_slides(slides)
-    tmpp = target_mpp_from(target_mpp, magnification)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size: must be >= 1, got {batch_size}")
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"--precision: unknown {precision!r} (valid: {', '.join(PRECISIONS)})")
-    size = tile_size if tile_size is not None else DEFAULT_TILE_SIZE
-    if not 8 <= size <= MAX_TILE_PX:
-        raise ConfigError(f"--tile-size: must be 8 to {MAX_TILE_PX} px (a tile is read whole), got {size}")
-    if not 0 <= overlap < size:
-        raise ConfigError(f"--overlap: must be in [0, --tile-size={size}) px, got {overlap}")
-    if num_workers is not None and num_workers < 0:
-        raise ConfigError(f"--num-workers: must be >= 0, got {num_workers}")
-    if not 0.0 <= min_tissue <= 1.0:
-        raise ConfigError(f"--min-tissue: must be a fraction in [0, 1], got {min_tissue}")
-    if mpp is not None and not mpp > 0:
-        raise ConfigError(f"--mpp: must be positive µm per pixel, got {mpp}")
-    if coords_dir is not None and not Path(coords_dir).is_dir():
-        raise DataError(at(coords_dir, "--coords folder not found"))
-    out = Path(out_dir)
+    enc.validate()
+    plan = TilePlan.of(spec.tiling)
+    out = Path(spec.out_dir) if spec.out_dir is not None else _default_out(enc, workspace)
     reporter = reporter_or_null(progress)
-    settings: dict[str, Any] = {} if coords_dir is not None else {"target_mpp": tmpp, "patch_size_px": size}
-    plan = TilePlan(mpp, tmpp, tile_size, overlap, min_tissue, Path(coords_dir) if coords_dir is not None else None)
+    previews = out / "previews" if spec.tiling.preview else None
 
     def extract(f: Path, setup: EncoderSetup, target: Path, batch: int, workers: int) -> int:
-        return _extract_slide(f, setup, plan=plan, out_path=target, preview_dir=out / "previews" if preview else None,
+        return _extract_slide(f, setup, plan=plan, out_path=target, preview_dir=previews,
                               batch_size=batch, num_workers=workers, reporter=reporter)
 
-    opts = EncoderOptions(encoder.strip(), weights, random_weights, device, precision, batch_size, num_workers)
-    summary = run_items(files, out, extract, opts=opts, settings=settings, weigh=plan.n_tiles, overwrite=overwrite,
-                        shard=parse_shard(shard), lock_timeout=lock_timeout, reporter=reporter)
+    summary = run_items(files, extract, encoder=enc, spec=dataclasses.replace(spec, out_dir=out),
+                        settings=plan.settings, weigh=plan.n_tiles, reporter=reporter)
     summary.seconds = max(summary.seconds, time.perf_counter() - t_run)
     return summary
+
+
+def _default_out(encoder: EncoderSpec, workspace: Path | str | None) -> Path:
+    """``<workspace>/features/slides/<encoder slug>``."""
+    from hagekit.workspace import Workspace, encoder_slug
+
+    return Workspace.resolve(workspace).root / "features" / "slides" / encoder_slug(encoder.name)

@@ -64,8 +64,7 @@ def extract_stored_patches(spots: dict[str, Any], setup: Any, *, out_path: Path,
     ds = StoredPatchDataset(path, rows, setup.bundle.transform)
     task = reporter.task(f"{spots['section']} (stored patches)", total=len(ds))
     try:
-        feats, _ = run_encoder(setup.bundle, ds, batch_size=batch_size, device=setup.device, precision=setup.precision,
-                               num_workers=num_workers, task=task)
+        feats, _ = run_encoder(setup, ds, batch_size=batch_size, num_workers=num_workers, task=task)
     finally:
         task.close()
     if not np.all(np.isfinite(feats)):

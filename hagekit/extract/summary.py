@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ItemResult", "ExtractSummary", "RankStats", "merge_summaries"]
+__all__ = ["ItemResult", "ExtractSummary", "RankStats", "merge_summaries", "per_second"]
+
+
+def per_second(n: int, seconds: float) -> float:
+    """``n`` over ``seconds`` (NaN when no time was taken)."""
+    return n / seconds if seconds > 0 else float("nan")
 
 
 @dataclass
@@ -24,7 +29,7 @@ class ItemResult:
 
     @property
     def patches_per_s(self) -> float:
-        return self.n_patches / self.seconds if self.seconds > 0 else float("nan")
+        return per_second(self.n_patches, self.seconds)
 
 
 @dataclass
@@ -42,7 +47,7 @@ class RankStats:
 
     @property
     def patches_per_s(self) -> float:
-        return self.n_patches / self.busy_seconds if self.busy_seconds > 0 else float("nan")
+        return per_second(self.n_patches, self.busy_seconds)
 
     @classmethod
     def of(cls, summary: ExtractSummary, *, rank: int, host: str, batch_size: int) -> RankStats:
@@ -95,7 +100,7 @@ class ExtractSummary:
             secs = max(r.busy_seconds for r in self.ranks)
         else:
             secs = sum(i.seconds for i in self.done)
-        return self.n_patches / secs if secs > 0 else float("nan")
+        return per_second(self.n_patches, secs)
 
     def to_dict(self) -> dict[str, Any]:
         return {

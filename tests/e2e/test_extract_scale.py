@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hagekit.extract import extract_slides
+from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
 from hagekit.io.h5 import read_features
+
+CPU = EncoderSpec(device="cpu", num_workers=0)
+TILES = TilingSpec(mpp=0.5, tile_size=32)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,10 +43,10 @@ def slides(tmp_path):
 
 _JOB = """
 import json, sys
-from hagekit.extract import extract_slides
+from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
 from hagekit.io.h5 import read_features
-s = extract_slides(sys.argv[1], out_dir=sys.argv[2], mpp=0.5, tile_size=32, num_workers=0, device="cpu",
-                   shard=sys.argv[3] or None)
+s = extract_slides(sys.argv[1], encoder=EncoderSpec(device="cpu", num_workers=0),
+                   spec=ExtractionSpec(out_dir=sys.argv[2], tiling=TilingSpec(mpp=0.5, tile_size=32), shard=sys.argv[3] or None))
 print(json.dumps({"done": [i.name for i in s.done], "items": {i.name: i.status for i in s.items}}))
 """
 
@@ -74,14 +77,14 @@ def test_concurrent_shards_and_shared_folder_each_slide_once(slides, tmp_path, s
     assert set(a["done"]) | set(b["done"]) == names and not set(a["done"]) & set(b["done"])
     assert set(a["items"]).isdisjoint(b["items"])  # deterministic disjoint shares
     # the same share on rerun: everything is skipped
-    again = extract_slides(slides, out_dir=out, mpp=0.5, tile_size=32, num_workers=0, device="cpu", shard="0/2")
+    again = extract_slides(slides, encoder=CPU, spec=ExtractionSpec(out_dir=out, shard="0/2", tiling=TILES))
     assert {i.name for i in again.items} == set(a["items"]) and not again.done
     # two identical jobs on one folder split the work through the locks
     out2 = tmp_path / "same"
     c, d = _jobs(slides, out2, ["0/1", "0/1"])
     assert sorted(c["done"] + d["done"]) == sorted(names)
     assert not _leftovers(out) and not _leftovers(out2)
-    ref = extract_slides(slides, out_dir=tmp_path / "ref", mpp=0.5, tile_size=32, num_workers=0, device="cpu")
+    ref = extract_slides(slides, encoder=CPU, spec=ExtractionSpec(out_dir=tmp_path / "ref", tiling=TILES))
     assert len(ref.done) == 4
     for n in names:  # same bytes as one process
         assert same_h5(out / f"{n}.h5", tmp_path / "ref" / f"{n}.h5")
@@ -96,7 +99,7 @@ def test_live_lock_skips_and_dead_lock_is_reclaimed(slides, tmp_path):
     dead.wait()
     (out / "s1.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
                                               "start": time.time(), "token": "u"}))
-    s = extract_slides(slides, out_dir=out, mpp=0.5, tile_size=32, num_workers=0, device="cpu")
+    s = extract_slides(slides, encoder=CPU, spec=ExtractionSpec(out_dir=out, tiling=TILES))
     st = {i.name: i for i in s.items}
     assert st["s0"].status == "skipped" and f"locked by {socket.gethostname()}:{os.getpid()}" in st["s0"].reason
     assert st["s1"].status == "done" and not (out / "s1.lock").exists()
@@ -123,9 +126,11 @@ def _oom_extract(monkeypatch, fail_above):
 
 
 def test_cuda_oom_halves_the_batch_and_retries(slides, tmp_path, monkeypatch):
-    extract_slides(slides / "s3.png", out_dir=tmp_path / "ref", mpp=0.5, tile_size=32, num_workers=0, batch_size=16)
+    extract_slides(slides / "s3.png", encoder=EncoderSpec(batch_size=16, num_workers=0),
+                   spec=ExtractionSpec(out_dir=tmp_path / "ref", tiling=TILES))
     seen = _oom_extract(monkeypatch, fail_above=4)
-    s = extract_slides(slides / "s3.png", out_dir=tmp_path, mpp=0.5, tile_size=32, num_workers=0, batch_size=16)
+    s = extract_slides(slides / "s3.png", encoder=EncoderSpec(batch_size=16, num_workers=0),
+                       spec=ExtractionSpec(out_dir=tmp_path, tiling=TILES))
     item = s.items[0]
     assert item.status == "done" and "out of memory at batch 8: retried with batch 4" in item.reason
     assert seen == [16, 8, 4] and s.ranks[0].batch_size == 4
@@ -138,7 +143,8 @@ def test_oom_at_batch_one_and_bugs_stop_the_run(slides, tmp_path, monkeypatch):
 
     _oom_extract(monkeypatch, fail_above=0)
     with pytest.raises(torch.OutOfMemoryError):
-        extract_slides(slides / "s3.png", out_dir=tmp_path, mpp=0.5, tile_size=32, num_workers=0, batch_size=2)
+        extract_slides(slides / "s3.png", encoder=EncoderSpec(batch_size=2, num_workers=0),
+                       spec=ExtractionSpec(out_dir=tmp_path, tiling=TILES))
     from hagekit.extract import engine
 
     def bug(*a, **k):
@@ -146,13 +152,13 @@ def test_oom_at_batch_one_and_bugs_stop_the_run(slides, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "_encode_loop", bug)
     with pytest.raises(TypeError):
-        extract_slides(slides, out_dir=tmp_path, mpp=0.5, tile_size=32, num_workers=0)
+        extract_slides(slides, encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=tmp_path, tiling=TILES))
     assert not _leftovers(tmp_path)
 
 
 def test_torchrun_two_ranks_same_bytes(slides, tmp_path, same_h5):
     """2 CPU ranks (gloo): every slide once, identical to one process, one summary from rank 0."""
-    ref = extract_slides(slides, out_dir=tmp_path / "ref", mpp=0.5, tile_size=32, num_workers=0, device="cpu")
+    ref = extract_slides(slides, encoder=CPU, spec=ExtractionSpec(out_dir=tmp_path / "ref", tiling=TILES))
     out = tmp_path / "dist"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "hagekit", "extract", "--slides", str(slides), "--mpp", "0.5", "--tile-size", "32",

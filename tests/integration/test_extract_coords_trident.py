@@ -27,7 +27,7 @@ def _trident_coords(job_dir: Path, name: str, coords: np.ndarray, *, patch_size:
 
 
 def test_trident_512_px_at_20x(wsi_dir: Path, tmp_path: Path, caplog) -> None:
-    from hagekit.extract import extract_slides
+    from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
     from hagekit.io.h5 import read_features
 
     slide = wsi_dir / "cmu-1-small-region.svs"  # 0.499 µm/px: 20x at level 0
@@ -37,8 +37,9 @@ def test_trident_512_px_at_20x(wsi_dir: Path, tmp_path: Path, caplog) -> None:
     for label, tile in (("file", None), ("same", 512), ("other", 256)):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="hagekit"):
-            s = extract_slides(slide, out_dir=tmp_path / label, coords_dir=tmp_path / "job", tile_size=tile,
-                               device="cpu", num_workers=0)
+            tiling = TilingSpec(tile_size=tile, coords_dir=tmp_path / "job")
+            s = extract_slides(slide, encoder=EncoderSpec(device="cpu", num_workers=0),
+                               spec=ExtractionSpec(out_dir=tmp_path / label, tiling=tiling))
         assert not s.failed
         runs[label] = (read_features(tmp_path / label / f"{slide.stem}.h5"), caplog.text)
     f, log_text = runs["file"]

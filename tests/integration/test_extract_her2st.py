@@ -11,9 +11,9 @@ SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 @pytest.fixture(scope="module")
 def her2_features(her2_root, her2_builtin_features):
     """The session's C2..C6 features (conftest), and a rerun that must skip every section."""
-    from hagekit.extract import extract_sections
+    from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
 
-    rerun = extract_sections(her2_root, "her2", out_dir=her2_builtin_features, num_workers=0)
+    rerun = extract_sections(her2_root, "her2", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=her2_builtin_features))
     return her2_root, her2_builtin_features, rerun
 
 
@@ -47,8 +47,8 @@ def test_c2_to_c6_spot_features(her2_features):
 
 
 def test_rerun_skips_without_building_the_encoder(her2_features):
-    from hagekit.extract import extract_sections
+    from hagekit.extract import ExtractionSpec, extract_sections
 
     root, out, _ = her2_features
-    again = extract_sections(root, "her2", out_dir=out, sections=SECTIONS)
+    again = extract_sections(root, "her2", spec=ExtractionSpec(out_dir=out), sections=SECTIONS)
     assert [i.status for i in again.items] == ["skipped"] * 5 and again.seconds < 5

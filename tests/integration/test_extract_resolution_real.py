@@ -20,11 +20,11 @@ def _few_spots(src: Path, root: Path, n: int = 12) -> None:
 
 
 def _extract(root: Path, dataset: str, out: Path, caplog):
-    from hagekit.extract import extract_sections
+    from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
     from hagekit.io.h5 import read_features
 
     with caplog.at_level(logging.WARNING, logger="hagekit"):
-        summary = extract_sections(root, dataset, encoder="builtin", out_dir=out, device="cpu", num_workers=0)
+        summary = extract_sections(root, dataset, encoder=EncoderSpec("builtin", device="cpu", num_workers=0), spec=ExtractionSpec(out_dir=out))
     assert not summary.failed, summary
     (path,) = sorted(out.glob("*.h5"))
     return read_features(path).attrs

@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 
 def test_slides_folder_isolates_failures(wsi_dir, tmp_path):
-    from hagekit.extract import extract_slides
+    from hagekit.extract import ExtractionSpec, TilingSpec, extract_slides
     from hagekit.io.h5 import read_features
 
     out = tmp_path / "f"
-    s = extract_slides(wsi_dir, out_dir=out, preview=True)
+    s = extract_slides(wsi_dir, spec=ExtractionSpec(out_dir=out, tiling=TilingSpec(preview=True)))
     status = {i.name: i for i in s.items}
     assert status["broken"].status == "failed" and "broken.svs" in status["broken"].reason
     tcga = status["tcga-cr-7395-01a-01-ts1"]
@@ -30,10 +30,10 @@ def test_slides_folder_isolates_failures(wsi_dir, tmp_path):
 
 
 def test_tcga_with_mpp_reads_level_1(wsi_dir, tmp_path):
-    from hagekit.extract import extract_slides
+    from hagekit.extract import ExtractionSpec, TilingSpec, extract_slides
     from hagekit.io.h5 import read_features
 
-    s = extract_slides(wsi_dir / "tcga-cr-7395-01a-01-ts1.svs", out_dir=tmp_path, mpp=0.25)
+    s = extract_slides(wsi_dir / "tcga-cr-7395-01a-01-ts1.svs", spec=ExtractionSpec(out_dir=tmp_path, tiling=TilingSpec(mpp=0.25)))
     assert s.ok and s.items[0].n_patches > 10
     f = read_features(tmp_path / "tcga-cr-7395-01a-01-ts1.h5")
     assert f.coords_attrs["patch_size_level0"] == 512 and f.coords_attrs["level0_magnification"] == 40.0
@@ -75,10 +75,10 @@ def test_clam_layout_of_a_single_level_40x_slide(wsi_dir, tmp_path):
     import h5py
     import torch
 
-    from hagekit.extract import extract_slides
+    from hagekit.extract import ExtractionSpec, TilingSpec, extract_slides
     from hagekit.io.clam import export_clam
 
-    s = extract_slides(wsi_dir / "cmu-1-small-region.svs", out_dir=tmp_path / "f", mpp=0.25, min_tissue=0.5)
+    s = extract_slides(wsi_dir / "cmu-1-small-region.svs", spec=ExtractionSpec(out_dir=tmp_path / "f", tiling=TilingSpec(mpp=0.25, min_tissue=0.5)))
     assert s.ok
     export_clam(tmp_path / "f", tmp_path / "clam")
     with h5py.File(tmp_path / "clam" / "h5_files" / "cmu-1-small-region.h5") as h5:

@@ -151,7 +151,7 @@ def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
     import json
 
     from hagekit.encoders import create_encoder
-    from hagekit.predict import predict_section
+    from hagekit.predict import ModelChoice, predict_section
     from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
@@ -163,6 +163,6 @@ def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
     train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),
               out=tmp_path / "run", overrides={**hage_toy.FAST, "folds": "A1", "context": "mean"})
     saved = json.loads((tmp_path / "run" / "A1" / "trial0" / "metrics.json").read_text())["rows"][0]
-    res = predict_section(tmp_path / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", fold="A1", trial=0)
+    res = predict_section(tmp_path / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", models=ModelChoice(fold="A1", trial=0))
     assert res.metrics is not None
     assert res.metrics["pcc_all"] == pytest.approx(saved["pcc_all"], abs=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hagekit.encoders.registry import EncoderBundle
-from hagekit.extract.engine import run_encoder, stream_encoder
+from hagekit.extract.engine import EncoderSetup, run_encoder, stream_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,10 +28,10 @@ class _Batches:
         return rows[:, None, None, None].float().expand(-1, 3, 2, 2).contiguous(), rows
 
 
-def _bundle(dim: int) -> EncoderBundle:
+def _bundle(dim: int) -> EncoderSetup:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, dim)).eval()
-    return EncoderBundle("fake", model, lambda x: x, dim, 2, "", True)
+    return EncoderSetup.of(EncoderBundle("fake", model, lambda x: x, dim, 2, "", True))
 
 
 def test_streamed_batches_are_the_collected_rows_in_order():

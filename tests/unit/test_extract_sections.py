@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hagekit.data.section import make_section, write_section
 from hagekit.errors import ConfigError, DataError
-from hagekit.extract import encode_images, extract_sections
+from hagekit.extract import EncoderSpec, ExtractionSpec, encode_images, extract_sections
 from hagekit.io.h5 import read_features
 
 runner = CliRunner()
@@ -51,7 +51,7 @@ def toy(tmp_path):
 
 def test_outputs_provenance_and_resume(toy, tmp_path):
     out = tmp_path / "feats"
-    s = extract_sections(toy, "toy", out_dir=out, num_workers=0, batch_size=2)
+    s = extract_sections(toy, "toy", encoder=EncoderSpec(batch_size=2, num_workers=0), spec=ExtractionSpec(out_dir=out))
     assert [(i.name, i.status) for i in s.items] == [("A1", "done"), ("A2", "done"), ("B1", "skipped")]
     assert s.ok and s.n_patches == 10 and s.items[2].reason == "no image"
     f = read_features(out / "A1.h5")
@@ -68,17 +68,17 @@ def test_outputs_provenance_and_resume(toy, tmp_path):
     assert read_features(out / "A2.h5").attrs["patch_size_px"] == 224.0  # 112 µm at 0.5 µm/px
     assert not list(out.glob(".*tmp*"))
     mtime = (out / "A1.h5").stat().st_mtime_ns
-    again = extract_sections(toy, "toy", out_dir=out, num_workers=0)
+    again = extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out))
     assert [i.status for i in again.items] == ["skipped", "skipped", "skipped"]
     assert (out / "A1.h5").stat().st_mtime_ns == mtime
-    redo = extract_sections(toy, "toy", out_dir=out, sections=["A1"], overwrite=True, num_workers=0)
+    redo = extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out, overwrite=True), sections=["A1"])
     assert [i.status for i in redo.items] == ["done"]
     np.testing.assert_allclose(read_features(out / "A1.h5").features, f.features, rtol=1e-5, atol=1e-7)
 
 
 def test_workers_give_the_same_features(toy, tmp_path):
-    a = extract_sections(toy, "toy", out_dir=tmp_path / "a", sections=["A1"], num_workers=0, batch_size=2)
-    b = extract_sections(toy, "toy", out_dir=tmp_path / "b", sections=["A1"], num_workers=1, batch_size=2)
+    a = extract_sections(toy, "toy", encoder=EncoderSpec(batch_size=2, num_workers=0), spec=ExtractionSpec(out_dir=tmp_path / "a"), sections=["A1"])
+    b = extract_sections(toy, "toy", encoder=EncoderSpec(batch_size=2, num_workers=1), spec=ExtractionSpec(out_dir=tmp_path / "b"), sections=["A1"])
     assert a.ok and b.ok
     np.testing.assert_allclose(
         read_features(tmp_path / "a" / "A1.h5").features, read_features(tmp_path / "b" / "A1.h5").features, rtol=1e-5, atol=1e-6
@@ -87,7 +87,7 @@ def test_workers_give_the_same_features(toy, tmp_path):
 
 def test_outside_spots_fail_alone(toy, tmp_path):
     _write_section(toy, "C1", centres=np.array([[10.0, 10.0], [500.0, 20.0], [20.0, 900.0]]))
-    s = extract_sections(toy, "toy", out_dir=tmp_path / "f", sections=["A1", "C1"], num_workers=0)
+    s = extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=tmp_path / "f"), sections=["A1", "C1"])
     status = {i.name: i for i in s.items}
     assert status["C1"].status == "failed" and "2 of 3 spot centres lie outside the 400 x 300 px image" in status["C1"].reason
     assert status["A1"].status == "done" and not s.ok
@@ -96,26 +96,26 @@ def test_outside_spots_fail_alone(toy, tmp_path):
 
 def test_existing_file_from_another_encoder_is_not_reused(toy, tmp_path):
     out = tmp_path / "f"
-    extract_sections(toy, "toy", out_dir=out, sections=["A1"], num_workers=0)
-    s = extract_sections(toy, "toy", out_dir=out, sections=["A1"], patch_um=56.0, num_workers=0)
+    extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out), sections=["A1"])
+    s = extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out, patch_um=56.0), sections=["A1"])
     assert s.items[0].status == "failed" and "patch_size_um=112.0, not 56.0" in s.items[0].reason
 
 
 def test_bad_options(toy, tmp_path):
     with pytest.raises(ConfigError, match=r"--sections: unknown Z9 \(valid: A1, A2, B1\)"):
-        extract_sections(toy, "toy", out_dir=tmp_path / "f", sections=["Z9"])
+        extract_sections(toy, "toy", spec=ExtractionSpec(out_dir=tmp_path / "f"), sections=["Z9"])
     with pytest.raises(ConfigError, match="--patch-um"):
-        extract_sections(toy, "toy", out_dir=tmp_path / "f", patch_um=0)
+        extract_sections(toy, "toy", spec=ExtractionSpec(out_dir=tmp_path / "f", patch_um=0))
     with pytest.raises(DataError, match="no prepared dataset"):
-        extract_sections(toy, "other", out_dir=tmp_path / "f")
+        extract_sections(toy, "other", spec=ExtractionSpec(out_dir=tmp_path / "f"))
     with pytest.raises(ConfigError, match="--device"):
-        extract_sections(toy, "toy", out_dir=tmp_path / "f", device="tpu")
+        extract_sections(toy, "toy", encoder=EncoderSpec(device="tpu"), spec=ExtractionSpec(out_dir=tmp_path / "f"))
     assert not (tmp_path / "f").exists()
 
 
 def test_dump_patches_hest_layout(toy, tmp_path):
     out = tmp_path / "f"
-    extract_sections(toy, "toy", out_dir=out, sections=["A1"], dump_patches=True, num_workers=0)
+    extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out, dump_patches=True), sections=["A1"])
     with h5py.File(out / "patches" / "A1.h5") as h5:
         # HEST's layout whatever the encoder's input size (128 here): 224 px at 0.5 µm/px
         assert h5["img"].shape == (5, 224, 224, 3) and h5["img"].dtype == np.uint8
@@ -129,9 +129,8 @@ def test_dump_patches_hest_layout(toy, tmp_path):
 
 def test_timm_vit_same_code_path_random_weights(toy, tmp_path):
     out = tmp_path / "vit"
-    s = extract_sections(
-        toy, "toy", encoder="timm:vit_tiny_patch16_224", random_weights=True, out_dir=out, sections=["A1"], num_workers=0
-    )
+    vit = EncoderSpec("timm:vit_tiny_patch16_224", random_weights=True, num_workers=0)
+    s = extract_sections(toy, "toy", encoder=vit, spec=ExtractionSpec(out_dir=out), sections=["A1"])
     assert s.ok
     f = read_features(out / "A1.h5")
     assert f.features.shape == (5, 192)
@@ -207,6 +206,6 @@ def test_interrupted_run_resumes(toy, tmp_path):
     out = tmp_path / "f"
     out.mkdir()
     (out / ".A1.tmp-99999.h5").write_bytes(b"partial")
-    s = extract_sections(toy, "toy", out_dir=out, sections=["A1"], num_workers=0)
+    s = extract_sections(toy, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out), sections=["A1"])
     assert s.items[0].status == "done"
     assert read_features(out / "A1.h5").features.shape == (5, 203)

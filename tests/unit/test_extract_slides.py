@@ -8,10 +8,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hagekit.errors import ConfigError, DataError
-from hagekit.extract import extract_slides
+from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
 from hagekit.io.h5 import read_features
 
 runner = CliRunner()
+NO_WORKERS = EncoderSpec(num_workers=0)
 
 
 def _slide(path, w=384, h=320, seed=0):
@@ -34,7 +35,7 @@ def slides(tmp_path):
 
 def test_tiles_coords_attrs_and_failure_isolation(slides, tmp_path):
     out = tmp_path / "f"
-    s = extract_slides(slides, out_dir=out, mpp=0.5, tile_size=64, num_workers=0, preview=True)
+    s = extract_slides(slides, encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=out, tiling=TilingSpec(mpp=0.5, tile_size=64, preview=True)))
     status = {i.name: i for i in s.items}
     assert [i.name for i in s.items] == ["broken", "s1", "s2"]
     assert status["broken"].status == "failed" and "truncated or unreadable slide file" in status["broken"].reason
@@ -51,9 +52,9 @@ def test_tiles_coords_attrs_and_failure_isolation(slides, tmp_path):
 
 
 def test_no_mpp_refused_then_accepted(slides, tmp_path):
-    s = extract_slides(slides / "s2.png", out_dir=tmp_path / "f", num_workers=0)
+    s = extract_slides(slides / "s2.png", encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=tmp_path / "f"))
     assert s.items[0].status == "failed" and "pass --mpp" in s.items[0].reason
-    s = extract_slides([slides / "s2.png"], out_dir=tmp_path / "f", mpp=0.25, num_workers=0)
+    s = extract_slides([slides / "s2.png"], encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=tmp_path / "f", tiling=TilingSpec(mpp=0.25)))
     assert s.ok
     f = read_features(tmp_path / "f" / "s2.h5")
     assert f.coords_attrs["patch_size_level0"] == 512 and f.coords_attrs["level0_magnification"] == 40.0
@@ -62,9 +63,9 @@ def test_no_mpp_refused_then_accepted(slides, tmp_path):
 
 def test_coords_reuse(slides, tmp_path):
     a = tmp_path / "a"
-    extract_slides(slides / "s1.png", out_dir=a, mpp=0.5, tile_size=64, num_workers=0)
+    extract_slides(slides / "s1.png", encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=a, tiling=TilingSpec(mpp=0.5, tile_size=64)))
     b = tmp_path / "b"
-    s = extract_slides(slides / "s1.png", out_dir=b, mpp=0.5, coords_dir=a, num_workers=0)
+    s = extract_slides(slides / "s1.png", encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=b, tiling=TilingSpec(mpp=0.5, coords_dir=a)))
     assert s.ok
     fa, fb = read_features(a / "s1.h5"), read_features(b / "s1.h5")
     np.testing.assert_array_equal(fa.coords, fb.coords)
@@ -73,15 +74,15 @@ def test_coords_reuse(slides, tmp_path):
 
 def test_resume_and_bad_inputs(slides, tmp_path):
     out = tmp_path / "f"
-    extract_slides(slides / "s1.png", out_dir=out, mpp=0.5, num_workers=0)
-    again = extract_slides(slides / "s1.png", out_dir=out, mpp=0.5, num_workers=0)
+    extract_slides(slides / "s1.png", encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=out, tiling=TilingSpec(mpp=0.5)))
+    again = extract_slides(slides / "s1.png", encoder=NO_WORKERS, spec=ExtractionSpec(out_dir=out, tiling=TilingSpec(mpp=0.5)))
     assert again.items[0].status == "skipped"
     with pytest.raises(DataError, match="not found"):
-        extract_slides(tmp_path / "missing.svs", out_dir=out)
+        extract_slides(tmp_path / "missing.svs", spec=ExtractionSpec(out_dir=out))
     with pytest.raises(ConfigError, match="--batch-size"):
-        extract_slides(slides / "s1.png", out_dir=out, batch_size=0)
+        extract_slides(slides / "s1.png", encoder=EncoderSpec(batch_size=0), spec=ExtractionSpec(out_dir=out))
     with pytest.raises(DataError, match="--coords folder not found"):
-        extract_slides(slides / "s1.png", out_dir=out, coords_dir=tmp_path / "nope")
+        extract_slides(slides / "s1.png", spec=ExtractionSpec(out_dir=out, tiling=TilingSpec(coords_dir=tmp_path / "nope")))
 
 
 def test_cli_slides_exit_codes(slides, tmp_path):

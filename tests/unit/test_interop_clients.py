@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from hagekit.data.section import make_section, read_section, section_image_path, write_section
-from hagekit.extract import extract_sections
+from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
 from hagekit.io.clam import clam_coords, export_clam
 
 TRIDENT_COORDS = ("patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap",
@@ -48,7 +48,7 @@ def _section(root, name="A1", *, mpp=0.8, thumbnail=True):
 def spot_feats(tmp_path):
     root, img, centres = _section(tmp_path / "data")
     out = tmp_path / "feats"
-    assert extract_sections(root, "toy", out_dir=out, num_workers=0).ok
+    assert extract_sections(root, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=out)).ok
     return out, img, centres
 
 
@@ -158,7 +158,7 @@ def test_image_path_is_relative_and_survives_a_move(tmp_path):
     shutil.move(str(tmp_path / "data"), moved)
     a = read_section(moved / "toy" / "A1.h5ad")
     assert a.uns["hagekit"]["image_path"] == str((moved / "toy" / "images" / "A1.png").resolve())
-    assert extract_sections(moved, "toy", out_dir=tmp_path / "f", num_workers=0).ok
+    assert extract_sections(moved, "toy", encoder=EncoderSpec(num_workers=0), spec=ExtractionSpec(out_dir=tmp_path / "f")).ok
     # an older file with an absolute path still reads
     a.uns["hagekit"]["image_path"] = str((moved / "toy" / "images" / "A1.png").resolve())
     a.write_h5ad(moved / "toy" / "old.h5ad")

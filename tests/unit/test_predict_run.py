@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError, EncoderError, ProvenanceError
-from hagekit.predict import predict_section
+from hagekit.predict import ModelChoice, predict_section
 
 _spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -68,8 +68,8 @@ def test_predict_writes_aligned_anndata_and_figure(trained):
 def test_ensemble_is_the_mean_of_all_models(trained):
     tmp, root, feats = trained
     kw = dict(section=root / "toy" / "A2.h5ad")
-    parts = [predict_section(tmp / "run", feats / "A2.h5", fold=f, **kw).adata.X for f in ("A1", "B1")]
-    ens = predict_section(tmp / "run", feats / "A2.h5", ensemble=True, **kw)
+    parts = [predict_section(tmp / "run", feats / "A2.h5", models=ModelChoice(fold=f), **kw).adata.X for f in ("A1", "B1")]
+    ens = predict_section(tmp / "run", feats / "A2.h5", models=ModelChoice(ensemble=True), **kw)
     np.testing.assert_allclose(ens.adata.X, (parts[0] + parts[1]) / 2, rtol=1e-6, atol=1e-6)
     assert len(ens.models) == 2
     with pytest.raises(ConfigError, match="--fold F"):
@@ -77,7 +77,7 @@ def test_ensemble_is_the_mean_of_all_models(trained):
     # a held-out section defaults to its own fold's models
     assert [p.parent.name for p in predict_section(tmp / "run", feats / "B1.h5").models] == ["B1"]
     with pytest.raises(ConfigError, match="no model"):
-        predict_section(tmp / "run", feats / "A2.h5", fold="Z9", **kw)
+        predict_section(tmp / "run", feats / "A2.h5", models=ModelChoice(fold="Z9"), **kw)
 
 
 def test_features_of_another_encoder_are_refused(trained):
@@ -106,7 +106,7 @@ def test_section_with_another_panel_is_refused(trained):
     write_section(other, tmp / "panel2" / "A1.h5ad")
     out = tmp / "refused2.h5ad"
     with pytest.raises(ProvenanceError, match="panel genes"):
-        predict_section(tmp / "run", feats / "A1.h5", section=tmp / "panel2" / "A1.h5ad", out=out, fold="A1")
+        predict_section(tmp / "run", feats / "A1.h5", section=tmp / "panel2" / "A1.h5ad", out=out, models=ModelChoice(fold="A1"))
     assert not out.exists()
     res = runner.invoke(app, ["predict", "--run", str(tmp / "run"), "--features", str(feats / "A1.h5"),
                               "--out", str(out), "--fold", "A1", "--plot", "NOPE"])
@@ -188,7 +188,7 @@ def test_prediction_feeds_scanpys_standard_pipeline(trained):
     import scanpy as sc
 
     tmp, root, feats = trained
-    res = predict_section(tmp / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", fold="A1", trial=0)
+    res = predict_section(tmp / "run", feats / "A1.h5", section=root / "toy" / "A1.h5ad", models=ModelChoice(fold="A1", trial=0))
     pred = res.adata
     raw = pred.layers["raw_prediction"]
     assert (pred.X >= 0).all() and np.array_equal(pred.X, np.maximum(raw, 0))

@@ -77,13 +77,15 @@ def extract_slide_features(
     Finished slides made by the same encoder and tiling are reused. Returns the features
     folder and ``{slide id: reason}`` for the slides that failed.
     """
-    from hagekit.extract import extract_slides
+    from hagekit.extract import EncoderSpec, ExtractionSpec, TilingSpec, extract_slides
 
     out = Path(features_dir)
     summary = extract_slides(
-        [slides[s] for s in sorted(slides)], encoder=encoder, out_dir=out, mpp=mpp, target_mpp=target_mpp,
-        magnification=magnification, tile_size=tile_size, weights=weights, random_weights=random_weights,
-        device=device, num_workers=num_workers, overwrite=False, progress=progress,
+        [slides[s] for s in sorted(slides)],
+        encoder=EncoderSpec(encoder, weights=weights, random_weights=random_weights, device=device, num_workers=num_workers),
+        spec=ExtractionSpec(out_dir=out, overwrite=False, tiling=TilingSpec(
+            mpp=mpp, target_mpp=target_mpp, magnification=magnification, tile_size=tile_size)),
+        progress=progress,
     )
     if summary.skipped:
         logger.info("reused cached features of %d slide(s) in %s", len(summary.skipped), out)
