@@ -63,7 +63,7 @@ def run_demo(out: Path | str, *, seed: int = 0, overwrite: bool = False, progres
 
 
 def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | None) -> DemoResult:
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
     from hagekit.errors import DataError, at
     from hagekit.extract import extract_sections
     from hagekit.genes.coexpression import GeneEmbeddingSettings, train_gene_embeddings
@@ -91,7 +91,8 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
         rep.message(f"demo: {name} done ({timings[name]:.1f} s)")
 
     data_root, genes_dir = out / "data", out / "genes"
-    synthesize_dataset(data_root, dataset=DATASET, n_sections=4, n_spots=300, n_genes=200, seed=seed, progress=progress)
+    synthesize_dataset(data_root, SynthConfig.resolve(dataset=DATASET, n_sections=4, n_spots=300, n_genes=200, seed=seed),
+                       progress=progress)
     lap("synthesise")
     panel = select_panel(data_root, DATASET, PanelSettings(top=100, rule="union"), sections=list(EMBED_SECTIONS),
                          progress=progress)

@@ -11,7 +11,7 @@ from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
-from hagekit.data.section import make_section, read_section, write_section
+from hagekit.data.section import SectionLabels, make_section, read_section, write_section
 from hagekit.errors import ConfigError, DataError, ProvenanceError
 from hagekit.genes.coexpression import (
     GeneEmbeddingSettings,
@@ -56,7 +56,7 @@ def module_root(tmp_path_factory) -> Path:
     for k, s in enumerate(SECTIONS):
         n = 120
         adata = make_section(_module_counts(n, k), [f"s{i}" for i in range(n)], GENES, np.zeros((n, 2)),
-                             dataset="toy", section=s, patient=s[0])
+            SectionLabels(dataset="toy", section=s, patient=s[0]))
         write_section(adata, root / "toy" / f"{s}.h5ad")
     return root
 
@@ -159,10 +159,10 @@ def test_cli_embed_bad_panel_leaves_nothing(module_root, tmp_path):
 
 def test_workspace_chain_on_the_synthetic_dataset(tmp_path):
     """select -> embed -> check with workspace defaults only, on hagekit.data.synthetic sections."""
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     ws = tmp_path / "ws"
-    synthesize_dataset(ws / "data", n_sections=4, n_spots=150, n_genes=80, seed=0)
+    synthesize_dataset(ws / "data", SynthConfig.resolve(n_sections=4, n_spots=150, n_genes=80, seed=0))
     res = runner.invoke(app, ["genes", "select", "-w", str(ws), "--dataset", "synth", "--top", "30",
                               "--rule", "min-sections:2"])
     assert res.exit_code == 0, res.output

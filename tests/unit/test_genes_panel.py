@@ -11,7 +11,7 @@ from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
-from hagekit.data.section import make_section, write_section
+from hagekit.data.section import SectionLabels, make_section, write_section
 from hagekit.errors import ConfigError, DataError
 from hagekit.genes.embeddings import write_gene2vec_text
 from hagekit.genes.panel import PanelSettings, jaccard, parse_rule, select_panel, write_panel
@@ -39,7 +39,7 @@ def build_dataset(root: Path, planted: dict[str, range] = PLANTED, n_spots: int 
     for k, (section, variable) in enumerate(planted.items()):
         X = _counts(variable, n_spots, k)
         adata = make_section(X, [f"s{i}" for i in range(n_spots)], GENES, np.zeros((n_spots, 2)),
-                             dataset=dataset, section=section, patient=section[0])
+            SectionLabels(dataset=dataset, section=section, patient=section[0]))
         write_section(adata, root / dataset / f"{section}.h5ad")
     return root
 
@@ -145,8 +145,8 @@ def test_bad_options(toy_root):
 
 def test_fewer_shared_genes_than_top(tmp_path):
     root = build_dataset(tmp_path, {"A1": range(0, 10)})
-    adata = make_section(np.ones((20, 30), int), [f"s{i}" for i in range(20)], [f"X{i}" for i in range(25)] + GENES[:5],
-                         np.zeros((20, 2)), dataset="toy", section="A2", patient="A")
+    adata = make_section(np.ones((20, 30), int), [f"s{i}" for i in range(20)], [f"X{i}" for i in range(25)] + GENES[:5], np.zeros((20, 2)),
+        SectionLabels(dataset="toy", section="A2", patient="A"))
     write_section(adata, root / "toy" / "A2.h5ad")
     with pytest.raises(ConfigError, match="section A2 has only 30 genes"):
         select_panel(root, "toy", PanelSettings(top=40))
