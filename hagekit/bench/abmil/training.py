@@ -19,7 +19,7 @@ from hagekit.training.splits import trial_seed
 if TYPE_CHECKING:
     from hagekit.bench.abmil.bags import BagStore, PackedBags
 
-__all__ = ["ABMILConfig", "TrainedABMIL", "SlidePrediction", "train_abmil", "cross_validate_abmil"]
+__all__ = ["ABMILConfig", "TrainedABMIL", "SlidePrediction", "LabelledBags", "train_abmil", "cross_validate_abmil"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +28,24 @@ logger = logging.getLogger(__name__)
 class ABMILConfig:
     """AB-MIL training and CV settings (Adam, per-bag steps, early stopping on val loss)."""
 
+    #: cross-validation folds, grouped by case
     folds: int = 5
+    #: share of each training part's cases held out for early stopping
     val_fraction: float = 0.2
+    #: training budget and early stopping (epochs without a lower validation loss)
     max_epochs: int = 50
     patience: int = 10
     min_epochs: int = 10
+    #: Adam
     lr: float = 2e-4
     weight_decay: float = 1e-5
+    #: the gated-attention network
     hidden_dim: int = 256
     attention_dim: int = 128
     dropout: float = 0.25
+    #: class-weighted losses
     balanced: bool = True
+    #: random tiles per bag per training step (None: all)
     max_instances: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -80,12 +87,18 @@ def _class_weights(train_y: np.ndarray, n_classes: int, device: Any) -> Any:
     return torch.tensor(w, dtype=torch.float32, device=device)
 
 
+@dataclass(frozen=True)
+class LabelledBags:
+    """Slide ids (bags of a store) and their class labels."""
+
+    ids: Sequence[str]
+    y: np.ndarray
+
+
 def train_abmil(
     store: BagStore | PackedBags,
-    train_ids: Sequence[str],
-    train_y: np.ndarray,
-    val_ids: Sequence[str],
-    val_y: np.ndarray,
+    train: LabelledBags,
+    val: LabelledBags,
     *,
     n_classes: int,
     in_dim: int,
@@ -107,9 +120,10 @@ def train_abmil(
     from hagekit.training.loop import LoopConfig, seeded, train_loop
 
     device = resolve_device(config.device)
-    train_y = np.asarray(train_y, dtype=np.int64)
+    train_ids, val_ids = train.ids, val.ids
+    train_y = np.asarray(train.y, dtype=np.int64)
     y_train = torch.as_tensor(train_y, device=device)
-    y_val = torch.as_tensor(np.asarray(val_y, dtype=np.int64), device=device)
+    y_val = torch.as_tensor(np.asarray(val.y, dtype=np.int64), device=device)
     weight = _class_weights(train_y, n_classes, device) if config.balanced else None
     rng = np.random.default_rng(seed)
     loop_cfg = LoopConfig(
@@ -181,8 +195,8 @@ def cross_validate_abmil(
         for k, (tr, va, te) in enumerate(folds):
             ids = labels.slide_ids
             trained = train_abmil(
-                store, [ids[i] for i in tr], labels.labels[tr], [ids[i] for i in va], labels.labels[va],
-                n_classes=n_classes, in_dim=in_dim, config=config, seed=trial_seed(config.seed, "abmil", k),
+                store, LabelledBags([ids[i] for i in tr], labels.labels[tr]),
+                LabelledBags([ids[i] for i in va], labels.labels[va]), n_classes=n_classes, in_dim=in_dim, config=config, seed=trial_seed(config.seed, "abmil", k),
                 progress=progress,
             )
             probas = []
