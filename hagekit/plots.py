@@ -14,7 +14,7 @@ import numpy as np
 
 from hagekit.io.atomic import atomic_path
 
-__all__ = ["plot_expression_maps", "plot_pcc_histogram", "DPI"]
+__all__ = ["plot_expression_maps", "plot_pcc_histogram", "save_png", "DPI"]
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ def plot_expression_maps(
     if pcc is not None and np.isfinite(pcc):
         head += f"  (PCC = {pcc:.3f})"
     fig.suptitle(head, fontsize=11)
-    return _save_png(fig, out, dpi)
+    return save_png(fig, out, dpi)
 
 
-def _save_png(fig, out: Path | str, dpi: int) -> Path:
+def save_png(fig, out: Path | str, dpi: int | None = None) -> Path:
     """Lay out, write ``out`` atomically as PNG and free the figure."""
     fig.tight_layout()
     out = Path(out)
@@ -127,4 +127,4 @@ def plot_pcc_histogram(out: Path | str, pcc: np.ndarray, *, title: str = "", dpi
     ax.set_xlabel("PCC per gene")
     ax.set_ylabel("genes")
     ax.set_title(title or f"{len(vals)} genes", fontsize=10)
-    return _save_png(fig, out, dpi)
+    return save_png(fig, out, dpi)

@@ -31,19 +31,9 @@ from hagekit.training.splits import trial_seed
 from hagekit.workspace import encoder_slug
 
 __all__ = [
-    "ProbeConfig",
-    "LinearProbe",
-    "make_probe_folds",
-    "fit_linear_probe",
-    "probe_embeddings",
-    "subsample_indices",
-    "embedding_cache_path",
-    "EmbedSettings",
-    "embed_patch_dataset",
-    "split_ge_bundle",
-    "apply_head",
-    "ProbeRunOptions",
-    "run_linear_probe",
+    "ProbeConfig", "LinearProbe", "make_probe_folds", "fit_linear_probe", "probe_embeddings",
+    "subsample_indices", "embedding_cache_path", "EmbedSettings", "embed_patch_dataset", "split_ge_bundle",
+    "apply_head", "ProbeRunOptions", "run_linear_probe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,14 +53,14 @@ class ProbeConfig:
     device: str = "auto"
 
     def validate(self) -> ProbeConfig:
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
-        if self.folds < 2:
-            raise ConfigError(f"--folds: must be >= 2, got {self.folds}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr: must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        """Self, or one line naming the first option out of range."""
+        limits = (("--epochs", self.epochs, 1), ("--folds", self.folds, 2), ("--lr", self.lr, None),
+                  ("--batch-size", self.batch_size, 1))
+        for option, value, least in limits:
+            if least is None and value <= 0:
+                raise ConfigError(f"{option}: must be > 0, got {value}")
+            if least is not None and value < least:
+                raise ConfigError(f"{option}: must be >= {least}, got {value}")
         return self
 
 

@@ -489,13 +489,18 @@ class ModuleSpec:
 
     n_sections: int = 4
     n_spots: int = 300
+    """Sections (two patients when there are two or more) and spots per section."""
     n_genes: int = 120
     n_modules: int = 6
+    """Genes, each loading on one of the modules."""
     n_states: int = 5
+    """Tissue states, each with its module-activity profile."""
     dim: int = 48
     d_gene: int = 32
+    """Widths of the image-like features and of the gene embeddings."""
     feature_noise: float = 1.0
     embedding_noise: float = 0.3
+    """Gaussian noise on the features and on the gene embeddings."""
     seed: int = 0
 
 

@@ -107,9 +107,9 @@ def run_abmil(
     features: Mapping[str, Path],
     *,
     out_dir: Path | str,
+    overwrite: bool = False,
     config: ABMILConfig = ABMILConfig(),
     options: AbmilRunOptions = AbmilRunOptions(),
-    overwrite: bool = False,
     progress: Reporter | None = None,
 ) -> DownstreamResult:
     """AB-MIL CV for each ``{encoder name: features folder}``; writes report, predictions, attention, heatmaps.

@@ -22,13 +22,8 @@ if TYPE_CHECKING:
     from hagekit.workspace import Workspace
 
 __all__ = [
-    "SlideExtraction",
-    "FeatureSources",
-    "ResolvedSources",
-    "find_slide_files",
-    "extract_slide_features",
-    "parse_named_paths",
-    "resolve_sources",
+    "SlideExtraction", "FeatureSources", "ResolvedSources", "find_slide_files", "extract_slide_features",
+    "parse_named_paths", "resolve_sources",
 ]
 
 logger = logging.getLogger(__name__)

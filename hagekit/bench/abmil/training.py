@@ -28,25 +28,25 @@ logger = logging.getLogger(__name__)
 class ABMILConfig:
     """AB-MIL training and CV settings (Adam, per-bag steps, early stopping on val loss)."""
 
-    #: cross-validation folds, grouped by case
     folds: int = 5
-    #: share of each training part's cases held out for early stopping
+    """Cross-validation folds, grouped by case."""
     val_fraction: float = 0.2
-    #: training budget and early stopping (epochs without a lower validation loss)
+    """Share of each training part's cases held out for early stopping."""
     max_epochs: int = 50
     patience: int = 10
+    """Early stopping: epochs without a lower validation loss."""
     min_epochs: int = 10
-    #: Adam
     lr: float = 2e-4
+    """Adam."""
     weight_decay: float = 1e-5
-    #: the gated-attention network
     hidden_dim: int = 256
+    """The gated-attention network."""
     attention_dim: int = 128
     dropout: float = 0.25
-    #: class-weighted losses
     balanced: bool = True
-    #: random tiles per bag per training step (None: all)
+    """Class-weighted losses."""
     max_instances: int | None = None
+    """Random tiles per bag per training step (None: all)."""
     seed: int = 0
     device: str = "auto"
 
