@@ -487,14 +487,19 @@ class ModuleData:
 class ModuleSpec:
     """Sizes, noise levels and seed of :func:`synthesize_modules`'s data."""
 
-    dims: tuple[int, int] = (48, 32)
-    """Widths of the image-like features and of the gene embeddings."""
     n_sections: int = 4
     n_spots: int = 300
+    """Sections (two patients when there are two or more) and spots per section."""
     n_genes: int = 120
     n_modules: int = 6
+    """Genes, each loading on one of the modules."""
     n_states: int = 5
-    noise: tuple[float, float] = (1.0, 0.3)
+    """Tissue states, each with its module-activity profile."""
+    dim: int = 48
+    d_gene: int = 32
+    """Widths of the image-like features and of the gene embeddings."""
+    feature_noise: float = 1.0
+    embedding_noise: float = 0.3
     """Gaussian noise on the features and on the gene embeddings."""
     seed: int = 0
 
@@ -505,13 +510,12 @@ def synthesize_modules(spec: ModuleSpec = ModuleSpec()) -> ModuleData:
     Each spot has a tissue state (``n_states``, spatially unstructured) with a module-activity
     profile plus per-spot variation; module m raises the log rate of its genes (each gene loads
     on one module). Features are a fixed random non-linear map of the module activities plus
-    Gaussian noise (``spec.noise[0]``), so the image carries the modules only indirectly. A
+    Gaussian noise (``feature_noise``), so the image carries the modules only indirectly. A
     gene's embedding is its module's vector (scaled by its loading) plus noise
-    (``spec.noise[1]``): genes of one module sit together, as co-expression embeddings place
+    (``embedding_noise``): genes of one module sit together, as co-expression embeddings place
     them. Seeded: same arguments, same data. Used by the GE/HA ablation experiment.
     """
-    n_spots, n_states, (dim, d_gene) = spec.n_spots, spec.n_states, spec.dims
-    feature_noise, embedding_noise = spec.noise
+    n_spots, n_states, dim, d_gene = spec.n_spots, spec.n_states, spec.dim, spec.d_gene
     rng = np.random.default_rng(spec.seed)
     G, M = int(spec.n_genes), int(spec.n_modules)
     module_of = np.arange(G) % M
@@ -522,12 +526,12 @@ def synthesize_modules(spec: ModuleSpec = ModuleSpec()) -> ModuleData:
     w1 = rng.normal(0, 1.0, (M, 64)) / np.sqrt(M)
     w2 = rng.normal(0, 1.0, (64, dim)) / np.sqrt(64)
     module_vecs = rng.normal(0, 1.0, (M, d_gene))
-    emb = loadings.T @ module_vecs + embedding_noise * rng.normal(0, 1.0, (G, d_gene))
+    emb = loadings.T @ module_vecs + spec.embedding_noise * rng.normal(0, 1.0, (G, d_gene))
     feats, counts, patients = {}, {}, {}
     for name, patient in section_names(spec.n_sections, max(1, min(2, spec.n_sections))):
         state = rng.integers(0, n_states, n_spots)
         act = profiles[state] * np.exp(rng.normal(0, 0.3, (n_spots, M)))
-        x = np.tanh(act @ w1) @ w2 + feature_noise * rng.normal(0, 1.0, (n_spots, dim))
+        x = np.tanh(act @ w1) @ w2 + spec.feature_noise * rng.normal(0, 1.0, (n_spots, dim))
         mu = np.exp(base + act @ loadings - 1.0) * rng.lognormal(0, 0.2, (n_spots, 1)) * 3.0
         counts[name] = rng.poisson(rng.gamma(5.0, mu / 5.0)).astype(np.int32)
         feats[name] = x.astype(np.float32)
