@@ -138,7 +138,8 @@ def embed(
     from hagekit.io.locks import wait_lock
     from hagekit.workspace import Workspace
 
-    out = check_output_file(out if out is not None else Workspace.resolve(workspace).embeddings_path(dataset), "--out")
+    ws = Workspace.resolve(workspace)
+    out = check_output_file(out if out is not None else ws.embeddings_path(dataset), "--out")
     # one writer at a time: a second `genes embed` to this file waits, then finds it made (kept)
     with wait_lock(out.parent, f".{out.name}",
                    on_wait=lambda info: err_console.print(f"{out}: {info.describe()} is writing it; waiting")):
