@@ -87,12 +87,13 @@ _BACKGROUND = (
 class SynthConfig:
     """Settings of one synthetic dataset (recorded in each section's ``source``)."""
 
-    dataset: str = "synth"
     n_sections: int = 4
+    n_patients: int = 2
+    """Sections, split among this many patients (serial sections of one patient share their layout)."""
+    dataset: str = "synth"
     n_spots: int = 300
     n_genes: int = 200
     seed: int = 0
-    n_patients: int = 2
     context_dependence: float = 0.0
     """Weight of the neighbourhood in each spot's expression (0: none, 1: neighbours only)."""
 
