@@ -61,11 +61,11 @@ def run_variant(dataset, emb: np.ndarray, config, seed: int) -> dict[str, float]
 
 def ablation(seeds: int, base_config, *, data_kwargs: dict | None = None) -> dict[str, dict[str, float]]:
     """``{variant: {"seed/section": pcc}}`` over ``seeds`` synthetic datasets."""
-    from hagekit.data.synthetic import synthesize_modules
+    from hagekit.data.synthetic import ModuleSpec, synthesize_modules
 
     out: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
     for seed in range(seeds):
-        data = synthesize_modules(seed=seed, **(data_kwargs or {}))
+        data = synthesize_modules(ModuleSpec(seed=seed, **(data_kwargs or {})))
         dataset = as_dataset(data)
         for name, change in VARIANTS.items():
             emb = data.gene_embeddings

@@ -48,12 +48,13 @@ def _read_epoch(store, ids, seed: int) -> float:
 
 def _train_epoch(store, ids, labels, dim: int, device: str) -> float:
     """One AB-MIL epoch (training on 90% of the bags, validation on the rest) on the shared loop."""
-    from hagekit.bench.abmil import ABMILConfig, train_abmil
+    from hagekit.bench.abmil import ABMILConfig, LabelledBags, train_abmil
 
     cut = int(len(ids) * 0.9)
     cfg = ABMILConfig(max_epochs=1, min_epochs=0, patience=1, device=device)
     t0 = time.perf_counter()
-    train_abmil(store, ids[:cut], labels[:cut], ids[cut:], labels[cut:], n_classes=2, in_dim=dim, config=cfg)
+    train_abmil(store, LabelledBags(ids[:cut], labels[:cut]), LabelledBags(ids[cut:], labels[cut:]), n_classes=2,
+                in_dim=dim, config=cfg)
     return time.perf_counter() - t0
 
 

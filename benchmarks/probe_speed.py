@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from hagekit.bench.linear_probe import embed_patch_dataset
+    from hagekit.bench.linear_probe import EmbedSettings, embed_patch_dataset
     from hagekit.bench.patch_datasets import PatchDataset
     from hagekit.device import default_num_workers, resolve_device
     from hagekit.encoders import create_encoder
@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         path = _pcam_like(Path(tmp), n)
         ds = PatchDataset(name="pcam-like", root=Path(tmp), labels=np.arange(n) % 2, class_names=["a", "b"],
                           h5_parts=[(path, n)])
-        embed_patch_dataset(ds, bundle, np.arange(min(n, args.batch_size)), batch_size=args.batch_size,
-                            device=str(dev), num_workers=0)  # warm-up (kernels, first allocations)
+        embed_patch_dataset(ds, bundle, np.arange(min(n, args.batch_size)),  # warm-up (kernels, first allocations)
+                            settings=EmbedSettings(batch_size=args.batch_size, device=str(dev), num_workers=0))
         t0 = time.perf_counter()
-        x = embed_patch_dataset(ds, bundle, batch_size=args.batch_size, device=str(dev), num_workers=workers,
-                                cache_dir=Path(tmp) / "cache")
+        x = embed_patch_dataset(ds, bundle, cache_dir=Path(tmp) / "cache",
+                                settings=EmbedSettings(batch_size=args.batch_size, device=str(dev), num_workers=workers))
         secs = time.perf_counter() - t0
     result = {"encoder": args.encoder, "device": str(dev), "n": n, "dim": int(x.shape[1]), "batch_size": args.batch_size,
               "num_workers": workers, "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}

@@ -63,12 +63,12 @@ def run_demo(out: Path | str, *, seed: int = 0, overwrite: bool = False, progres
 
 
 def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | None) -> DemoResult:
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
     from hagekit.errors import DataError, at
     from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
-    from hagekit.genes.coexpression import train_gene_embeddings
+    from hagekit.genes.coexpression import GeneEmbeddingSettings, train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
-    from hagekit.genes.panel import select_panel, write_panel
+    from hagekit.genes.panel import PanelSettings, select_panel, write_panel
     from hagekit.io.atomic import write_text
     from hagekit.io.genelist import write_gene_list
     from hagekit.predict import ModelChoice, PlotRequest, predict_section
@@ -92,12 +92,14 @@ def _run_demo(out: Path, *, seed: int, overwrite: bool, progress: Reporter | Non
         rep.message(f"demo: {name} done ({timings[name]:.1f} s)")
 
     data_root, genes_dir = out / "data", out / "genes"
-    synthesize_dataset(data_root, dataset=DATASET, n_sections=4, n_spots=300, n_genes=200, seed=seed, progress=progress)
+    synthesize_dataset(data_root, SynthConfig.resolve(dataset=DATASET, n_sections=4, n_spots=300, n_genes=200, seed=seed),
+                       progress=progress)
     lap("synthesise")
-    panel = select_panel(data_root, DATASET, sections=list(EMBED_SECTIONS), top=100, rule="union", progress=progress)
+    panel = select_panel(data_root, DATASET, PanelSettings(top=100, rule="union"), sections=list(EMBED_SECTIONS),
+                         progress=progress)
     write_panel(panel, genes_dir / "panel_hvg.txt")
-    emb = train_gene_embeddings(data_root, DATASET, sections=list(EMBED_SECTIONS), genes=panel.genes,
-                                dim=64, seed=seed, progress=progress)
+    emb = train_gene_embeddings(data_root, DATASET, GeneEmbeddingSettings(dim=64, seed=seed),
+                                sections=list(EMBED_SECTIONS), genes=panel.genes, progress=progress)
     emb_path = write_gene2vec_text(genes_dir / "embeddings.txt", emb.symbols, emb.vectors, provenance=emb.provenance)
     genes_path = write_gene_list(genes_dir / "panel.txt", emb.symbols)  # panel inside the vocabulary
     lap("genes")

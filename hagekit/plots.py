@@ -15,7 +15,7 @@ import numpy as np
 
 from hagekit.io.atomic import atomic_path
 
-__all__ = ["plot_expression_maps", "plot_pcc_histogram", "SectionImage", "DPI"]
+__all__ = ["plot_expression_maps", "plot_pcc_histogram", "MapBackground", "save_png", "DPI"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _pyplot():
 
 
 @dataclass(frozen=True)
-class SectionImage:
+class MapBackground:
     """What is drawn under the spots: the section's name (title), its H&E thumbnail, thumbnail px
     per full-resolution px (scanpy's ``tissue_lowres_scalef``) and the spot diameter (full-res px)."""
 
@@ -50,11 +50,11 @@ def plot_expression_maps(
     gene: str,
     truth: np.ndarray | None = None,
     pcc: float | None = None,
-    image: SectionImage | None = None,
+    image: MapBackground | None = None,
     dpi: int = DPI,
 ) -> Path:
     """Write one gene's Figure-2 PNG; ``spatial`` (N, 2) full-resolution px, maps (N,) values."""
-    image = image if image is not None else SectionImage()
+    image = image if image is not None else MapBackground()
     thumbnail, thumbnail_scale, section = image.thumbnail, image.scale, image.name
     plt = _pyplot()
     xy = np.asarray(spatial, dtype=np.float64) * (thumbnail_scale if thumbnail is not None else 1.0)
@@ -89,10 +89,10 @@ def plot_expression_maps(
     if pcc is not None and np.isfinite(pcc):
         head += f"  (PCC = {pcc:.3f})"
     fig.suptitle(head, fontsize=11)
-    return _save_png(fig, out, dpi)
+    return save_png(fig, out, dpi)
 
 
-def _save_png(fig, out: Path | str, dpi: int) -> Path:
+def save_png(fig, out: Path | str, dpi: int | None = None) -> Path:
     """Lay out, write ``out`` atomically as PNG and free the figure."""
     fig.tight_layout()
     out = Path(out)
@@ -135,4 +135,4 @@ def plot_pcc_histogram(out: Path | str, pcc: np.ndarray, *, title: str = "", dpi
     ax.set_xlabel("PCC per gene")
     ax.set_ylabel("genes")
     ax.set_title(title or f"{len(vals)} genes", fontsize=10)
-    return _save_png(fig, out, dpi)
+    return save_png(fig, out, dpi)

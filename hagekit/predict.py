@@ -302,7 +302,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _plot(adata, sec, genes, per_gene, panel, pdir: Path, name: str) -> list[Path]:
-    from hagekit.plots import SectionImage, plot_expression_maps
+    from hagekit.plots import MapBackground, plot_expression_maps
 
     thumb, scale, spot_px = None, 1.0, None
     if sec is not None:
@@ -323,7 +323,7 @@ def _plot(adata, sec, genes, per_gene, panel, pdir: Path, name: str) -> list[Pat
         out.append(
             plot_expression_maps(
                 pdir / f"{name}_{safe}.png", adata.obsm["spatial"], np.asarray(adata.X[:, j]).ravel(),
-                gene=gene, truth=truth, pcc=pcc, image=SectionImage(name, thumb, scale, spot_px),
+                gene=gene, truth=truth, pcc=pcc, image=MapBackground(name, thumb, scale, spot_px),
             )
         )
     return out

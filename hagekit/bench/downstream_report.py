@@ -16,17 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.io.atomic import atomic_path, write_json, write_text
+from hagekit.io.atomic import write_json, write_text
 
 __all__ = [
-    "METRICS",
-    "EncoderScores",
-    "DownstreamResult",
-    "classification_metrics",
-    "summarize_folds",
-    "write_downstream_report",
-    "plot_downstream_bars",
-    "format_mean_std",
+    "METRICS", "EncoderScores", "DownstreamResult", "classification_metrics", "summarize_folds",
+    "write_downstream_report", "plot_downstream_bars", "format_mean_std",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,9 +181,6 @@ def plot_downstream_bars(result: DownstreamResult, path: Path | str, *, title: s
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n_enc, 4))
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    from hagekit.plots import save_png
+
+    return save_png(fig, path)

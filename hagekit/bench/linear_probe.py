@@ -31,17 +31,9 @@ from hagekit.training.splits import trial_seed
 from hagekit.workspace import encoder_slug
 
 __all__ = [
-    "ProbeConfig",
-    "LinearProbe",
-    "make_probe_folds",
-    "fit_linear_probe",
-    "probe_embeddings",
-    "subsample_indices",
-    "embedding_cache_path",
-    "embed_patch_dataset",
-    "split_ge_bundle",
-    "apply_head",
-    "run_linear_probe",
+    "ProbeConfig", "LinearProbe", "make_probe_folds", "fit_linear_probe", "probe_embeddings",
+    "subsample_indices", "embedding_cache_path", "EmbedSettings", "embed_patch_dataset", "split_ge_bundle",
+    "apply_head", "ProbeRunOptions", "run_linear_probe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,14 +53,14 @@ class ProbeConfig:
     device: str = "auto"
 
     def validate(self) -> ProbeConfig:
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
-        if self.folds < 2:
-            raise ConfigError(f"--folds: must be >= 2, got {self.folds}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr: must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        """Self, or one line naming the first option out of range."""
+        limits = (("--epochs", self.epochs, 1), ("--folds", self.folds, 2), ("--lr", self.lr, None),
+                  ("--batch-size", self.batch_size, 1))
+        for option, value, least in limits:
+            if least is None and value <= 0:
+                raise ConfigError(f"{option}: must be > 0, got {value}")
+            if least is not None and value < least:
+                raise ConfigError(f"{option}: must be >= {least}, got {value}")
         return self
 
 
@@ -304,23 +296,78 @@ def _encode_rows(
         task.close()
 
 
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How patches are encoded: batch size, device, DataLoader workers, cache flush interval (rows)."""
+
+    batch_size: int = 64
+    device: str = "auto"
+    num_workers: int = 0
+    chunk: int = 4096
+
+
+class _CacheWriter:
+    """Receives encoded batches: into the h5 cache (opened at the first batch, flushed every
+    ``chunk`` rows) or, without a cache, into memory."""
+
+    def __init__(self, path: Path | None, attrs: dict[str, Any], n: int, chunk: int, encoder: str) -> None:
+        self.path, self.attrs, self.n, self.chunk, self.encoder = path, attrs, n, chunk, encoder
+        self.h5 = _open_cache(path, n, None, attrs) if path is not None else None
+        self.since = 0
+        self.rows: dict[int, np.ndarray] = {}
+
+    def missing(self, idx: np.ndarray) -> np.ndarray:
+        """The requested rows not yet encoded."""
+        if self.h5 is None:
+            return np.unique(idx)
+        done = np.asarray(self.h5["done"][:], dtype=bool)
+        return np.unique(idx[~done[idx]])
+
+    def __call__(self, feats: np.ndarray, rest: Any) -> None:
+        part = rest[0].numpy()
+        if feats.shape[0] != part.size:
+            raise DataError(f"encoder {self.encoder} returned {feats.shape[0]} rows for {part.size} images")
+        if self.path is None:
+            self.rows.update(zip(part.tolist(), feats.copy(), strict=True))
+            return
+        if self.h5 is None:
+            self.h5 = _open_cache(self.path, self.n, int(feats.shape[1]), self.attrs)
+        order = np.argsort(part)  # h5py writes need increasing indices
+        self.h5["features"][part[order]] = feats[order]
+        self.h5["done"][part[order]] = True
+        self.since += part.size
+        if self.since >= self.chunk:
+            self.h5.flush()
+            self.since = 0
+
+    def features(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (in order, repeats allowed) as float32."""
+        if self.h5 is not None:
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            return np.asarray(self.h5["features"][uniq], dtype=np.float32)[inverse]
+        if not self.rows:
+            raise DataError("no items to embed")
+        return np.stack([self.rows[int(i)] for i in idx]).astype(np.float32)
+
+    def close(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+
+
 def embed_patch_dataset(
     dataset: PatchDataset,
     bundle: Any,
     indices: np.ndarray | None = None,
     *,
     cache_dir: Path | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    num_workers: int = 0,
-    chunk: int = 4096,
+    settings: EmbedSettings = EmbedSettings(),
     progress: Reporter | None = None,
 ) -> np.ndarray:
     """Embeddings (len(indices), D) of ``dataset`` items by encoder ``bundle``, through the cache.
 
     Only items not yet in the cache are encoded, in one pass of one DataLoader whose workers
-    read and decode the images; the cache records finished rows (flushed every ``chunk``
-    rows), so an interrupted run resumes. Random-weight encoders are never cached.
+    read and decode the images; the cache records finished rows (flushed every
+    ``settings.chunk`` rows), so an interrupted run resumes. Random-weight encoders are never cached.
     """
     idx = np.arange(dataset.n) if indices is None else np.asarray(indices, dtype=np.int64)
     use_cache = cache_dir is not None and not bool(getattr(bundle, "random_weights", False))
@@ -333,46 +380,15 @@ def embed_patch_dataset(
         "n_items": dataset.n,
     }
     path = embedding_cache_path(Path(cache_dir), dataset, bundle, fp) if use_cache else None
-    state: dict[str, Any] = {"h5": _open_cache(path, dataset.n, None, attrs) if path is not None else None, "since": 0}
+    writer = _CacheWriter(path, attrs, dataset.n, settings.chunk, str(bundle.name))
     try:
-        if state["h5"] is not None:
-            done = np.asarray(state["h5"]["done"][:], dtype=bool)
-            missing = np.unique(idx[~done[idx]])
-        else:
-            missing = np.unique(idx)
-        out_rows: dict[int, np.ndarray] = {}
-
-        def keep(feats: np.ndarray, rest: Any) -> None:
-            part = rest[0].numpy()
-            if feats.shape[0] != part.size:
-                raise DataError(f"encoder {bundle.name} returned {feats.shape[0]} rows for {part.size} images")
-            if path is None:
-                out_rows.update(zip(part.tolist(), feats.copy(), strict=True))
-                return
-            if state["h5"] is None:
-                state["h5"] = _open_cache(path, dataset.n, int(feats.shape[1]), attrs)
-            h5 = state["h5"]
-            order = np.argsort(part)  # h5py writes need increasing indices
-            h5["features"][part[order]] = feats[order]
-            h5["done"][part[order]] = True
-            state["since"] += part.size
-            if state["since"] >= chunk:
-                h5.flush()
-                state["since"] = 0
-
+        missing = writer.missing(idx)
         if missing.size:
-            _encode_rows(dataset, bundle, missing, batch_size=batch_size, device=device, num_workers=num_workers,
-                         on_features=keep, progress=progress)
-        h5 = state["h5"]
-        if h5 is not None:
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            return np.asarray(h5["features"][uniq], dtype=np.float32)[inverse]
-        if not out_rows:
-            raise DataError("no items to embed")
-        return np.stack([out_rows[int(i)] for i in idx]).astype(np.float32)
+            _encode_rows(dataset, bundle, missing, batch_size=settings.batch_size, device=settings.device,
+                         num_workers=settings.num_workers, on_features=writer, progress=progress)
+        return writer.features(idx)
     finally:
-        if state["h5"] is not None:
-            state["h5"].close()
+        writer.close()
 
 
 def split_ge_bundle(bundle: Any) -> tuple[Any, Any] | None:
@@ -416,94 +432,130 @@ def apply_head(head: Any, features: np.ndarray, *, device: str = "auto", batch_s
 # The whole benchmark -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProbeRunOptions:
+    """What a linear-probe run reads besides the probe settings: the embedding cache, encoder
+    weights, a subsample, how patches are encoded, and whether a leaking ``ge:`` encoder is allowed."""
+
+    cache_dir: Path | str | None = None
+    weights: Mapping[str, Path] | None = None
+    random_weights: bool = False
+    limit: int | None = None
+    embed_batch_size: int = 64
+    num_workers: int = 0
+    allow_leak: bool = False
+
+
+def _check_request(encoders: Sequence[str], weights: Mapping[str, Path], out: Path, overwrite: bool) -> None:
+    """One line naming the option for an empty or repeated ``--encoder``, existing results, stray ``--weights``."""
+    if not encoders:
+        raise ConfigError("--encoder: give at least one encoder")
+    if len(set(encoders)) != len(encoders):
+        raise ConfigError(f"--encoder: duplicate encoders in {', '.join(encoders)}")
+    if (out / "summary.json").exists() and not overwrite:
+        raise ConfigError(at(out, "results already exist; pass --overwrite to replace them"))
+    unknown = set(weights) - set(encoders)
+    if unknown:
+        raise ConfigError(f"--weights: {', '.join(sorted(unknown))} is not among --encoder ({', '.join(encoders)})")
+
+
+@dataclass
+class _ProbeData:
+    """The probed items: their indices, labels and (optional) groups."""
+
+    idx: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+
+
+def _probe_encoder(
+    spec: str, dataset: PatchDataset, data: _ProbeData, run: tuple[ProbeConfig, ProbeRunOptions, str],
+    base_features: dict[tuple[str, str, bool], np.ndarray], progress: Reporter | None,
+) -> EncoderScores:
+    """Embed with one encoder (its base encoder once per run, through the cache) and probe it."""
+    from hagekit.bench.leakage import check_probe_leak
+    from hagekit.encoders import create_encoder
+
+    config, options, device = run
+    weights = dict(options.weights or {})
+    bundle = create_encoder(spec, weights=weights.get(spec), random_weights=options.random_weights, device=device)
+    leaked = check_probe_leak(dataset.root, spec, bundle, allow_leak=options.allow_leak)
+    split = split_ge_bundle(bundle)
+    base, head = split if split is not None else (bundle, None)
+    key = base_key(base)
+    if key not in base_features:
+        embed = EmbedSettings(batch_size=options.embed_batch_size, device=device, num_workers=options.num_workers)
+        base_features[key] = embed_patch_dataset(
+            dataset, base, data.idx, cache_dir=Path(options.cache_dir) if options.cache_dir else None,
+            settings=embed, progress=progress,
+        )
+    else:
+        logger.info("%s: reusing the %s embeddings of this run", spec, key[0])
+    x = base_features[key] if head is None else apply_head(head, base_features[key], device=device)
+    label = f"{spec} †leak" if leaked else spec  # flagged in every table and figure
+    s = probe_embeddings(x, data.y, groups=data.groups, n_classes=dataset.n_classes, config=config, encoder=label,
+                         progress=progress)
+    s.info = {
+        "encoder_name": str(bundle.name),
+        "weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
+        "random_weights": bool(getattr(bundle, "random_weights", False)),
+        "dim": int(x.shape[1]),
+        "base_encoder": key[0] if head is not None else None,
+        **({"leak": leaked} if leaked else {}),
+    }
+    return s
+
+
+def _run_config(dataset: PatchDataset, encoders: Sequence[str], data: _ProbeData, config: ProbeConfig,
+                options: ProbeRunOptions) -> dict[str, Any]:
+    """The ``config.json`` of a linear-probe run."""
+    groups = data.groups
+    return {
+        "task": "linear-probe",
+        "dataset": dataset.name,
+        "data_root": str(dataset.root),
+        "dataset_meta": dataset.meta,
+        "n_items": int(data.idx.size),
+        "n_items_total": dataset.n,
+        "limit": options.limit,
+        "class_names": dataset.class_names,
+        "class_counts": np.bincount(data.y, minlength=dataset.n_classes).tolist(),
+        "grouped": groups is not None,
+        "n_groups": int(len(set(groups.tolist()))) if groups is not None else None,
+        "encoders": list(encoders),
+        "weights": {k: str(v) for k, v in dict(options.weights or {}).items()},
+        "cache_dir": str(options.cache_dir) if options.cache_dir else None,
+        "probe": asdict(config),
+    }
+
+
 def run_linear_probe(
     dataset: PatchDataset,
     encoders: Sequence[str],
     *,
     out_dir: Path | str,
-    cache_dir: Path | str | None = None,
-    weights: Mapping[str, Path] | None = None,
-    random_weights: bool = False,
     config: ProbeConfig = ProbeConfig(),
-    limit: int | None = None,
-    embed_batch_size: int = 64,
-    num_workers: int = 0,
+    options: ProbeRunOptions = ProbeRunOptions(),
     overwrite: bool = False,
     progress: Reporter | None = None,
-    allow_leak: bool = False,
 ) -> DownstreamResult:
     """Embed ``dataset`` with each encoder (cached), probe it, write table/CSV/figure to ``out_dir``.
-    A ``ge:`` encoder trained on the section a probe set was cut from is refused unless ``allow_leak``."""
-    from hagekit.bench.leakage import check_probe_leak
+    A ``ge:`` encoder trained on the section a probe set was cut from is refused unless
+    ``options.allow_leak``."""
     from hagekit.device import resolve_device
-    from hagekit.encoders import create_encoder
 
     config.validate()
     device = str(resolve_device(config.device))
-    if not encoders:
-        raise ConfigError("--encoder: give at least one encoder")
-    if len(set(encoders)) != len(encoders):
-        raise ConfigError(f"--encoder: duplicate encoders in {', '.join(encoders)}")
     out = Path(out_dir)
-    if (out / "summary.json").exists() and not overwrite:
-        raise ConfigError(at(out, "results already exist; pass --overwrite to replace them"))
-    weights = dict(weights or {})
-    unknown = set(weights) - set(encoders)
-    if unknown:
-        raise ConfigError(f"--weights: {', '.join(sorted(unknown))} is not among --encoder ({', '.join(encoders)})")
-    idx = subsample_indices(dataset.labels, limit, seed=config.seed)
-    y = dataset.labels[idx]
-    groups = dataset.groups[idx] if dataset.groups is not None else None
-    make_probe_folds(y, groups, n_folds=config.folds, seed=config.seed)  # fail before embedding
-    scores: list[EncoderScores] = []
+    _check_request(encoders, dict(options.weights or {}), out, overwrite)
+    idx = subsample_indices(dataset.labels, options.limit, seed=config.seed)
+    data = _ProbeData(idx, dataset.labels[idx], dataset.groups[idx] if dataset.groups is not None else None)
+    make_probe_folds(data.y, data.groups, n_folds=config.folds, seed=config.seed)  # fail before embedding
     base_features: dict[tuple[str, str, bool], np.ndarray] = {}  # each base encoder runs once
-    for spec in encoders:
-        bundle = create_encoder(spec, weights=weights.get(spec), random_weights=random_weights, device=device)
-        leaked = check_probe_leak(dataset.root, spec, bundle, allow_leak=allow_leak)
-        split = split_ge_bundle(bundle)
-        base, head = split if split is not None else (bundle, None)
-        key = base_key(base)
-        if key not in base_features:
-            base_features[key] = embed_patch_dataset(
-                dataset, base, idx, cache_dir=Path(cache_dir) if cache_dir else None,
-                batch_size=embed_batch_size, device=device, num_workers=num_workers, progress=progress,
-            )
-        else:
-            logger.info("%s: reusing the %s embeddings of this run", spec, key[0])
-        x = base_features[key] if head is None else apply_head(head, base_features[key], device=device)
-        label = f"{spec} †leak" if leaked else spec  # flagged in every table and figure
-        s = probe_embeddings(x, y, groups=groups, n_classes=dataset.n_classes, config=config, encoder=label, progress=progress)
-        s.info = {
-            "encoder_name": str(bundle.name),
-            "weights_sha256": str(getattr(bundle, "weights_sha256", "") or ""),
-            "random_weights": bool(getattr(bundle, "random_weights", False)),
-            "dim": int(x.shape[1]),
-            "base_encoder": key[0] if head is not None else None,
-            **({"leak": leaked} if leaked else {}),
-        }
-        scores.append(s)
-    result = DownstreamResult(
-        task="linear-probe",
-        dataset=dataset.name,
-        scores=scores,
-        config={
-            "task": "linear-probe",
-            "dataset": dataset.name,
-            "data_root": str(dataset.root),
-            "dataset_meta": dataset.meta,
-            "n_items": int(idx.size),
-            "n_items_total": dataset.n,
-            "limit": limit,
-            "class_names": dataset.class_names,
-            "class_counts": np.bincount(y, minlength=dataset.n_classes).tolist(),
-            "grouped": groups is not None,
-            "n_groups": int(len(set(groups.tolist()))) if groups is not None else None,
-            "encoders": list(encoders),
-            "weights": {k: str(v) for k, v in weights.items()},
-            "cache_dir": str(cache_dir) if cache_dir else None,
-            "probe": asdict(config),
-        },
-    )
+    scores = [_probe_encoder(spec, dataset, data, (config, options, device), base_features, progress)
+              for spec in encoders]
+    result = DownstreamResult(task="linear-probe", dataset=dataset.name, scores=scores,
+                              config=_run_config(dataset, encoders, data, config, options))
     write_downstream_report(result, out)  # every computation is done: no partial output on errors
     result.out_dir = out
     return result

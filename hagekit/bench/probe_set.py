@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,65 +51,40 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def build_probe_set(
-    section_path: Path | str,
-    genes: Sequence[str],
-    out_dir: Path | str,
-    *,
-    patch_um: float = 112.0,
-    size: int = 224,
-    block_spots: int = 4,
-    overwrite: bool = False,
-    progress: Reporter | None = None,
-) -> ProbeSet:
-    """Write high/low class folders per gene for one prepared section with an image."""
-    from PIL import Image
-
+def _open_section(section_path: Path, genes: list[str]) -> tuple[Any, dict[str, Any], Path]:
+    """(the section, its hagekit metadata, its image), refused without an image or the genes."""
     from hagekit.data.section import read_section, section_image_path
-    from hagekit.slides.patches import SpotPatcher, check_patch_um
-    from hagekit.targets import expression_targets
 
-    section_path, out = Path(section_path), Path(out_dir)
-    genes = [g.strip() for g in genes if g.strip()]
-    if not genes:
-        raise ConfigError("--genes: give at least one gene symbol")
-    if size < 8:
-        raise ConfigError(f"--size must be >= 8, got {size}")
-    check_patch_um(patch_um)
     if not section_path.is_file():
         raise DataError(at(section_path, "section not found (a prepared <dataset>/<section>.h5ad)"))
     adata = read_section(section_path)
     meta = dict(adata.uns.get("hagekit", {}))
-    name = str(meta.get("section", section_path.stem))
     image = section_image_path(adata, section_path)
     if image is None or not Path(image).is_file():
         raise DataError(at(section_path, "section has no image; probe sets need the H&E patches"))
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
         raise DataError(at(section_path, f"gene(s) {', '.join(missing)} not in this section"))
-    gene_dirs = {g: child_path(out, g, what="gene symbol") for g in genes}  # before any write
-    store = child_path(out / "_patches", name, what="section name", source=section_path)
+    return adata, meta, Path(image)
+
+
+def _write_patches(adata: Any, image: Path, store: Path, geometry: tuple[float, int, int], task: Any) -> list[Path]:
+    """One PNG per spot (``b<block>_<barcode>.png``; kept when already there); ``geometry``:
+    patch µm, pixels, spots per block side."""
+    from PIL import Image
+
+    from hagekit.slides.patches import SpotPatcher
+
+    patch_um, size, block_spots = geometry
     barcodes = [str(b) for b in adata.obs_names]
-    for bc in barcodes:
-        child_path(store, f"b0_{bc}.png", what="spot barcode", source=section_path)
-    done = [g for g in genes if gene_dirs[g].exists()]
-    if done and not overwrite:
-        raise DataError(at(out / done[0], "already exists; use --overwrite or another --out"))
-    counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    expr = expression_targets(counts)  # library size over every gene of the section, then log1p
-    col = {g: int(adata.var_names.get_loc(g)) for g in genes}
-    mpp = float(meta.get("mpp", float("nan")))
+    mpp = float(dict(adata.uns.get("hagekit", {})).get("mpp", float("nan")))
     centres = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    for g in genes:
-        if np.ptp(expr[:, col[g]]) == 0:
-            raise DataError(at(section_path, f"gene {g} is constant in this section; no high/low split"))
     pitch = _spot_pitch(centres)
     block = np.floor(centres / (block_spots * pitch)).astype(np.int64)
     block_id = np.unique(block, axis=0, return_inverse=True)[1].reshape(-1)
     patcher = SpotPatcher(image, centres, mpp=mpp, patch_um=patch_um, out_size=size, barcodes=barcodes)
     store.mkdir(parents=True, exist_ok=True)
     files = []
-    task = reporter_or_null(progress).task(f"probe set {name}", total=len(barcodes))
     try:
         for i, bc in enumerate(barcodes):
             f = store / f"b{block_id[i]}_{bc}.png"
@@ -121,29 +97,73 @@ def build_probe_set(
     finally:
         task.close()
         patcher.close()
+    return files
+
+
+def _split_gene(result: ProbeSet, gene: str, values: np.ndarray, files: list[Path], gdir: Path) -> None:
+    """``gdir/high`` and ``gdir/low``: the spots above and at-or-below the gene's median (hard links)."""
+    med = float(np.median(values))
+    high = values > med
+    if gdir.exists():
+        shutil.rmtree(gdir)
+    for cls, mask in (("high", high), ("low", ~high)):
+        (gdir / cls).mkdir(parents=True, exist_ok=True)
+        for f in np.asarray(files, dtype=object)[mask]:
+            _link(f, gdir / cls / f.name)
+    result.genes[gene] = gdir
+    result.counts[gene] = {"high": int(high.sum()), "low": int((~high).sum())}
+    result.medians[gene] = med
+    if min(result.counts[gene].values()) < 0.25 * len(values):
+        log.warning("%s: %s classes are unbalanced (high %d, low %d; many spots at the median %.3f)",
+                    result.section, gene, high.sum(), (~high).sum(), med)
+
+
+def build_probe_set(
+    section_path: Path | str,
+    genes: Sequence[str],
+    out_dir: Path | str,
+    *,
+    patch_um: float = 112.0,
+    size: int = 224,
+    block_spots: int = 4,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> ProbeSet:
+    """Write high/low class folders per gene for one prepared section with an image."""
     from hagekit.bench.leakage import PROBE_SET_FILE
     from hagekit.io.atomic import write_json
+    from hagekit.slides.patches import check_patch_um
+    from hagekit.targets import expression_targets
 
+    section_path, out = Path(section_path), Path(out_dir)
+    genes = [g.strip() for g in genes if g.strip()]
+    if not genes:
+        raise ConfigError("--genes: give at least one gene symbol")
+    if size < 8:
+        raise ConfigError(f"--size must be >= 8, got {size}")
+    check_patch_um(patch_um)
+    adata, meta, image = _open_section(section_path, genes)
+    name = str(meta.get("section", section_path.stem))
+    gene_dirs = {g: child_path(out, g, what="gene symbol") for g in genes}  # before any write
+    store = child_path(out / "_patches", name, what="section name", source=section_path)
+    for bc in adata.obs_names:
+        child_path(store, f"b0_{str(bc)}.png", what="spot barcode", source=section_path)
+    done = [g for g in genes if gene_dirs[g].exists()]
+    if done and not overwrite:
+        raise DataError(at(out / done[0], "already exists; use --overwrite or another --out"))
+    counts = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    expr = expression_targets(counts)  # library size over every gene of the section, then log1p
+    col = {g: int(adata.var_names.get_loc(g)) for g in genes}
+    for g in genes:
+        if np.ptp(expr[:, col[g]]) == 0:
+            raise DataError(at(section_path, f"gene {g} is constant in this section; no high/low split"))
+    task = reporter_or_null(progress).task(f"probe set {name}", total=adata.n_obs)
+    files = _write_patches(adata, image, store, (patch_um, size, block_spots), task)
     write_json(out / PROBE_SET_FILE, {"section": name, "patient": str(meta.get("patient", "")),
                                       "dataset": str(meta.get("dataset", "")), "source": str(section_path)})
     result = ProbeSet(out, name)
     for g in genes:
-        v = expr[:, col[g]]
-        med = float(np.median(v))
-        high = v > med
-        gdir = gene_dirs[g]
-        if gdir.exists():
-            shutil.rmtree(gdir)
-        for cls, mask in (("high", high), ("low", ~high)):
-            (gdir / cls).mkdir(parents=True, exist_ok=True)
-            for f in np.asarray(files, dtype=object)[mask]:
-                _link(f, gdir / cls / f.name)
-        result.genes[g] = gdir
-        result.counts[g] = {"high": int(high.sum()), "low": int((~high).sum())}
-        result.medians[g] = med
-        if min(result.counts[g].values()) < 0.25 * len(v):
-            log.warning("%s: %s classes are unbalanced (high %d, low %d; many spots at the median %.3f)",
-                        name, g, high.sum(), (~high).sum(), med)
+        _split_gene(result, g, expr[:, col[g]], files, gene_dirs[g])
     return result
 
 

@@ -82,7 +82,7 @@ def linear_probe(
     allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Probe a ge: encoder on a probe set cut from a section it was trained on (flagged).")] = False,
 ) -> None:
     """Linear probe on frozen embeddings (10 epochs, CE, 5-fold CV): Accuracy, AUC, Recall per encoder."""
-    from hagekit.bench.linear_probe import ProbeConfig, run_linear_probe
+    from hagekit.bench.linear_probe import ProbeConfig, ProbeRunOptions, run_linear_probe
     from hagekit.bench.patch_datasets import open_patch_dataset
     from hagekit.errors import ConfigError
     from hagekit.workspace import Workspace
@@ -96,13 +96,13 @@ def linear_probe(
     wmap = weights_map(weights, encoders)
     ds = open_patch_dataset(dataset, data, splits=split_csv(splits), group_regex=group_regex, groups_csv=groups_csv)
     out_dir = check_output_dir(out or ws.root / "bench" / f"linear-probe-{ds.name}", "--out")
+    options = ProbeRunOptions(
+        cache_dir=cache_dir or ws.root / "cache" / "embeddings", weights=wmap, random_weights=random_weights,
+        limit=limit, embed_batch_size=embed_batch_size, num_workers=num_workers, allow_leak=allow_leak,
+    )
     with reporting() as progress:
-        result = run_linear_probe(
-            ds, encoders, out_dir=out_dir, cache_dir=cache_dir or ws.root / "cache" / "embeddings",
-            weights=wmap, random_weights=random_weights, config=config, limit=limit,
-            embed_batch_size=embed_batch_size, num_workers=num_workers, overwrite=overwrite, progress=progress,
-            allow_leak=allow_leak,
-        )
+        result = run_linear_probe(ds, encoders, out_dir=out_dir, config=config, options=options, overwrite=overwrite,
+                                  progress=progress)
     grouped = "grouped by slide/patient" if result.config.get("grouped") else "stratified"
     console.print(_scores_table(result, f"linear probe on {ds.name}: {result.config['n_items']} patches, {folds}-fold CV ({grouped})"))
     console.print(f"wrote {out_dir}/summary.csv, folds.csv, figure3.png")
@@ -139,25 +139,22 @@ def abmil(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Gated attention MIL (Ilse et al. 2018), K-fold CV by patient: Accuracy, AUC, Recall per encoder."""
+    from dataclasses import replace
+
     from hagekit.bench.abmil import (
         ABMILConfig,
-        extract_slide_features,
-        find_slide_files,
-        parse_named_paths,
+        AbmilRunOptions,
+        FeatureSources,
+        SlideExtraction,
         read_slide_labels,
+        resolve_sources,
         run_abmil,
     )
-    from hagekit.errors import ConfigError, DataError
-    from hagekit.workspace import Workspace, encoder_slug
+    from hagekit.workspace import Workspace
 
     key = SLIDE_DATASETS.entry(dataset).name
-    encoders = list(encoder or [])
-    if features and encoders:
-        raise ConfigError("--features and --encoder: give feature folders or encoders to extract with, not both")
-    if not features and not slides:
-        raise ConfigError("give --slides DIR (with --encoder) or --features DIR")
-    if slides and not features and not encoders:
-        raise ConfigError("--encoder: give at least one encoder to extract --slides with")
+    sources = FeatureSources(slides, tuple(features or []), tuple(encoder or []), features_root=features_root)
+    sources.check()
     ws = Workspace.resolve(workspace)
     dev = opt.device_name(device)
     config = ABMILConfig(
@@ -166,39 +163,16 @@ def abmil(
     ).validate()
     lab = read_slide_labels(labels, dataset=key)
     out_dir = check_output_dir(out or ws.root / "bench" / f"abmil-{key}", "--out")
-    extra: dict[str, Any] = {}
+    extraction = SlideExtraction(mpp=mpp, target_mpp=target_mpp, magnification=magnification, tile_size=tile_size,
+                                 random_weights=random_weights, device=dev)
+    sources = replace(sources, extraction=extraction,
+                      weights=weights_map(weights, list(sources.encoders)) if not features else {})
     with reporting() as progress:
-        slide_files = None
-        if slides is not None:
-            wanted = lab.slide_ids if not features else [h for h in (heatmap or [])]
-            slide_files = find_slide_files(slides, wanted, allow_missing=allow_missing or bool(features))
-        if features:
-            feat_dirs = parse_named_paths(features, "--features")
-        else:
-            assert slide_files is not None
-            wmap = weights_map(weights, encoders)
-            mag = magnification
-            feat_dirs = {}
-            failed_all: dict[str, dict[str, str]] = {}
-            for spec in encoders:
-                fdir = (features_root / encoder_slug(spec)) if features_root else ws.features_dir(key, spec)
-                fdir, failed = extract_slide_features(
-                    slide_files, spec, features_dir=fdir, weights=wmap.get(spec), random_weights=random_weights,
-                    mpp=mpp, target_mpp=target_mpp, magnification=mag, tile_size=tile_size, device=dev, progress=progress,
-                )
-                if failed and not allow_missing:
-                    first = next(iter(failed.items()))
-                    raise DataError(
-                        f"--slides: feature extraction failed for {len(failed)} slide(s) ({first[0]}: {first[1]}); "
-                        "fix them or pass --allow-missing"
-                    )
-                failed_all[spec] = failed
-                feat_dirs[spec] = fdir
-            extra = {"slides": str(slides), "mpp": mpp, "target_mpp": target_mpp, "magnification": mag, "tile_size": tile_size, "failed": failed_all}
-        result = run_abmil(
-            lab, feat_dirs, out_dir=out_dir, config=config, dataset=key, slides=slide_files,
-            heatmaps=heatmap or [], allow_missing=allow_missing, overwrite=overwrite, extra_config=extra,
-            pack=None if pack == "none" else pack, progress=progress,
-        )
+        found = resolve_sources(sources, lab, ws, key, heatmaps=heatmap or [], allow_missing=allow_missing,
+                                progress=progress)
+        options = AbmilRunOptions(dataset=key, slides=found.slides, heatmaps=heatmap or [], allow_missing=allow_missing,
+                                  extra_config=found.record, pack=None if pack == "none" else pack)
+        result = run_abmil(lab, found.features, out_dir=out_dir, config=config, options=options, overwrite=overwrite,
+                           progress=progress)
     console.print(_scores_table(result, f"AB-MIL on {key}: {lab.n} slides, {len(set(lab.case_ids))} cases, {folds}-fold CV by case"))
     console.print(f"wrote {out_dir}/summary.csv, folds.csv, figure3.png and per-encoder predictions.csv + attention/")

@@ -87,10 +87,11 @@ def _print_prepare(report: Any) -> None:
     )
 
 
-def _prepare(prepare: Callable[..., Any], raw: Path, workspace: Path | None, out: Path | None, **kwargs: Any) -> None:
+def _prepare(prepare: Callable[..., Any], raw: Path, workspace: Path | None, out: Path | None, *args: Any,
+             **kwargs: Any) -> None:
     """Run one ``prepare_*`` library function with a progress bar and print its table."""
     with reporting() as progress:
-        report = prepare(raw, _out_root(workspace, out), progress=progress, **kwargs)
+        report = prepare(raw, _out_root(workspace, out), *args, progress=progress, **kwargs)
     _print_prepare(report)
 
 
@@ -134,8 +135,11 @@ def prepare_visium_cmd(
     overwrite: opt.Overwrite = False,
     workspace: opt.Workspace = None,
 ) -> None:
-    _prepare(READERS.get("visium"), raw, workspace, out, name=name, image=image, patient=patient, dataset=dataset,
-             in_tissue_only=not all_spots, overwrite=overwrite)
+    """10x Visium (Space Ranger outs); pixel size = 55 µm / (spot_diameter_fullres x the image's scale factor)."""
+    from hagekit.data.visium import VisiumSection
+
+    _prepare(READERS.get("visium"), raw, workspace, out, VisiumSection(name, image, patient, in_tissue_only=not all_spots),
+             dataset=dataset, overwrite=overwrite)
 
 
 @prepare_app.command("stutility", help=READERS.entry("stutility").help)
@@ -187,22 +191,13 @@ def synth_cmd(
 ) -> None:
     """Generate a synthetic ST dataset: H&E-like images with tissue regions and NB counts learnable from them."""
     from hagekit.data.section import list_sections
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     root = _out_root(workspace, out)
+    config = SynthConfig.resolve(patients, dataset=dataset, n_sections=sections, n_spots=spots, n_genes=genes,
+                                 seed=seed, context_dependence=context_dependence)
     with reporting() as progress:
-        paths = synthesize_dataset(
-            root,
-            dataset=dataset,
-            n_sections=sections,
-            n_spots=spots,
-            n_genes=genes,
-            seed=seed,
-            n_patients=patients,
-            overwrite=overwrite,
-            progress=progress,
-            context_dependence=context_dependence,
-        )
+        paths = synthesize_dataset(root, config, overwrite=overwrite, progress=progress)
     infos = [i for i in list_sections(root, paths[0].parent.name) if i.path in set(paths)]
     _print_list(infos, title=f"synthetic dataset in {paths[0].parent}")
 

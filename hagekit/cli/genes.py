@@ -73,12 +73,18 @@ def select(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Select an HVG panel and print how many genes survive each step (never writes an empty panel)."""
-    from hagekit.genes.panel import PanelRequest, keep_existing_panel, select_panel, write_panel
+    from hagekit.genes.panel import (
+        PanelRequest,
+        PanelSettings,
+        keep_existing_panel,
+        select_panel,
+        write_panel,
+    )
     from hagekit.workspace import Workspace
 
     out = check_output_file(out if out is not None else Workspace.resolve(workspace).panel_path(dataset), "--out")
     chosen = split_csv(sections)
-    request = PanelRequest(dataset, top, flavor, rule, min_spots, vocab, tuple(chosen) if chosen else None)
+    request = PanelRequest(dataset, PanelSettings(top, flavor, rule, min_spots, vocab), tuple(chosen) if chosen else None)
     if not overwrite and keep_existing_panel(out, request):  # other settings: one line naming them, exit 2
         err_console.print(f"{out}: exists with these settings, kept (pass --overwrite to select again)")
         return
@@ -88,17 +94,8 @@ def select(
 
         reference = read_gene_list(compare)
     with reporting() as progress:
-        result = select_panel(
-            _data_root(workspace, data_root),
-            dataset,
-            sections=split_csv(sections),
-            top=top,
-            flavor=flavor,
-            rule=rule,
-            min_spots=min_spots,
-            vocab=vocab,
-            progress=progress,
-        )
+        result = select_panel(_data_root(workspace, data_root), dataset, request.settings, sections=chosen,
+                              progress=progress)
     console.print(_steps_table(result))
     write_panel(result, out)  # an empty panel raises with the diagnosis: one red line, exit 2
     console.print(f"panel: [bold]{len(result.genes)}[/] genes from {len(result.sections)} sections -> {out}")
@@ -110,16 +107,6 @@ def select(
             f"vs {compare}: Jaccard {jaccard(result.genes, reference):.3f} "
             f"({shared} shared, {len(result.genes) - shared} only here, {len(reference) - shared} only there)"
         )
-
-
-def _image_less_sections(data_root: Path, dataset: str) -> tuple[list[str], list[str]]:
-    """(sections without an image, sections with one) of a prepared dataset."""
-    from hagekit.data.section import list_sections
-
-    infos = list_sections(data_root, dataset)
-    without = [i.path.stem if i.path else i.section for i in infos if not i.has_image]
-    with_img = [i.path.stem if i.path else i.section for i in infos if i.has_image]
-    return without, with_img
 
 
 @genes_app.command("embed")
@@ -141,21 +128,18 @@ def embed(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Train Gene2Vec-style embeddings from co-expression in your sections, and report their AUC."""
-    from hagekit.errors import ConfigError
     from hagekit.genes.coexpression import (
         DEFAULT_MIN_PARTNERS,
         DEFAULT_THRESHOLD,
-        train_gene_embeddings,
+        GeneEmbeddingSettings,
     )
+    from hagekit.genes.embed_job import match_panel, plan_embedding, train_and_evaluate
     from hagekit.genes.embeddings import write_gene_embeddings
-    from hagekit.genes.quality import DEFAULT_EVAL_THRESHOLD, coexpression_auc
-    from hagekit.io.genelist import read_gene_list
+    from hagekit.io.locks import wait_lock
     from hagekit.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
     out = check_output_file(out if out is not None else ws.embeddings_path(dataset), "--out")
-    from hagekit.io.locks import wait_lock
-
     # one writer at a time: a second `genes embed` to this file waits, then finds it made (kept)
     with wait_lock(out.parent, f".{out.name}",
                    on_wait=lambda info: err_console.print(f"{out}: {info.describe()} is writing it; waiting")):
@@ -163,68 +147,39 @@ def embed(
             err_console.print(f"{out}: exists, kept (pass --overwrite to train again)")
             return
         root = _data_root(workspace, data_root)
-        panel_path = _default_panel(workspace, dataset, genes, required=True)
-        panel = read_gene_list(panel_path)  # type: ignore[arg-type]
-        train = split_csv(sections)
-        without, with_img = _image_less_sections(root, dataset)
-        everything = without + with_img
-        if train is None:
-            if without:
-                train = without
-            else:
-                train = everything
-                err_console.print("[yellow]no section lacks an image: training on all sections (no unseen section left)[/]")
-        if eval_sections is not None and eval_sections.strip().lower() == "none":
-            held_out: list[str] = []
-        else:
-            held_out = split_csv(eval_sections) or [s for s in sorted(everything) if s not in set(train)]
-        unknown = [s for s in held_out if s not in set(everything)]
-        if unknown:
-            raise ConfigError(f"--eval-sections: unknown section(s) {', '.join(unknown)} (available: {', '.join(everything)})")
-        if eval_threshold is not None and not -1.0 <= eval_threshold < 1.0:
-            raise ConfigError(f"--eval-threshold: a Pearson r in [-1, 1), got {eval_threshold}")
-        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        panel_path: Path = _default_panel(workspace, dataset, genes, required=True)  # type: ignore[assignment]
+        settings = GeneEmbeddingSettings(
+            dim=dim, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, seed=seed, epochs=epochs,
+            min_partners=DEFAULT_MIN_PARTNERS if min_partners is None else min_partners,
+        )
+        inputs = plan_embedding(root, dataset, panel_path, split_csv(sections), eval_sections)
+        if inputs.sections.trains_on_all:
+            err_console.print("[yellow]no section lacks an image: training on all sections (no unseen section left)[/]")
         with reporting() as progress:
-            emb = train_gene_embeddings(
-                root,
-                dataset,
-                sections=train,
-                genes=panel,
-                dim=dim,
-                threshold=threshold,
-                seed=seed,
-                epochs=epochs,
-                min_partners=DEFAULT_MIN_PARTNERS if min_partners is None else min_partners,
-                progress=progress,
-            )
-            emb.provenance["panel"] = str(panel_path)
-            quality = None
-            if held_out:
-                quality = coexpression_auc(
-                    emb, root, dataset, held_out, seed=seed, progress=progress, option="--eval-sections",
-                    threshold=DEFAULT_EVAL_THRESHOLD if eval_threshold is None else eval_threshold,
-                )
-                emb.provenance["quality"] = quality
+            emb, quality = train_and_evaluate(inputs, settings, eval_threshold, progress)
         write_gene_embeddings(out, emb.symbols, emb.vectors, provenance=emb.provenance)
         console.print(
-            f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(train)} sections "
+            f"embeddings: [bold]{len(emb.symbols)}[/] genes x {emb.dim} from {len(inputs.sections.train)} sections "
             f"({emb.provenance['n_pairs']:,} co-expressed pairs, {emb.provenance['epochs']} epochs) -> {out}"
         )
-        if emb.unmatched or genes is not None:  # an explicit --genes always gets <out stem>.panel.txt to train with
-            from hagekit.genes.embeddings import write_embedded_panel
-
-            written, dropped = write_embedded_panel(panel_path, emb.symbols, replace=genes is None, embeddings_path=out)
-            shown = ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else "")
-            if dropped:
-                console.print(f"[yellow]{len(dropped)} panel genes got no vector[/] (no co-expression partner in the "
-                              f"training sections): {shown}")
-            if genes is None:
-                console.print(f"dropped them from the workspace panel {written} ({len(emb.symbols)} genes, matching the "
-                              f"embeddings; the full panel is kept as {written.with_name('panel_full.txt')})")
-            else:
-                console.print(f"panel of the embedded genes: {written}; train with --genes {written}")
+        _print_panel_match(match_panel(panel_path, emb, explicit=genes is not None, embeddings_path=out), len(emb.symbols))
         if quality is not None:
             _print_quality(quality)
+
+
+def _print_panel_match(match: Any, n_embedded: int) -> None:
+    """Say which panel genes got no vector and where the matching panel now is."""
+    if match is None:
+        return
+    if match.dropped:
+        shown = ", ".join(match.dropped[:10]) + (" ..." if len(match.dropped) > 10 else "")
+        console.print(f"[yellow]{len(match.dropped)} panel genes got no vector[/] (no co-expression partner in the "
+                      f"training sections): {shown}")
+    if match.replaced:
+        console.print(f"dropped them from the workspace panel {match.written} ({n_embedded} genes, matching the "
+                      f"embeddings; the full panel is kept as {match.written.with_name('panel_full.txt')})")
+    else:
+        console.print(f"panel of the embedded genes: {match.written}; train with --genes {match.written}")
 
 
 def _print_quality(q: dict[str, Any]) -> None:

@@ -206,7 +206,7 @@ def build_her2st_section(
     file are dropped like spots missing from either file (one warning, by reason). The array
     (1k or 2k) and so the µm per array step are told from the occupied positions.
     """
-    from hagekit.data.section import make_section
+    from hagekit.data.section import SectionImage, SectionLabels, make_section
     from hagekit.slides.info import open_image_info
     from hagekit.slides.patches import check_spots_inside
 
@@ -232,11 +232,10 @@ def build_her2st_section(
     obs: dict[str, Sequence] = {"array_x": xy[:, 0], "array_y": xy[:, 1]}
     if label_file is not None:
         obs["label"] = _labels(label_file, barcodes)
-    adata = make_section(
-        table.counts[ci], barcodes, table.genes, spatial, dataset=dataset, section=section,
-        patient=patient if patient is not None else _patient(section), image_path=image, mpp=mpp,
-        spot_diameter_um=ST_SPOT_DIAMETER_UM, thumbnail=thumb, thumbnail_scale=scale, obs=obs, source=source,
-    )
+    adata = make_section(table.counts[ci], barcodes, table.genes, spatial,
+        SectionLabels(dataset, section, patient if patient is not None else _patient(section), source),
+        image=SectionImage(image, mpp, ST_SPOT_DIAMETER_UM, thumb, scale),
+        obs=obs)
     meta = adata.uns["hagekit"]
     meta["n_dropped_spots"] = int(sum(dropped.values()))
     meta["dropped_spots"] = dropped

@@ -33,6 +33,8 @@ from hagekit.progress import Reporter
 if TYPE_CHECKING:
     import anndata
 
+    from hagekit.data.section import SectionImage
+
 __all__ = ["find_hest_samples", "build_hest_section", "prepare_hest", "read_hest_metadata"]
 
 log = logging.getLogger(__name__)
@@ -116,17 +118,10 @@ def _hest_spatial(adata: anndata.AnnData, path: Path) -> np.ndarray:
     raise DataError(at(path, "no spot centres (obsm['spatial'] or obs pxl_col_in_fullres/pxl_row_in_fullres)"))
 
 
-def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section: str, dataset: str = DATASET,
-                       patches: Path | None = None) -> anndata.AnnData:
-    """Read one HEST sample into the Section layout; without a WSI, ``patches`` (HEST's stored
-    ``patches/<id>.h5``) keeps the spots that have a patch and is recorded for ``extract``."""
+def _read_hest_h5ad(h5ad: Path) -> tuple[anndata.AnnData, np.ndarray, Any]:
+    """(the sample, its spot centres, its raw counts), each checked."""
     import anndata as ad
 
-    from hagekit.data.section import make_section
-    from hagekit.slides.info import open_image_info
-    from hagekit.slides.patches import check_spots_inside
-
-    meta = read_hest_metadata(meta_path)
     try:
         src = ad.read_h5ad(h5ad)
     except Exception as exc:  # h5py/anndata raise many types for corrupt files
@@ -138,6 +133,11 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         raise DataError(at(h5ad, "spot centres contain NaN"))
     X = src.raw.X if src.raw is not None and src.raw.shape == src.shape else src.X
     _check_hest_counts(X, src, h5ad)
+    return src, spatial, X
+
+
+def _kept_spots(src: anndata.AnnData, h5ad: Path, wsi: Path | None, patches: Path | None) -> np.ndarray:
+    """The spots in the tissue and, with stored patches but no WSI, those with a patch."""
     if "in_tissue" in src.obs.columns:
         inside = src.obs["in_tissue"].to_numpy() == 1
         n_out = int((~inside).sum())
@@ -157,11 +157,22 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
         if (inside & ~has_patch).any():
             log.info("%s: %d spot(s) without a stored patch dropped", h5ad, int((inside & ~has_patch).sum()))
         inside &= has_patch
+    return inside
+
+
+def _hest_image(meta: dict[str, Any], meta_path: Path, wsi: Path | None, patches: Path | None,
+                spots: tuple[np.ndarray, list[str]]) -> SectionImage:
+    """The section's image: the WSI (spots checked inside it; µm/px from the metadata, else its
+    TIFF tags), else none (µm/px kept when stored patches stand in for it)."""
+    from hagekit.data.section import SectionImage
+    from hagekit.slides.info import open_image_info
+    from hagekit.slides.patches import check_spots_inside
+
     mpp = _positive(meta.get("pixel_size_um_estimated")) or _positive(meta.get("pixel_size_um_embedded"))
     thumb = scale = None
     if wsi is not None:
         info = open_image_info(wsi)
-        check_spots_inside(spatial[inside], info.width, info.height, source=wsi, barcodes=list(src.obs_names[inside]))
+        check_spots_inside(spots[0], info.width, info.height, source=wsi, barcodes=spots[1])
         thumb, scale = info.thumbnail, info.thumbnail_scale
         if mpp is None:
             mpp = info.mpp
@@ -170,27 +181,27 @@ def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section
     else:
         mpp = mpp if patches is not None else None
     spot_um = _positive(meta.get("spot_diameter")) or (55.0 if "visium" in str(meta.get("st_technology", "")).lower() else 100.0)
+    return SectionImage(wsi, mpp, spot_um, thumb, scale)
+
+
+def build_hest_section(h5ad: Path, meta_path: Path, *, wsi: Path | None, section: str, dataset: str = DATASET,
+                       patches: Path | None = None) -> anndata.AnnData:
+    """Read one HEST sample into the Section layout; without a WSI, ``patches`` (HEST's stored
+    ``patches/<id>.h5``) keeps the spots that have a patch and is recorded for ``extract``."""
+    from hagekit.data.section import SectionLabels, make_section
+
+    meta = read_hest_metadata(meta_path)
+    src, spatial, X = _read_hest_h5ad(h5ad)
+    inside = _kept_spots(src, h5ad, wsi, patches)
+    image = _hest_image(meta, meta_path, wsi, patches, (spatial[inside], list(src.obs_names[inside])))
     idx = np.flatnonzero(inside)
     obs: dict[str, Any] = {}
     for a, b in (("array_x", "array_col"), ("array_y", "array_row")):
         if b in src.obs.columns:
             obs[a] = src.obs[b].to_numpy()[idx].astype(np.int64)
-    adata = make_section(
-        X[idx],
-        list(src.obs_names[idx]),
-        list(src.var_names),
-        spatial[idx],
-        dataset=dataset,
-        section=section,
-        patient=hest_patient(meta, section),
-        image_path=wsi,
-        mpp=mpp,
-        spot_diameter_um=spot_um,
-        thumbnail=thumb,
-        thumbnail_scale=scale,
-        obs=obs,
-        source=f"HEST-1k {meta.get('dataset_title', '')}".strip(),
-    )
+    labels = SectionLabels(dataset, section, hest_patient(meta, section), f"HEST-1k {meta.get('dataset_title', '')}".strip())
+    adata = make_section(X[idx], list(src.obs_names[idx]), list(src.var_names), spatial[idx], labels,
+                         image=image, obs=obs)
     adata.uns["hagekit"]["n_dropped_spots"] = int(src.n_obs - len(idx))
     if wsi is None and patches is not None:  # H&E as HEST's stored patches: extract reads them
         adata.uns["hagekit"]["has_image"] = True

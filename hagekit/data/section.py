@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SectionInfo",
+    "SectionLabels",
+    "SectionImage",
     "make_section",
     "validate_section",
     "write_section",
@@ -64,38 +66,42 @@ class SectionInfo:
     array: str = ""  # the array kind and µm per step, e.g. "ST 2k, 100 µm" ("" when unknown)
 
 
-def make_section(
-    counts,
-    barcodes: Sequence[str],
-    genes: Sequence[str],
-    spatial: np.ndarray,
-    *,
-    dataset: str,
-    section: str,
-    patient: str,
-    image_path: Path | str | None = None,
-    mpp: float | None = None,
-    spot_diameter_um: float = 55.0,
-    thumbnail: np.ndarray | None = None,
-    thumbnail_scale: float | None = None,
-    obs: dict[str, Sequence] | None = None,
-    source: str = "",
-) -> anndata.AnnData:
-    """Build a validated section AnnData from counts (N x G), barcodes, genes and centres.
+@dataclass(frozen=True)
+class SectionLabels:
+    """Which section this is: dataset, section and patient names, and where it came from."""
 
-    ``spatial`` is (N, 2) x, y in full-resolution pixels. ``thumbnail`` (H, W, 3 uint8) is
-    stored as scanpy's ``lowres`` image with ``thumbnail_scale`` = thumbnail px / full px.
-    Gene names are made unique (with a warning); counts must be finite, non-negative
-    integers.
+    dataset: str
+    section: str
+    patient: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SectionImage:
+    """A section's H&E image: path, µm per full-resolution pixel, spot size, optional thumbnail.
+
+    ``thumbnail`` (H, W, 3 uint8) is stored as scanpy's ``hires`` and ``lowres`` image with
+    ``thumbnail_scale`` = thumbnail px / full px. ``path`` None: a section without an image.
     """
-    import anndata as ad
-    import pandas as pd
+
+    path: Path | str | None = None
+    mpp: float | None = None
+    spot_diameter_um: float = 55.0
+    thumbnail: np.ndarray | None = None
+    thumbnail_scale: float | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None and str(self.path) != ""
+
+
+def _checked_counts(counts: Any, shape: tuple[int, int], name: str) -> Any:
+    """CSR int32 raw counts of ``shape``; NaN, Inf, negative or fractional counts refused."""
     import scipy.sparse as sp
 
-    name = f"{dataset}/{section}"
     X = sp.csr_matrix(counts) if not sp.issparse(counts) else counts.tocsr()
-    if X.shape != (len(barcodes), len(genes)):
-        raise DataError(at(name, f"counts shape {X.shape} != ({len(barcodes)} spots, {len(genes)} genes)"))
+    if X.shape != shape:
+        raise DataError(at(name, f"counts shape {X.shape} != ({shape[0]} spots, {shape[1]} genes)"))
     data = X.data
     if not np.all(np.isfinite(data)):
         raise DataError(at(name, "counts contain NaN or Inf"))
@@ -105,50 +111,91 @@ def make_section(
         raise DataError(at(name, "counts are not integers (raw counts expected)"))
     X = X.astype(np.int32)
     X.eliminate_zeros()
-    spatial = np.asarray(spatial, dtype=np.float64)
-    if spatial.shape != (len(barcodes), 2):
-        raise DataError(at(name, f"spatial must be ({len(barcodes)}, 2), got {spatial.shape}"))
+    return X
+
+
+def _obs_frame(barcodes: Sequence[str], labels: SectionLabels, obs: dict[str, Sequence] | None, name: str) -> Any:
+    """Spots indexed by barcode (unique), with ``patient``, ``section`` and the extra ``obs`` columns."""
+    import pandas as pd
+
     obs_df = pd.DataFrame(index=pd.Index([str(b) for b in barcodes], name="barcode"))
     if obs_df.index.has_duplicates:
         dup = obs_df.index[obs_df.index.duplicated()][:3].tolist()
         raise DataError(at(name, f"duplicated spot barcodes, e.g. {dup}"))
-    obs_df["patient"] = pd.Categorical([patient] * len(barcodes))
-    obs_df["section"] = pd.Categorical([section] * len(barcodes))
+    obs_df["patient"] = pd.Categorical([labels.patient] * len(barcodes))
+    obs_df["section"] = pd.Categorical([labels.section] * len(barcodes))
     for key, values in (obs or {}).items():
         col = pd.Series(list(values), index=obs_df.index)
         # strings are stored as categoricals (what anndata would convert them to on write)
         obs_df[key] = col.astype("category") if col.dtype == object else col
+    return obs_df
+
+
+def _var_frame(genes: Sequence[str], name: str) -> Any:
+    """Genes indexed by symbol, duplicates made unique (with a warning)."""
+    import anndata as ad
+    import pandas as pd
+
     var_index = pd.Index([str(g) for g in genes], name="gene")
     if var_index.has_duplicates:
         n_dup = int(var_index.duplicated().sum())
         log.warning("%s: %d duplicated gene names made unique (e.g. GENE-1)", name, n_dup)
         var_index = ad.utils.make_index_unique(var_index, join="-")
-    var_df = pd.DataFrame(index=var_index)
-    adata = ad.AnnData(X=X, obs=obs_df, var=var_df)
-    adata.obsm["spatial"] = spatial
-    has_image = image_path is not None and str(image_path) != ""
-    mpp_val = float(mpp) if mpp is not None else float("nan")
-    spot_px = spot_diameter_um / mpp_val if has_image and math.isfinite(mpp_val) and mpp_val > 0 else float("nan")
+    return pd.DataFrame(index=var_index)
+
+
+def _spatial_library(labels: SectionLabels, image: SectionImage, mpp_val: float) -> dict[str, Any]:
+    """scanpy's ``uns["spatial"][section]``: images, scale factors, metadata."""
+    spot_px = (image.spot_diameter_um / mpp_val
+               if image.present and math.isfinite(mpp_val) and mpp_val > 0 else float("nan"))
     library: dict[str, Any] = {
         "images": {},
         "scalefactors": {"spot_diameter_fullres": spot_px},
-        "metadata": {"source": source or dataset},
+        "metadata": {"source": labels.source or labels.dataset},
     }
-    if thumbnail is not None:
-        thumb = np.asarray(thumbnail, dtype=np.uint8)
+    if image.thumbnail is not None:
+        thumb = np.asarray(image.thumbnail, dtype=np.uint8)
         for key in IMAGE_KEYS:  # one small thumbnail serves both default keys
             library["images"][key] = thumb
-            library["scalefactors"][f"tissue_{key}_scalef"] = float(thumbnail_scale or 1.0)
-    adata.uns["spatial"] = {section: library}
+            library["scalefactors"][f"tissue_{key}_scalef"] = float(image.thumbnail_scale or 1.0)
+    return library
+
+
+def make_section(
+    counts,
+    barcodes: Sequence[str],
+    genes: Sequence[str],
+    spatial: np.ndarray,
+    labels: SectionLabels,
+    *,
+    image: SectionImage = SectionImage(),
+    obs: dict[str, Sequence] | None = None,
+) -> anndata.AnnData:
+    """Build a validated section AnnData from counts (N x G), barcodes, genes and centres.
+
+    ``spatial`` is (N, 2) x, y in full-resolution pixels. Gene names are made unique (with a
+    warning); counts must be finite, non-negative integers.
+    """
+    import anndata as ad
+
+    name = f"{labels.dataset}/{labels.section}"
+    X = _checked_counts(counts, (len(barcodes), len(genes)), name)
+    spatial = np.asarray(spatial, dtype=np.float64)
+    if spatial.shape != (len(barcodes), 2):
+        raise DataError(at(name, f"spatial must be ({len(barcodes)}, 2), got {spatial.shape}"))
+    adata = ad.AnnData(X=X, obs=_obs_frame(barcodes, labels, obs, name), var=_var_frame(genes, name))
+    adata.obsm["spatial"] = spatial
+    mpp_val = float(image.mpp) if image.mpp is not None else float("nan")
+    adata.uns["spatial"] = {labels.section: _spatial_library(labels, image, mpp_val)}
     adata.uns["hagekit"] = {
-        "dataset": dataset,
-        "section": section,
-        "patient": patient,
-        "has_image": bool(has_image),
-        "image_path": str(Path(image_path).resolve()) if has_image else "",
+        "dataset": labels.dataset,
+        "section": labels.section,
+        "patient": labels.patient,
+        "has_image": bool(image.present),
+        "image_path": str(Path(image.path).resolve()) if image.present else "",  # type: ignore[arg-type]
         "mpp": mpp_val,
-        "spot_diameter_um": float(spot_diameter_um),
-        "source": source,
+        "spot_diameter_um": float(image.spot_diameter_um),
+        "source": labels.source,
         "hagekit_version": _version(),
     }
     validate_section(adata, source=name)

@@ -16,12 +16,12 @@ import numpy as np
 
 __all__ = ["StArray", "ST_1K", "ST_2K", "detect_st_array", "pitch_xy_px", "PITCH_TOLERANCE"]
 
-log = logging.getLogger(__name__)
-
 #: x and y pitch may differ this much (relative) before a warning: a stretched or mis-scaled image.
 PITCH_TOLERANCE = 0.05
 #: Fewest occupied positions for the checkerboard to be told apart from a chance pattern.
 _MIN_POSITIONS = 10
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,18 @@ import logging
 import math
 import string
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.progress import Reporter, track
 
-__all__ = ["REGIONS", "SynthConfig", "synthesize_dataset", "section_names", "ModuleData", "synthesize_modules"]
+__all__ = [
+    "REGIONS", "SynthConfig", "synthesize_dataset", "section_names", "ModuleData", "ModuleSpec", "synthesize_modules",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,13 @@ _BACKGROUND = (
 class SynthConfig:
     """Settings of one synthetic dataset (recorded in each section's ``source``)."""
 
-    dataset: str = "synth"
     n_sections: int = 4
+    n_patients: int = 2
+    """Sections, split among this many patients (serial sections of one patient share their layout)."""
+    dataset: str = "synth"
     n_spots: int = 300
     n_genes: int = 200
     seed: int = 0
-    n_patients: int = 2
     context_dependence: float = 0.0
     """Weight of the neighbourhood in each spot's expression (0: none, 1: neighbours only)."""
 
@@ -107,6 +111,13 @@ class SynthConfig:
             )
         if not 0.0 <= self.context_dependence <= 1.0:
             raise ConfigError(f"--context-dependence: {self.context_dependence} is out of range (0..1)")
+
+    @classmethod
+    def resolve(cls, n_patients: int | None = None, **settings: Any) -> SynthConfig:
+        """The config of ``settings`` (field names), with ``n_patients`` None meaning
+        ``min(2, n_sections)`` (what ``data synth`` does without ``--patients``); not validated."""
+        cfg = cls(**settings)
+        return replace(cfg, n_patients=n_patients if n_patients is not None else min(2, cfg.n_sections))
 
     def source(self) -> str:
         """A stable description of the generator settings (what makes two runs identical); a
@@ -377,91 +388,80 @@ def _grid_neighbour_mean(values: np.ndarray, spatial: np.ndarray, pitch: float) 
     return np.asarray(adj @ values) / deg[:, None]
 
 
-def synthesize_dataset(
-    out_root: Path,
-    *,
-    dataset: str = "synth",
-    n_sections: int = 4,
-    n_spots: int = 300,
-    n_genes: int = 200,
-    seed: int = 0,
-    n_patients: int | None = None,
-    overwrite: bool = False,
-    progress: Reporter | None = None,
-    context_dependence: float = 0.0,
-) -> list[Path]:
-    """Write ``<out_root>/<dataset>/<section>.h5ad`` (+ ``images/<section>.jpg``) for a synthetic set.
+def _kept(path: Path, image_path: Path, cfg: SynthConfig) -> bool:
+    """True when ``path`` (and its image) was made with ``cfg``; made otherwise: one line, refused."""
+    from hagekit.data.section import read_section
 
-    ``context_dependence`` (0..1): how much each spot's expression follows its neighbours' tissue.
+    existing = read_section(path, backed=True)
+    same = existing.uns["hagekit"].get("source") == cfg.source()
+    existing.file.close()
+    if same and image_path.is_file():
+        log.info("%s: exists with the same settings, kept", path)
+        return True
+    raise DataError(at(path, "exists with other synthetic settings; pass --overwrite or another --out"))
 
-    Deterministic per ``seed``. Existing sections made with the same settings are kept;
-    ones made with other settings raise unless ``overwrite``. Returns the section paths.
-    """
-    from hagekit.data.section import make_section, read_section, write_section
+
+def _write_synthetic_section(
+    cfg: SynthConfig, genes: _GeneModel, section: tuple[str, str], seeds: tuple[int, int], paths: tuple[Path, Path]
+) -> None:
+    """Render and write one section (``seeds``: patient index, section index; ``paths``: h5ad, image)."""
+    from hagekit.data.section import SectionImage, SectionLabels, make_section, write_section
     from hagekit.io.atomic import atomic_path
     from hagekit.slides.info import thumbnail_from_array
     from hagekit.slides.reader import pil_image_module
+
+    (name, patient), (p_index, k), (path, image_path) = section, seeds, paths
+    image, counts, barcodes, spatial, obs = _synthesize_section(
+        genes,
+        n_spots=cfg.n_spots,
+        patient_seed=[cfg.seed, 1, p_index],
+        section_seed=[cfg.seed, 2, k],
+        context=cfg.context_dependence,
+    )
+    thumb, scale = thumbnail_from_array(image)
+    adata = make_section(
+        counts, barcodes, genes.names, spatial,
+        SectionLabels(cfg.dataset, name, patient, source=cfg.source()),
+        image=SectionImage(image_path, MPP, SPOT_DIAMETER_UM, thumb, scale),
+        obs=obs,
+    )
+    with atomic_path(image_path) as tmp:
+        pil_image_module().fromarray(image).save(tmp, format="JPEG", quality=92)
+    write_section(adata, path)
+
+
+def synthesize_dataset(
+    out_root: Path,
+    config: SynthConfig = SynthConfig(),
+    *,
+    overwrite: bool = False,
+    progress: Reporter | None = None,
+) -> list[Path]:
+    """Write ``<out_root>/<dataset>/<section>.h5ad`` (+ ``images/<section>.jpg``) for a synthetic set.
+
+    ``config.context_dependence`` (0..1): how much each spot's expression follows its neighbours'
+    tissue; :meth:`SynthConfig.resolve` gives ``data synth``'s default number of patients.
+
+    Deterministic per seed. Existing sections made with the same settings are kept;
+    ones made with other settings raise unless ``overwrite``. Returns the section paths.
+    """
+    from hagekit.io.locks import each_locked
     from hagekit.workspace import canonical_dataset
 
-    cfg = SynthConfig(
-        dataset=canonical_dataset(dataset),
-        n_sections=n_sections,
-        n_spots=n_spots,
-        n_genes=n_genes,
-        seed=seed,
-        n_patients=n_patients if n_patients is not None else min(2, n_sections),
-        context_dependence=float(context_dependence),
-    )
+    cfg = replace(config, dataset=canonical_dataset(config.dataset), context_dependence=float(config.context_dependence))
     cfg.validate()
     folder = Path(out_root) / cfg.dataset
     genes = _gene_model(cfg.n_genes, np.random.default_rng([cfg.seed, 7919]))
     names = section_names(cfg.n_sections, cfg.n_patients)
     patient_index = {p: i for i, p in enumerate(dict.fromkeys(p for _, p in names))}
-    Image = pil_image_module()
-    from hagekit.io.locks import each_locked
-
     paths: dict[int, Path] = {}
 
     def one(item: tuple[int, tuple[str, str]]) -> None:
         k, (section, patient) = item
         path = folder / f"{section}.h5ad"
         image_path = folder / "images" / f"{section}.jpg"
-        if path.exists() and not overwrite:
-            existing = read_section(path, backed=True)
-            same = existing.uns["hagekit"].get("source") == cfg.source()
-            existing.file.close()
-            if same and image_path.is_file():
-                log.info("%s: exists with the same settings, kept", path)
-                paths[k] = path
-                return
-            raise DataError(at(path, "exists with other synthetic settings; pass --overwrite or another --out"))
-        image, counts, barcodes, spatial, obs = _synthesize_section(
-            genes,
-            n_spots=cfg.n_spots,
-            patient_seed=[cfg.seed, 1, patient_index[patient]],
-            section_seed=[cfg.seed, 2, k],
-            context=cfg.context_dependence,
-        )
-        thumb, scale = thumbnail_from_array(image)
-        adata = make_section(
-            counts,
-            barcodes,
-            genes.names,
-            spatial,
-            dataset=cfg.dataset,
-            section=section,
-            patient=patient,
-            image_path=image_path,
-            mpp=MPP,
-            spot_diameter_um=SPOT_DIAMETER_UM,
-            thumbnail=thumb,
-            thumbnail_scale=scale,
-            obs=obs,
-            source=cfg.source(),
-        )
-        with atomic_path(image_path) as tmp:
-            Image.fromarray(image).save(tmp, format="JPEG", quality=92)
-        write_section(adata, path)
+        if not (path.exists() and not overwrite and _kept(path, image_path, cfg)):
+            _write_synthetic_section(cfg, genes, (section, patient), (patient_index[patient], k), (path, image_path))
         paths[k] = path
 
     # under per-section locks: two synths into one folder write each section once
@@ -484,19 +484,28 @@ class ModuleData:
     loadings: np.ndarray  #: (M, G) planted module loadings
 
 
-def synthesize_modules(
-    *,
-    n_sections: int = 4,
-    n_spots: int = 300,
-    n_genes: int = 120,
-    n_modules: int = 6,
-    n_states: int = 5,
-    dim: int = 48,
-    d_gene: int = 32,
-    feature_noise: float = 1.0,
-    embedding_noise: float = 0.3,
-    seed: int = 0,
-) -> ModuleData:
+@dataclass(frozen=True)
+class ModuleSpec:
+    """Sizes, noise levels and seed of :func:`synthesize_modules`'s data."""
+
+    n_sections: int = 4
+    n_spots: int = 300
+    """Sections (two patients when there are two or more) and spots per section."""
+    n_genes: int = 120
+    n_modules: int = 6
+    """Genes, each loading on one of the modules."""
+    n_states: int = 5
+    """Tissue states, each with its module-activity profile."""
+    dim: int = 48
+    d_gene: int = 32
+    """Widths of the image-like features and of the gene embeddings."""
+    feature_noise: float = 1.0
+    embedding_noise: float = 0.3
+    """Gaussian noise on the features and on the gene embeddings."""
+    seed: int = 0
+
+
+def synthesize_modules(spec: ModuleSpec = ModuleSpec()) -> ModuleData:
     """Spots whose expression is driven by gene modules that the gene embeddings encode.
 
     Each spot has a tissue state (``n_states``, spatially unstructured) with a module-activity
@@ -507,8 +516,9 @@ def synthesize_modules(
     (``embedding_noise``): genes of one module sit together, as co-expression embeddings place
     them. Seeded: same arguments, same data. Used by the GE/HA ablation experiment.
     """
-    rng = np.random.default_rng(seed)
-    G, M = int(n_genes), int(n_modules)
+    n_spots, n_states, dim, d_gene = spec.n_spots, spec.n_states, spec.dim, spec.d_gene
+    rng = np.random.default_rng(spec.seed)
+    G, M = int(spec.n_genes), int(spec.n_modules)
     module_of = np.arange(G) % M
     loadings = np.zeros((M, G))
     loadings[module_of, np.arange(G)] = rng.uniform(0.5, 1.5, G)
@@ -517,12 +527,12 @@ def synthesize_modules(
     w1 = rng.normal(0, 1.0, (M, 64)) / np.sqrt(M)
     w2 = rng.normal(0, 1.0, (64, dim)) / np.sqrt(64)
     module_vecs = rng.normal(0, 1.0, (M, d_gene))
-    emb = loadings.T @ module_vecs + embedding_noise * rng.normal(0, 1.0, (G, d_gene))
+    emb = loadings.T @ module_vecs + spec.embedding_noise * rng.normal(0, 1.0, (G, d_gene))
     feats, counts, patients = {}, {}, {}
-    for name, patient in section_names(n_sections, max(1, min(2, n_sections))):
+    for name, patient in section_names(spec.n_sections, max(1, min(2, spec.n_sections))):
         state = rng.integers(0, n_states, n_spots)
         act = profiles[state] * np.exp(rng.normal(0, 0.3, (n_spots, M)))
-        x = np.tanh(act @ w1) @ w2 + feature_noise * rng.normal(0, 1.0, (n_spots, dim))
+        x = np.tanh(act @ w1) @ w2 + spec.feature_noise * rng.normal(0, 1.0, (n_spots, dim))
         mu = np.exp(base + act @ loadings - 1.0) * rng.lognormal(0, 0.2, (n_spots, 1)) * 3.0
         counts[name] = rng.poisson(rng.gamma(5.0, mu / 5.0)).astype(np.int32)
         feats[name] = x.astype(np.float32)

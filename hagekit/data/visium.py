@@ -54,6 +54,7 @@ __all__ = [
     "match_image_resolution",
     "choose_visium_image",
     "build_visium_section",
+    "VisiumSection",
     "prepare_visium",
 ]
 
@@ -242,7 +243,7 @@ def build_visium_section(
 ) -> anndata.AnnData:
     """Read one Space Ranger ``outs`` folder into the Section layout (``image`` already chosen:
     see :func:`choose_visium_image`)."""
-    from hagekit.data.section import make_section
+    from hagekit.data.section import SectionImage, SectionLabels, make_section
 
     outs = require_dir(outs, "Space Ranger outs folder")
     tenx = read_10x_counts(find_10x_counts(outs))
@@ -261,25 +262,25 @@ def build_visium_section(
     fullres = np.stack([p["pxl_col_in_fullres"].to_numpy(float), p["pxl_row_in_fullres"].to_numpy(float)], axis=1)
     spatial, info, res = _attach_image(image, fullres, sf, spatial_dir, barcodes, name)
     scale = res.scale if res is not None else 1.0
+    image_spec = SectionImage(
+        path=image,
+        mpp=VISIUM_SPOT_DIAMETER_UM / (float(sf["spot_diameter_fullres"]) * scale) if info is not None else None,
+        spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
+        thumbnail=info.thumbnail if info is not None else None,
+        thumbnail_scale=info.thumbnail_scale if info is not None else None,
+    )
     adata = make_section(
         tenx.counts[ci],
         barcodes,
         tenx.genes,
         spatial,
-        dataset=dataset,
-        section=name,
-        patient=patient or name,
-        image_path=image,
-        mpp=VISIUM_SPOT_DIAMETER_UM / (float(sf["spot_diameter_fullres"]) * scale) if info is not None else None,
-        spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
-        thumbnail=info.thumbnail if info is not None else None,
-        thumbnail_scale=info.thumbnail_scale if info is not None else None,
+        SectionLabels(dataset, name, patient or name, source="10x Space Ranger"),
+        image=image_spec,
         obs={
             "array_x": p["array_col"].to_numpy(np.int64),
             "array_y": p["array_row"].to_numpy(np.int64),
             "in_tissue": p["in_tissue"].to_numpy(np.int64),
         },
-        source="10x Space Ranger",
     )
     adata.var["gene_ids"] = tenx.gene_ids
     adata.obsm["spatial_fullres"] = fullres
@@ -293,30 +294,41 @@ def build_visium_section(
     return adata
 
 
+@dataclass(frozen=True)
+class VisiumSection:
+    """One Visium section to prepare: its name, the H&E (None: spatial/'s hires, else lowres), patient."""
+
+    name: str
+    image: Path | str | None = None
+    #: default: the section name
+    patient: str | None = None
+    #: keep only spots with ``in_tissue == 1``
+    in_tissue_only: bool = True
+
+
 def prepare_visium(
     raw: Path | str,
     out_root: Path | str,
+    section: VisiumSection,
     *,
-    name: str,
-    image: Path | str | None = None,
-    patient: str | None = None,
     dataset: str = "visium",
-    in_tissue_only: bool = True,
     overwrite: bool = False,
     progress: Reporter | None = None,
 ) -> PrepareReport:
-    """Prepare one Visium section ``name`` from a Space Ranger ``outs`` folder; without
-    ``image``, against spatial/'s hires (or lowres) image."""
+    """Prepare one Visium section from a Space Ranger ``outs`` folder; without an image,
+    against spatial/'s hires (or lowres) image."""
     from hagekit.workspace import canonical_dataset
 
     ds = canonical_dataset(dataset)
     outs = require_dir(Path(raw), "Space Ranger outs folder")
     counts = find_10x_counts(outs)
     spatial_dir = require_dir(outs / "spatial", "spatial folder")
-    img = choose_visium_image(spatial_dir, Path(image) if image is not None else None, section=name)
+    name, patient = section.name, section.patient
+    img = choose_visium_image(spatial_dir, Path(section.image) if section.image is not None else None, section=name)
 
     def build():
-        return build_visium_section(outs, name=name, image=img, patient=patient, dataset=ds, in_tissue_only=in_tissue_only)
+        return build_visium_section(outs, name=name, image=img, patient=patient, dataset=ds,
+                                    in_tissue_only=section.in_tissue_only)
 
     files = tuple(p for p in (counts, img) if p is not None)
     src = SectionSource(name, patient or name, files, build, has_image=img is not None)

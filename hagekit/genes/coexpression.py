@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_EPOCHS",
     "DEFAULT_MIN_PARTNERS",
+    "GeneEmbeddingSettings",
     "auto_epochs",
     "coexpression_sentences",
     "train_gene_embeddings",
@@ -120,51 +122,37 @@ def auto_epochs(n_pairs: int) -> int:
     return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, need)))
 
 
-def _validate(dim: int, threshold: float, epochs: int | None, min_partners: int, negative: int) -> None:
-    if dim < 1:
-        raise ConfigError(f"--dim: must be >= 1, got {dim}")
-    if not -1.0 <= threshold < 1.0:
-        raise ConfigError(f"--threshold: a Pearson r in [-1, 1), got {threshold}")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"--epochs: must be >= 1, got {epochs}")
-    if min_partners < 0:
-        raise ConfigError(f"--min-partners: must be >= 0, got {min_partners}")
-    if negative < 1:
-        raise ConfigError(f"--negative: must be >= 1, got {negative}")
+@dataclass(frozen=True)
+class GeneEmbeddingSettings:
+    """How the word2vec-style trainer runs: vector size, pair threshold, passes, seed."""
+
+    dim: int = 200
+    threshold: float = DEFAULT_THRESHOLD
+    seed: int = 0
+    #: None: enough passes for about ``TARGET_PAIR_UPDATES`` pair-updates (:func:`auto_epochs`)
+    epochs: int | None = DEFAULT_EPOCHS
+    min_partners: int = DEFAULT_MIN_PARTNERS
+    negative: int = 5
+
+    def validate(self) -> None:
+        """One line naming the option for each out-of-range setting."""
+        if self.dim < 1:
+            raise ConfigError(f"--dim: must be >= 1, got {self.dim}")
+        if not -1.0 <= self.threshold < 1.0:
+            raise ConfigError(f"--threshold: a Pearson r in [-1, 1), got {self.threshold}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
+        if self.min_partners < 0:
+            raise ConfigError(f"--min-partners: must be >= 0, got {self.min_partners}")
+        if self.negative < 1:
+            raise ConfigError(f"--negative: must be >= 1, got {self.negative}")
 
 
-def embeddings_from_sections(
-    sections: Mapping[str, anndata.AnnData],
-    *,
-    genes: Sequence[str] | None = None,
-    dim: int = 200,
-    threshold: float = DEFAULT_THRESHOLD,
-    seed: int = 0,
-    epochs: int | None = DEFAULT_EPOCHS,
-    min_partners: int = DEFAULT_MIN_PARTNERS,
-    negative: int = 5,
-    dataset: str = "",
-    progress: Reporter | None = None,
-) -> GeneEmbeddings:
-    """Train Gene2Vec-style embeddings on in-memory sections (name -> AnnData of raw counts)."""
+def _word2vec(sentences: list[list[str]], settings: GeneEmbeddingSettings, epochs: int, progress: Reporter | None) -> Any:
+    """gensim's skip-gram (negative sampling, window 1, one worker) trained on ``sentences``."""
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
-    from hagekit import __version__
-
-    _validate(dim, threshold, epochs, min_partners, negative)
-    if not sections:
-        raise ConfigError("--sections: no training sections chosen")
-    panel = _genes_for_training(sections, genes)
-    sentences, per_section = coexpression_sentences(
-        sections, panel, threshold=threshold, min_partners=min_partners, seed=seed, progress=progress
-    )
-    if not sentences:
-        raise DataError(
-            f"sections {', '.join(sections)}: no co-expressed gene pair (r > {threshold}); lower --threshold"
-        )
-    auto = epochs is None
-    epochs = auto_epochs(len(sentences)) if epochs is None else epochs
     task = reporter_or_null(progress).task(f"word2vec ({len(sentences):,} pairs x {epochs} epochs)", epochs)
 
     class _Epochs(CallbackAny2Vec):  # type: ignore[misc]
@@ -172,64 +160,96 @@ def embeddings_from_sections(
             task.advance(1)
 
     model = Word2Vec(
-        vector_size=dim,
+        vector_size=settings.dim,
         window=1,
         min_count=1,
         sg=1,
         hs=0,
-        negative=negative,
+        negative=settings.negative,
         sample=0,
         workers=1,
-        seed=seed,
+        seed=settings.seed,
         epochs=epochs,
     )
     model.build_vocab(sentences)
     model.train(sentences, total_examples=len(sentences), epochs=epochs, callbacks=[_Epochs()])
     task.close()
+    return model
+
+
+def _provenance(
+    settings: GeneEmbeddingSettings, sections: list[str], symbols: list[str], unmatched: list[str],
+    counts: tuple[int, int, dict[str, int]], dataset: str,
+) -> dict[str, Any]:
+    """What a gene-embeddings file records about its training (``counts``: pairs, epochs, pairs per section)."""
+    import gensim
+
+    from hagekit import __version__
+
+    n_pairs, epochs, per_section = counts
+    return {
+        "kind": "hagekit gene embeddings",
+        "method": "coexpression-word2vec (Gene2Vec-style skip-gram)",
+        "dataset": dataset,
+        "sections": sections,
+        "n_genes": len(symbols),
+        "unmatched": unmatched,
+        "dim": settings.dim,
+        "threshold": settings.threshold,
+        "min_partners": settings.min_partners,
+        "epochs": epochs,
+        "epochs_auto": settings.epochs is None,
+        "negative": settings.negative,
+        "window": 1,
+        "seed": settings.seed,
+        "n_pairs": n_pairs,
+        "pairs_per_section": per_section,
+        "normalisation": "log1p(counts / spot total * 1e4), Pearson r across spots per section",
+        "gensim_version": gensim.__version__,
+        "hagekit_version": __version__,
+    }
+
+
+def embeddings_from_sections(
+    sections: Mapping[str, anndata.AnnData],
+    settings: GeneEmbeddingSettings = GeneEmbeddingSettings(),
+    *,
+    genes: Sequence[str] | None = None,
+    dataset: str = "",
+    progress: Reporter | None = None,
+) -> GeneEmbeddings:
+    """Train Gene2Vec-style embeddings on in-memory sections (name -> AnnData of raw counts)."""
+    settings.validate()
+    if not sections:
+        raise ConfigError("--sections: no training sections chosen")
+    panel = _genes_for_training(sections, genes)
+    sentences, per_section = coexpression_sentences(
+        sections, panel, threshold=settings.threshold, min_partners=settings.min_partners,
+        seed=settings.seed, progress=progress,
+    )
+    if not sentences:
+        raise DataError(
+            f"sections {', '.join(sections)}: no co-expressed gene pair (r > {settings.threshold}); lower --threshold"
+        )
+    epochs = auto_epochs(len(sentences)) if settings.epochs is None else settings.epochs
+    model = _word2vec(sentences, settings, epochs, progress)
     symbols = [g for g in panel if g in model.wv.key_to_index]
     unmatched = [g for g in panel if g not in model.wv.key_to_index]
     if unmatched:
         log.warning("%d genes had no co-expression partner in any section and got no vector (%s)",
                     len(unmatched), ", ".join(unmatched[:5]))
     vectors = np.stack([model.wv[g] for g in symbols]).astype(np.float32)
-    import gensim
-
-    provenance = {
-        "kind": "hagekit gene embeddings",
-        "method": "coexpression-word2vec (Gene2Vec-style skip-gram)",
-        "dataset": dataset,
-        "sections": list(sections),
-        "n_genes": len(symbols),
-        "unmatched": unmatched,
-        "dim": dim,
-        "threshold": threshold,
-        "min_partners": min_partners,
-        "epochs": epochs,
-        "epochs_auto": auto,
-        "negative": negative,
-        "window": 1,
-        "seed": seed,
-        "n_pairs": len(sentences),
-        "pairs_per_section": per_section,
-        "normalisation": "log1p(counts / spot total * 1e4), Pearson r across spots per section",
-        "gensim_version": gensim.__version__,
-        "hagekit_version": __version__,
-    }
+    provenance = _provenance(settings, list(sections), symbols, unmatched, (len(sentences), epochs, per_section), dataset)
     return GeneEmbeddings(symbols, vectors, unmatched, provenance, None)
 
 
 def train_gene_embeddings(
     data_root: Path | str,
     dataset: str,
+    settings: GeneEmbeddingSettings = GeneEmbeddingSettings(),
     *,
     sections: Sequence[str] | None,
     genes: Sequence[str] | None = None,
-    dim: int = 200,
-    threshold: float = DEFAULT_THRESHOLD,
-    seed: int = 0,
-    epochs: int | None = DEFAULT_EPOCHS,
-    min_partners: int = DEFAULT_MIN_PARTNERS,
-    negative: int = 5,
     progress: Reporter | None = None,
 ) -> GeneEmbeddings:
     """Train Gene2Vec-style embeddings from a prepared dataset's sections (all when None).
@@ -240,19 +260,10 @@ def train_gene_embeddings(
     from hagekit.genes._sections import load_sections
     from hagekit.workspace import canonical_dataset
 
-    _validate(dim, threshold, epochs, min_partners, negative)
+    settings.validate()
     if not Path(data_root).is_dir():
         raise DataError(at(data_root, "data root not found"))
     loaded = load_sections(data_root, dataset, sections, progress=progress)
     return embeddings_from_sections(
-        loaded,
-        genes=genes,
-        dim=dim,
-        threshold=threshold,
-        seed=seed,
-        epochs=epochs,
-        min_partners=min_partners,
-        negative=negative,
-        dataset=canonical_dataset(dataset),
-        progress=progress,
+        loaded, settings, genes=genes, dataset=canonical_dataset(dataset), progress=progress
     )

@@ -286,20 +286,21 @@ def _read_text(path: Path) -> tuple[list[str], np.ndarray]:
     return symbols, np.vstack(rows).astype(np.float32)
 
 
-def _is_int(token: str) -> bool:
+def _parses(token: str, kind: type) -> bool:
+    """Whether ``kind(token)`` (``int`` or ``float``) accepts the token."""
     try:
-        int(token)
+        kind(token)
     except ValueError:
         return False
     return True
+
+
+def _is_int(token: str) -> bool:
+    return _parses(token, int)
 
 
 def _is_float(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
+    return _parses(token, float)
 
 
 def _check_matrix(path: Path, symbols: list[str], vectors: np.ndarray, unit: str) -> tuple[list[str], np.ndarray]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAVORS",
+    "PanelSettings",
     "PanelRequest",
     "keep_existing_panel",
     "PanelStep",
@@ -103,16 +104,40 @@ def parse_rule(rule: str, n_sections: int | None = None) -> tuple[str, int]:
     return f"min-sections:{k}", k
 
 
+@dataclass(frozen=True)
+class PanelSettings:
+    """How an HVG panel is selected: top-N per section, scanpy flavor, combining rule, filters."""
+
+    top: int = 1000
+    flavor: str = "seurat"
+    rule: str = "intersect"
+    min_spots: int | None = None
+    vocab: Path | str | None = None
+
+    def validate(self) -> None:
+        """One line naming the option for each bad setting (a missing ``--vocab`` file too)."""
+        if self.top < 1:
+            raise ConfigError(f"--top: must be a positive number of genes, got {self.top}")
+        if self.flavor not in FLAVORS:
+            raise ConfigError(f"--flavor: unknown flavor {self.flavor!r} (choose {', '.join(FLAVORS)})")
+        parse_rule(self.rule)
+        if self.min_spots is not None and self.min_spots < 0:
+            raise ConfigError(f"--min-spots: must be >= 0, got {self.min_spots}")
+        if self.vocab is not None and not Path(self.vocab).is_file():
+            raise DataError(at(self.vocab, "embeddings file for --vocab not found"))
+        if self.flavor == "seurat_v3":
+            import importlib.util
+
+            if importlib.util.find_spec("skmisc") is None:
+                raise ConfigError("--flavor: seurat_v3 needs scikit-misc (pip install scikit-misc); or use seurat, cell_ranger")
+
+
 def select_panel(
     data_root: Path | str,
     dataset: str,
+    settings: PanelSettings = PanelSettings(),
     *,
     sections: Sequence[str] | None = None,
-    top: int = 1000,
-    flavor: str = "seurat",
-    rule: str = "intersect",
-    min_spots: int | None = None,
-    vocab: Path | str | None = None,
     progress: Reporter | None = None,
 ) -> PanelResult:
     """Select an HVG panel from a prepared dataset's sections (all sections when None).
@@ -123,11 +148,9 @@ def select_panel(
     from hagekit.genes._sections import load_sections
     from hagekit.workspace import canonical_dataset
 
-    _validate(top, flavor, rule, min_spots, vocab)
+    settings.validate()
     loaded = load_sections(data_root, dataset, sections, progress=progress)
-    result = panel_from_sections(
-        loaded, top=top, flavor=flavor, rule=rule, min_spots=min_spots, vocab=vocab, progress=progress
-    )
+    result = panel_from_sections(loaded, settings, progress=progress)
     result.settings = {"dataset": canonical_dataset(dataset), "data_root": str(Path(data_root)), **result.settings}
     return result
 
@@ -137,21 +160,18 @@ class PanelRequest:
     """The settings ``genes select`` was asked for (``sections`` None: all of the dataset's)."""
 
     dataset: str
-    top: int = 1000
-    flavor: str = "seurat"
-    rule: str = "intersect"
-    min_spots: int | None = None
-    vocab: Path | None = None
+    settings: PanelSettings = PanelSettings()
     sections: tuple[str, ...] | None = None
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
         """``name: <stored> there, <asked> asked`` for every setting that differs from ``stored``."""
         from hagekit.workspace import canonical_dataset
 
+        st = self.settings
         asked: dict[str, Any] = {
-            "dataset": canonical_dataset(self.dataset), "top": self.top, "flavor": self.flavor,
-            "rule": parse_rule(self.rule)[0],
-            "min_spots": self.min_spots, "vocab": self.vocab.name if self.vocab is not None else None,
+            "dataset": canonical_dataset(self.dataset), "top": st.top, "flavor": st.flavor,
+            "rule": parse_rule(st.rule)[0],
+            "min_spots": st.min_spots, "vocab": Path(st.vocab).name if st.vocab is not None else None,
         }
         there = dict(stored)
         there["vocab"] = Path(str(there["vocab"])).name if there.get("vocab") else None
@@ -168,7 +188,7 @@ def keep_existing_panel(out: Path, request: PanelRequest) -> bool:
 
     from hagekit.genes.embeddings import sidecar_path
 
-    _validate(request.top, request.flavor, request.rule, request.min_spots, request.vocab)
+    request.settings.validate()
     if not out.exists():
         return False
     side = sidecar_path(out)
@@ -184,23 +204,6 @@ def keep_existing_panel(out: Path, request: PanelRequest) -> bool:
         raise ConfigError(at(out, f"exists, selected with other settings ({'; '.join(diff)}); "
                                   "pass --overwrite to select again, or --out for another file"))
     return True
-
-
-def _validate(top: int, flavor: str, rule: str, min_spots: int | None, vocab: Path | str | None) -> None:
-    if top < 1:
-        raise ConfigError(f"--top: must be a positive number of genes, got {top}")
-    if flavor not in FLAVORS:
-        raise ConfigError(f"--flavor: unknown flavor {flavor!r} (choose {', '.join(FLAVORS)})")
-    parse_rule(rule)
-    if min_spots is not None and min_spots < 0:
-        raise ConfigError(f"--min-spots: must be >= 0, got {min_spots}")
-    if vocab is not None and not Path(vocab).is_file():
-        raise DataError(at(vocab, "embeddings file for --vocab not found"))
-    if flavor == "seurat_v3":
-        import importlib.util
-
-        if importlib.util.find_spec("skmisc") is None:
-            raise ConfigError("--flavor: seurat_v3 needs scikit-misc (pip install scikit-misc); or use seurat, cell_ranger")
 
 
 def _hvg_ranking(adata: anndata.AnnData, columns: list[int], top: int, flavor: str) -> list[int]:
@@ -230,37 +233,24 @@ def _hvg_ranking(adata: anndata.AnnData, columns: list[int], top: int, flavor: s
     return order
 
 
-def panel_from_sections(
-    sections: Mapping[str, anndata.AnnData],
-    *,
-    top: int = 1000,
-    flavor: str = "seurat",
-    rule: str = "intersect",
-    min_spots: int | None = None,
-    vocab: Path | str | None = None,
-    progress: Reporter | None = None,
-) -> PanelResult:
-    """Select an HVG panel from in-memory sections (name -> AnnData of raw counts)."""
-    from hagekit.genes._sections import common_genes
-
-    _validate(top, flavor, rule, min_spots, vocab)
-    names = list(sections)
-    if not names:
-        raise ConfigError("--sections: no sections chosen")
-    rule_name, k_rule = parse_rule(rule, len(names))
-    n = len(names)
-    steps: list[PanelStep] = []
-    settings: dict[str, Any] = {
-        "top": top,
-        "flavor": flavor,
+def _settings_record(settings: PanelSettings, rule_name: str, names: list[str]) -> dict[str, Any]:
+    """The settings a panel's sidecar records."""
+    return {
+        "top": settings.top,
+        "flavor": settings.flavor,
         "rule": rule_name,
-        "min_spots": min_spots,
-        "vocab": str(vocab) if vocab is not None else None,
+        "min_spots": settings.min_spots,
+        "vocab": str(settings.vocab) if settings.vocab is not None else None,
         "normalisation": "normalize_total(1e4) + log1p per section (seurat_v3: raw counts)",
         "sections": names,
     }
 
-    # Step 1: genes present in every section -------------------------------------------
+
+def _shared_genes(sections: Mapping[str, anndata.AnnData], top: int, steps: list[PanelStep]) -> list[str]:
+    """Step 1: the genes present in every section (refused when fewer than ``top``)."""
+    from hagekit.genes._sections import common_genes
+
+    names = list(sections)
     sizes = {s: int(sections[s].n_vars) for s in names}
     smallest = min(names, key=lambda s: sizes[s])
     steps.append(PanelStep("genes per section", sizes[smallest], f"min {sizes[smallest]} ({smallest}), max {max(sizes.values())}"))
@@ -270,102 +260,164 @@ def panel_from_sections(
             f"(choose --top <= {sizes[smallest]})"
         )
     shared = common_genes(sections)
-    steps.append(PanelStep(f"shared by all {n} sections", len(shared)))
+    steps.append(PanelStep(f"shared by all {len(names)} sections", len(shared)))
     if len(shared) < top:
         raise ConfigError(
-            f"--top: only {len(shared)} genes are shared by all {n} sections, fewer than --top {top} "
+            f"--top: only {len(shared)} genes are shared by all {len(names)} sections, fewer than --top {top} "
             f"(section {smallest} has the fewest genes, {sizes[smallest]}; choose --top <= {len(shared)})"
         )
+    return shared
 
-    # Step 2: per-section HVGs on the shared genes --------------------------------------
+
+@dataclass
+class _HvgTally:
+    """Step 2's per-section HVG sets, each gene's ranks and how many spots detect it."""
+
+    hvg_sets: list[set[str]]
+    ranks: dict[str, list[int]]
+    spots_of: dict[str, int]
+
+    @property
+    def hvg_count(self) -> dict[str, int]:
+        return {g: len(r) for g, r in self.ranks.items()}
+
+
+def _tally_hvgs(
+    sections: Mapping[str, anndata.AnnData], shared: list[str], settings: PanelSettings, progress: Reporter | None
+) -> _HvgTally:
+    """Step 2: each section's top-N HVGs on the shared genes."""
     hvg_sets: list[set[str]] = []
     ranks: dict[str, list[int]] = {}
     spot_counts = np.zeros(len(shared), dtype=np.int64)
-    for s in track(names, f"HVGs ({flavor}, top {top})", progress=progress):
+    for s in track(list(sections), f"HVGs ({settings.flavor}, top {settings.top})", progress=progress):
         adata = sections[s]
         pos = adata.var_names.get_indexer(shared)
-        order = _hvg_ranking(adata, pos.tolist(), top, flavor)
+        order = _hvg_ranking(adata, pos.tolist(), settings.top, settings.flavor)
         hvg_sets.append({shared[i] for i in order})
         for r, i in enumerate(order):
             ranks.setdefault(shared[i], []).append(r)
         spot_counts += np.asarray((adata.X[:, pos] > 0).sum(axis=0)).ravel()
-    hvg_count = {g: len(r) for g, r in ranks.items()}
-    spots_of = dict(zip(shared, spot_counts.tolist(), strict=True))
+    return _HvgTally(hvg_sets, ranks, dict(zip(shared, spot_counts.tolist(), strict=True)))
 
-    # Step 3: combine by the rule -------------------------------------------------------
+
+@dataclass
+class _Combined:
+    """Step 3's result, with who removed the most genes (and who emptied it) under ``intersect``."""
+
+    genes: set[str]
     most_removed: tuple[str, int] | None = None
     emptied_section: str | None = None
+
+
+def _intersect(names: list[str], hvg_sets: list[set[str]], top: int, steps: list[PanelStep]) -> _Combined:
+    """Intersect the sections' HVG sets in order, one survival row per section."""
+    out = _Combined(set(hvg_sets[0]))
+    steps.append(PanelStep(f"top-{top} HVGs of {names[0]}", len(out.genes)))
+    after_empty: list[str] = []
+    for s, hv in zip(names[1:], hvg_sets[1:], strict=True):
+        if out.emptied_section is not None or not out.genes:
+            after_empty.append(s)  # nothing left to remove: one summary row below
+            continue
+        before = len(out.genes)
+        out.genes &= hv
+        removed = before - len(out.genes)
+        steps.append(PanelStep(f"∩ top-{top} HVGs of {s}", len(out.genes), f"-{removed}" if removed else ""))
+        if out.most_removed is None or removed > out.most_removed[1]:
+            out.most_removed = (s, removed)
+        if not out.genes:
+            out.emptied_section = s
+    if after_empty:
+        span = after_empty[0] if len(after_empty) == 1 else f"{after_empty[0]}..{after_empty[-1]}"
+        steps.append(PanelStep(f"∩ top-{top} HVGs of {span}", 0, f"{len(after_empty)} more sections, already empty"))
+    return out
+
+
+def _combine(names: list[str], tally: _HvgTally, rule: tuple[str, int], top: int, steps: list[PanelStep]) -> _Combined:
+    """Step 3: combine the sections' HVGs by the rule (``intersect``, ``union``, ``min-sections:K``)."""
+    rule_name, k_rule = rule
     if rule_name == "intersect":
-        current = set(hvg_sets[0])
-        steps.append(PanelStep(f"top-{top} HVGs of {names[0]}", len(current)))
-        after_empty: list[str] = []
-        for s, hv in zip(names[1:], hvg_sets[1:], strict=True):
-            if emptied_section is not None or not current:
-                after_empty.append(s)  # nothing left to remove: one summary row below
-                continue
-            before = len(current)
-            current &= hv
-            removed = before - len(current)
-            steps.append(PanelStep(f"∩ top-{top} HVGs of {s}", len(current), f"-{removed}" if removed else ""))
-            if most_removed is None or removed > most_removed[1]:
-                most_removed = (s, removed)
-            if not current:
-                emptied_section = s
-        if after_empty:
-            span = after_empty[0] if len(after_empty) == 1 else f"{after_empty[0]}..{after_empty[-1]}"
-            steps.append(PanelStep(f"∩ top-{top} HVGs of {span}", 0, f"{len(after_empty)} more sections, already empty"))
-        combined = current
-    elif rule_name == "union":
-        current = set()
-        for s, hv in zip(names, hvg_sets, strict=True):
+        return _intersect(names, tally.hvg_sets, top, steps)
+    if rule_name == "union":
+        current: set[str] = set()
+        for s, hv in zip(names, tally.hvg_sets, strict=True):
             before = len(current)
             current |= hv
             steps.append(PanelStep(f"∪ top-{top} HVGs of {s}", len(current), f"+{len(current) - before}"))
-        combined = current
-    else:
-        combined = {g for g, c in hvg_count.items() if c >= k_rule}
-        steps.append(PanelStep(f"top-{top} HVG in >= {k_rule} of {n} sections", len(combined),
-                               f"max {max(hvg_count.values(), default=0)} sections"))
-    combine_step = steps[-1].step
+        return _Combined(current)
+    hvg_count = tally.hvg_count
+    combined = {g for g, c in hvg_count.items() if c >= k_rule}
+    steps.append(PanelStep(f"top-{top} HVG in >= {k_rule} of {len(names)} sections", len(combined),
+                           f"max {max(hvg_count.values(), default=0)} sections"))
+    return _Combined(combined)
 
-    # Step 4/5: later filters, applied identically to every rule (for the alternatives) ---
-    vocab_symbols: set[str] | None = None
-    if vocab is not None:
-        from hagekit.genes.embeddings import load_gene_embeddings, match_symbols
 
-        emb = load_gene_embeddings(vocab)
-        absent = set(match_symbols(shared, emb.symbols)[1])
-        vocab_symbols = {g for g in shared if g not in absent}
-        log.info("%s: %d of %d shared genes in the vocabulary", vocab, len(vocab_symbols), len(shared))
+def _vocabulary(vocab: Path | str | None, shared: list[str]) -> set[str] | None:
+    """The shared genes the ``--vocab`` embeddings file has (None without ``--vocab``)."""
+    if vocab is None:
+        return None
+    from hagekit.genes.embeddings import load_gene_embeddings, match_symbols
 
-    def later(genes: set[str]) -> set[str]:
-        out = genes
-        if min_spots is not None:
-            out = {g for g in out if spots_of[g] >= min_spots}
-        if vocab_symbols is not None:
-            out = out & vocab_symbols
-        return out
+    emb = load_gene_embeddings(vocab)
+    absent = set(match_symbols(shared, emb.symbols)[1])
+    symbols = {g for g in shared if g not in absent}
+    log.info("%s: %d of %d shared genes in the vocabulary", vocab, len(symbols), len(shared))
+    return symbols
 
-    final = combined
-    if min_spots is not None:
-        final = {g for g in final if spots_of[g] >= min_spots}
-        steps.append(PanelStep(f"detected in >= {min_spots} spots (all sections)", len(final)))
+
+def _filtered(genes: set[str], settings: PanelSettings, spots_of: dict[str, int], vocab_symbols: set[str] | None,
+              steps: list[PanelStep] | None = None) -> set[str]:
+    """Steps 4/5, the same for every rule: ``--min-spots`` then ``--vocab`` (rows added to ``steps`` if given)."""
+    out = genes
+    if settings.min_spots is not None:
+        out = {g for g in out if spots_of[g] >= settings.min_spots}
+        if steps is not None:
+            steps.append(PanelStep(f"detected in >= {settings.min_spots} spots (all sections)", len(out)))
     if vocab_symbols is not None:
-        final = final & vocab_symbols
-        steps.append(PanelStep(f"in the vocabulary of {Path(vocab).name}", len(final)))  # type: ignore[arg-type]
+        out = out & vocab_symbols
+        if steps is not None:
+            steps.append(PanelStep(f"in the vocabulary of {Path(settings.vocab).name}", len(out)))  # type: ignore[arg-type]
+    return out
 
+
+def _alternatives(n: int, hvg_count: dict[str, int], later: Any) -> dict[str, int]:
+    """Final panel size under each rule, with the same later filters."""
     alternatives: dict[str, int] = {"intersect": len(later({g for g, c in hvg_count.items() if c >= n}))}
     alternatives["union"] = len(later(set(hvg_count)))
     for k in range(2, n):
         alternatives[f"min-sections:{k}"] = len(later({g for g, c in hvg_count.items() if c >= k}))
+    return alternatives
 
-    genes = sorted(final, key=lambda g: (-hvg_count[g], float(np.mean(ranks[g])), g))
-    result = PanelResult(genes, steps, names, settings, alternatives=alternatives, hvg_sections=hvg_count)
+
+def panel_from_sections(
+    sections: Mapping[str, anndata.AnnData],
+    settings: PanelSettings = PanelSettings(),
+    *,
+    progress: Reporter | None = None,
+) -> PanelResult:
+    """Select an HVG panel from in-memory sections (name -> AnnData of raw counts)."""
+    settings.validate()
+    names = list(sections)
+    if not names:
+        raise ConfigError("--sections: no sections chosen")
+    rule_name, k_rule = parse_rule(settings.rule, len(names))
+    n, top = len(names), settings.top
+    steps: list[PanelStep] = []
+    shared = _shared_genes(sections, top, steps)
+    tally = _tally_hvgs(sections, shared, settings, progress)
+    hvg_count = tally.hvg_count
+    combined = _combine(names, tally, (rule_name, k_rule), top, steps)
+    combine_step = steps[-1].step
+    vocab_symbols = _vocabulary(settings.vocab, shared)
+    final = _filtered(combined.genes, settings, tally.spots_of, vocab_symbols, steps)
+    alternatives = _alternatives(n, hvg_count, lambda g: _filtered(g, settings, tally.spots_of, vocab_symbols))
+    genes = sorted(final, key=lambda g: (-hvg_count[g], float(np.mean(tally.ranks[g])), g))
+    result = PanelResult(genes, steps, names, _settings_record(settings, rule_name, names),
+                         alternatives=alternatives, hvg_sections=hvg_count)
     if not genes:
         result.emptied_by = next((st.step for st in steps if st.n_genes == 0), steps[-1].step)
         result.diagnosis = _diagnose(
-            result, combine_step, rule_name, k_rule, n, top, most_removed, emptied_section,
-            min_spots, vocab, combined, spots_of,
+            result, combine_step, rule_name, k_rule, n, top, combined.most_removed, combined.emptied_section,
+            settings.min_spots, settings.vocab, combined.genes, tally.spots_of,
         )
     return result
 

@@ -73,7 +73,7 @@ class FoldEmbeddings:
     def _train_locked(self, sections: Sequence[str], path: Path) -> Any:
         """Train and cache the set for ``sections`` under the cache file's lock; a process that
         waited for another's lock reads what that one wrote instead of training it again."""
-        from hagekit.genes.coexpression import train_gene_embeddings
+        from hagekit.genes.coexpression import GeneEmbeddingSettings, train_gene_embeddings
         from hagekit.genes.embeddings import write_gene2vec_text
         from hagekit.io.locks import wait_lock
 
@@ -83,8 +83,8 @@ class FoldEmbeddings:
             if emb is not None:
                 return emb
             log.info("training per-fold gene embeddings on %s -> %s", ", ".join(sorted(sections)), path)
-            emb = train_gene_embeddings(self.data_root, self.dataset, sections=list(sections), genes=self.genes,
-                                        dim=self.dim, seed=self.seed, progress=self.progress)
+            emb = train_gene_embeddings(self.data_root, self.dataset, GeneEmbeddingSettings(dim=self.dim, seed=self.seed),
+                                        sections=list(sections), genes=self.genes, progress=self.progress)
             provenance = {**emb.provenance, "n_genes": len(emb.symbols),
                           "content_sha256": content_sha256(emb.symbols, emb.vectors)}
             write_gene2vec_text(path, emb.symbols, emb.vectors, provenance=provenance)

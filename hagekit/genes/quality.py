@@ -133,13 +133,13 @@ def coexpression_auc(
     *,
     threshold: float = DEFAULT_EVAL_THRESHOLD,
     seed: int = 0,
-    max_pairs: int = MAX_PAIRS,
     progress: Reporter | None = None,
     option: str = "--sections",
 ) -> dict[str, Any]:
     """ROC AUC of cosine similarity for co-expressed vs random gene pairs on ``sections``.
 
-    ``option`` names the section list in errors (``genes embed`` calls it ``--eval-sections``).
+    ``option`` names the section list in errors (``genes embed`` calls it ``--eval-sections``);
+    at most ``MAX_PAIRS`` positive pairs are scored (:func:`coexpression_auc_from_sections` takes another cap).
 
     Use sections the embeddings were not trained on; a random embedding gives 0.5.
     """
@@ -149,5 +149,5 @@ def coexpression_auc(
         raise ConfigError(f"{option}: no evaluation sections chosen")
     loaded = load_sections(data_root, dataset, sections, progress=progress, option=option)
     return coexpression_auc_from_sections(
-        emb, loaded, threshold=threshold, seed=seed, max_pairs=max_pairs, progress=progress
+        emb, loaded, threshold=threshold, seed=seed, progress=progress
     )

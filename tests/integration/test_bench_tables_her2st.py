@@ -51,7 +51,7 @@ def gene_inputs(her2_root: Path, shared_data: Path, tmp_path_factory):
     """The 785-gene panel and co-expression gene embeddings trained on the 31 image-less
     sections only (none of C2..C6, so no held-out leak)."""
     from hagekit.data.section import dataset_sections, read_section
-    from hagekit.genes.coexpression import embeddings_from_sections
+    from hagekit.genes.coexpression import GeneEmbeddingSettings, embeddings_from_sections
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.io.genelist import read_gene_list, write_gene_list
 
@@ -59,7 +59,8 @@ def gene_inputs(her2_root: Path, shared_data: Path, tmp_path_factory):
     panel = read_gene_list(shared_data / "gene_lists" / "her2st_785_hvg.txt")
     sections = {p.stem: read_section(p) for p in dataset_sections(her2_root, "her2")}
     image_less = {s: a for s, a in sections.items() if not a.uns["hagekit"]["has_image"]}
-    emb = embeddings_from_sections(image_less, genes=panel, dim=32, epochs=3, threshold=0.2, seed=0)
+    emb = embeddings_from_sections(
+        image_less, GeneEmbeddingSettings(dim=32, epochs=3, threshold=0.2, seed=0), genes=panel)
     kept = [g for g in panel if g in set(emb.symbols)]  # the paper's panel = HVGs with an embedding
     return write_gene_list(tmp / "panel.txt", kept), write_gene2vec_text(
         tmp / "emb.txt", emb.symbols, emb.vectors, provenance=emb.provenance)

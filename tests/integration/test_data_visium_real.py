@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hagekit.data.section import read_section
-from hagekit.data.visium import prepare_visium
+from hagekit.data.visium import VisiumSection, prepare_visium
 from hagekit.errors import DataError
 
 
@@ -24,7 +24,7 @@ def _outs(shared_data: Path, name: str) -> Path:
 
 def test_cytassist_mtx_folder_and_lowres_image(shared_data: Path, tmp_path: Path, caplog) -> None:
     outs = _outs(shared_data, "visium-cytassist-mouse")
-    s = prepare_visium(outs, tmp_path, name="cyt").sections[0]
+    s = prepare_visium(outs, tmp_path, VisiumSection("cyt")).sections[0]
     assert (s.n_spots, s.n_genes, s.has_image) == (2898, 19465, True)
     # no hires image: the lowres one (scale 0.2) with 55 µm / (14.965 px x 0.2) = 18.4 µm/px
     assert s.mpp == pytest.approx(55.0 / (14.964878633873417 * 0.2))
@@ -37,18 +37,18 @@ def test_cytassist_mtx_folder_and_lowres_image(shared_data: Path, tmp_path: Path
 def test_cytassist_full_resolution_camera_image_is_recognised(shared_data: Path, tmp_path: Path) -> None:
     outs = _outs(shared_data, "visium-cytassist-mouse")
     cam = outs / "spatial" / "detected_tissue_image.jpg"  # 3000 x 3000: full-res scale (not H&E)
-    s = prepare_visium(outs, tmp_path, name="cam", image=cam).sections[0]
+    s = prepare_visium(outs, tmp_path, VisiumSection("cam", image=cam)).sections[0]
     assert s.mpp == pytest.approx(55.0 / 14.964878633873417)
 
 
 def test_seurat_brain_1x_h5_with_blank_images(shared_data: Path, tmp_path: Path, caplog) -> None:
     outs = _outs(shared_data, "visium-seurat-brain")
-    s = prepare_visium(outs, tmp_path, name="brain").sections[0]
+    s = prepare_visium(outs, tmp_path, VisiumSection("brain")).sections[0]
     # both PNGs are blank (blanked upstream): counts only, said so; named explicitly: refused
     assert (s.n_spots, s.n_genes, s.has_image) == (2695, 100, False)
     assert "blank image (one colour), not used" in caplog.text
     with pytest.raises(DataError, match=r"tissue_hires_image.png: the image is blank"):
-        prepare_visium(outs, tmp_path, name="brain2", image=outs / "spatial" / "tissue_hires_image.png")
+        prepare_visium(outs, tmp_path, VisiumSection("brain2", image=outs / "spatial" / "tissue_hires_image.png"))
 
 
 def write_10x_h5(path: Path, barcodes: list[str], genes: list[str], counts) -> None:
@@ -108,7 +108,7 @@ def _visium_from_her2st(her2st_raw: Path, outs: Path) -> dict:
 
 def test_her2st_section_as_space_ranger_outs(her2st_raw: Path, tmp_path: Path) -> None:
     truth = _visium_from_her2st(her2st_raw, tmp_path / "outs")
-    s = prepare_visium(tmp_path / "outs", tmp_path / "data", name="C2").sections[0]
+    s = prepare_visium(tmp_path / "outs", tmp_path / "data", VisiumSection("C2")).sections[0]
     a = read_section(tmp_path / "data" / "visium" / "C2.h5ad")
     order = [truth["barcodes"].index(b) for b in a.obs_names]
     np.testing.assert_allclose(a.obsm["spatial"], truth["xy"][order] * truth["scalef"])

@@ -32,11 +32,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def slide_features(wsi_dir, tmp_path_factory) -> Path:
     """Builtin features of the two real slides, through hagekit extract."""
-    from hagekit.bench.abmil import extract_slide_features
+    from hagekit.bench.abmil import SlideExtraction, extract_slide_features
 
     out = tmp_path_factory.mktemp("wsi_features") / "builtin"
     slides = {s: wsi_dir / f"{s}.svs" for s in SLIDES}
-    fdir, failed = extract_slide_features(slides, "builtin", features_dir=out, num_workers=0, device="cpu", **TILING)
+    fdir, failed = extract_slide_features(slides, "builtin", features_dir=out,
+                                          extraction=SlideExtraction(num_workers=0, device="cpu", **TILING))
     assert failed == {}
     return fdir
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hagekit.genes.coexpression import embeddings_from_sections
-from hagekit.genes.panel import jaccard, panel_from_sections
+from hagekit.genes.coexpression import GeneEmbeddingSettings, embeddings_from_sections
+from hagekit.genes.panel import PanelSettings, jaccard, panel_from_sections
 from hagekit.genes.quality import coexpression_auc_from_sections
 
 LITERATURE = [f"{p}{k}" for p, n in zip("ABCDEFG", (6, 6, 6, 6, 3, 3, 3), strict=True) for k in range(1, n + 1)
@@ -41,7 +41,7 @@ def test_literature_sections_are_32():
 
 def test_literal_rule_empties_and_is_diagnosed(her2_sections, panel_785):
     sections = {s: her2_sections[s] for s in LITERATURE}
-    res = panel_from_sections(sections, top=1000, flavor="seurat", rule="intersect")
+    res = panel_from_sections(sections, PanelSettings(top=1000, flavor="seurat", rule="intersect"))
     table = "\n".join(f"{s.step:38s} {s.n_genes:6d} {s.detail}" for s in res.steps)
     print("\n" + table + "\nalternatives: " + str(res.alternatives) + "\n" + res.diagnosis)
     assert res.empty and res.emptied_by is not None and res.emptied_by.startswith("∩ top-1000 HVGs of ")
@@ -50,7 +50,7 @@ def test_literal_rule_empties_and_is_diagnosed(her2_sections, panel_785):
     assert res.alternatives["intersect"] == 0 and res.alternatives["union"] > 5000
     assert res.alternatives["min-sections:8"] >= 500  # the suggestion keeps >= half of --top
     # HisToGene's rule (union of per-section HVGs, detected in >= 1000 spots) vs the published 785
-    union = panel_from_sections(sections, top=1000, flavor="seurat", rule="union", min_spots=1000)
+    union = panel_from_sections(sections, PanelSettings(top=1000, flavor="seurat", rule="union", min_spots=1000))
     jac = jaccard(union.genes, panel_785)
     print(f"union + min-spots 1000: {len(union.genes)} genes, Jaccard vs 785 = {jac:.3f}")
     assert 0.0 < jac < 0.5 and not union.empty
@@ -59,7 +59,8 @@ def test_literal_rule_empties_and_is_diagnosed(her2_sections, panel_785):
 def test_embeddings_from_image_less_sections_beat_random(her2_sections, panel_785):
     image_less = {s: a for s, a in her2_sections.items() if not a.uns["hagekit"]["has_image"]}
     assert len(image_less) == 31 and not set(image_less) & set(HELD_OUT)
-    emb = embeddings_from_sections(image_less, genes=panel_785, dim=50, epochs=5, threshold=0.2, seed=0)
+    emb = embeddings_from_sections(
+        image_less, GeneEmbeddingSettings(dim=50, epochs=5, threshold=0.2, seed=0), genes=panel_785)
     assert set(emb.provenance["sections"]).isdisjoint(HELD_OUT)
     assert len(emb.symbols) + len(emb.unmatched) == 785 and len(emb.unmatched) < 10
     q = coexpression_auc_from_sections(emb, {s: her2_sections[s] for s in HELD_OUT}, seed=0)

@@ -30,7 +30,7 @@ def test_hage_leave_one_section_out_on_her2st(
 ):
     import anndata as ad
 
-    from hagekit.genes.coexpression import train_gene_embeddings
+    from hagekit.genes.coexpression import GeneEmbeddingSettings, train_gene_embeddings
     from hagekit.genes.embeddings import write_gene2vec_text
     from hagekit.io.genelist import read_gene_list, write_gene_list
     from hagekit.study import StudyInputs
@@ -44,7 +44,7 @@ def test_hage_leave_one_section_out_on_her2st(
         a.file.close()
     panel = [g for g in read_gene_list(shared_data / "gene_lists" / "her2st_785_hvg.txt") if g in common]
     assert len(panel) > 500
-    emb = train_gene_embeddings(data, "her2", sections=EMBED, genes=panel, dim=32, seed=0)
+    emb = train_gene_embeddings(data, "her2", GeneEmbeddingSettings(dim=32, seed=0), sections=EMBED, genes=panel)
     emb_path = write_gene2vec_text(tmp_path / "emb.txt", emb.symbols, emb.vectors, provenance=emb.provenance)
     panel_path = write_gene_list(tmp_path / "panel.txt", emb.symbols)
     torch.set_num_threads(1)  # scanpy/numba may reset it while genes are processed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hagekit.data.section import make_section, write_section
+from hagekit.data.section import SectionImage, SectionLabels, make_section, write_section
 from hagekit.genes.embeddings import write_gene2vec_text
 from hagekit.io.genelist import write_gene_list
 from hagekit.io.h5 import write_features
@@ -34,9 +34,9 @@ def make_toy(tmp: Path, *, n: int = 64, dim: int = 16, encoder: str = "toy", sha
         barcodes = [f"{k // side}x{k % side}" for k in range(n)]
         xy = np.array([[40 + 20 * (k % side), 40 + 20 * (k // side)] for k in range(n)], float)
         thumb = np.full((64, 64, 3), 230, np.uint8)
-        ad = make_section(counts, barcodes, GENES, xy, dataset="toy", section=name, patient=patient,
-                          thumbnail=thumb, thumbnail_scale=0.25, image_path=tmp / "img.jpg", mpp=1.0,
-                          spot_diameter_um=10.0)
+        ad = make_section(counts, barcodes, GENES, xy,
+            SectionLabels(dataset="toy", section=name, patient=patient),
+            image=SectionImage(path=tmp / "img.jpg", mpp=1.0, spot_diameter_um=10.0, thumbnail=thumb, thumbnail_scale=0.25))
         write_section(ad, root / "toy" / f"{name}.h5ad")
         f = np.concatenate([latent, rng.normal(scale=0.3, size=(n, dim - 3))], axis=1)
         write_features(feats / f"{name}.h5", f, xy, barcodes=barcodes,

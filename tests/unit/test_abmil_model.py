@@ -13,6 +13,7 @@ from hagekit.bench.abmil import (
     ABMILConfig,
     BagStore,
     GatedAttentionMIL,
+    LabelledBags,
     predict_bag,
     read_attention,
     train_abmil,
@@ -90,8 +91,10 @@ def test_gated_attention_shapes_and_seeded_training(tmp_path):
     ids = sorted(files)
     y = np.array([i % 2 for i in range(6)])
     cfg = ABMILConfig(max_epochs=3, patience=2, min_epochs=1)
-    a = train_abmil(store, ids[:4], y[:4], ids[4:], y[4:], n_classes=2, in_dim=16, config=cfg, seed=7)
-    b = train_abmil(store, ids[:4], y[:4], ids[4:], y[4:], n_classes=2, in_dim=16, config=cfg, seed=7)
+    a = train_abmil(store, LabelledBags(ids[:4], y[:4]), LabelledBags(ids[4:], y[4:]), n_classes=2, in_dim=16,
+                    config=cfg, seed=7)
+    b = train_abmil(store, LabelledBags(ids[:4], y[:4]), LabelledBags(ids[4:], y[4:]), n_classes=2, in_dim=16,
+                    config=cfg, seed=7)
     assert a.history == b.history and len(a.history) == 3
     p, att = predict_bag(a.model, store.get(ids[0])[0])
     p2, att2 = predict_bag(b.model, store.get(ids[0])[0])

@@ -29,8 +29,8 @@ def _tumour_fit(path: Path) -> tuple[float, float]:
 
 def test_context_dependence_moves_expression_to_the_neighbourhood(tmp_path: Path) -> None:
     kw = dict(n_sections=1, n_spots=256, n_genes=60, seed=1)
-    plain = synthesize_dataset(tmp_path / "plain", **kw)[0]
-    ctx = synthesize_dataset(tmp_path / "ctx", **kw, context_dependence=1.0)[0]
+    plain = synthesize_dataset(tmp_path / "plain", SynthConfig.resolve(**kw))[0]
+    ctx = synthesize_dataset(tmp_path / "ctx", SynthConfig.resolve(**kw, context_dependence=1.0))[0]
     img = "images/A1.jpg"
     assert (plain.parent / img).read_bytes() == (ctx.parent / img).read_bytes()  # same tissue, same image
     a, b = read_section(plain), read_section(ctx)

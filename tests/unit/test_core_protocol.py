@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hagekit.data.section import make_section, write_section
+from hagekit.data.section import SectionLabels, make_section, write_section
 from hagekit.errors import DataError, ProvenanceError
 from hagekit.io.h5 import write_features
 from hagekit.training.dataset import load_dataset
@@ -26,7 +26,8 @@ def _make(root: Path, feats: Path, name: str, patient: str, seed: int, *, feat_s
     counts = rng.poisson(rates)
     barcodes = [f"{i}x{j}" for i in range(6) for j in range(10)]
     xy = np.array([[100 + 10 * int(b.split("x")[0]), 100 + 10 * int(b.split("x")[1])] for b in barcodes])
-    ad = make_section(counts, barcodes, GENES, xy, dataset="toy", section=name, patient=patient)
+    ad = make_section(counts, barcodes, GENES, xy,
+        SectionLabels(dataset="toy", section=name, patient=patient))
     write_section(ad, root / "toy" / f"{name}.h5ad")
     f = np.concatenate([latent, rng.normal(scale=0.1, size=(n, 5))], axis=1)
     write_features(feats / f"{name}.h5", f, xy, barcodes=barcodes,

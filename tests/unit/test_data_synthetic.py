@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from hagekit.data.section import list_sections, read_section
-from hagekit.data.synthetic import REGIONS, section_names, synthesize_dataset
+from hagekit.data.synthetic import REGIONS, SynthConfig, section_names, synthesize_dataset
 from hagekit.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    synthesize_dataset(root, n_sections=4, n_spots=144, n_genes=80, seed=3)
+    synthesize_dataset(root, SynthConfig.resolve(n_sections=4, n_spots=144, n_genes=80, seed=3))
     return root
 
 
@@ -72,8 +72,8 @@ def test_layout_contract(synth_root: Path) -> None:
 
 
 def test_deterministic_and_seed_dependent(synth_root: Path, tmp_path: Path) -> None:
-    again = synthesize_dataset(tmp_path / "a", n_sections=1, n_spots=144, n_genes=80, seed=3)
-    other = synthesize_dataset(tmp_path / "b", n_sections=1, n_spots=144, n_genes=80, seed=4)
+    again = synthesize_dataset(tmp_path / "a", SynthConfig.resolve(n_sections=1, n_spots=144, n_genes=80, seed=3))
+    other = synthesize_dataset(tmp_path / "b", SynthConfig.resolve(n_sections=1, n_spots=144, n_genes=80, seed=4))
     ref = read_section(synth_root / "synth" / "A1.h5ad")
     same = read_section(again[0])
     diff = read_section(other[0])
@@ -118,13 +118,13 @@ def test_gene_modules_co_vary(synth_root: Path) -> None:
 
 
 def test_rerun_keeps_and_settings_change_is_refused(tmp_path: Path) -> None:
-    first = synthesize_dataset(tmp_path, n_sections=1, n_spots=16, n_genes=20)
+    first = synthesize_dataset(tmp_path, SynthConfig.resolve(n_sections=1, n_spots=16, n_genes=20))
     mtime = first[0].stat().st_mtime_ns
-    assert synthesize_dataset(tmp_path, n_sections=1, n_spots=16, n_genes=20) == first
+    assert synthesize_dataset(tmp_path, SynthConfig.resolve(n_sections=1, n_spots=16, n_genes=20)) == first
     assert first[0].stat().st_mtime_ns == mtime
     with pytest.raises(DataError, match="other synthetic settings"):
-        synthesize_dataset(tmp_path, n_sections=1, n_spots=16, n_genes=30)
-    redone = synthesize_dataset(tmp_path, n_sections=1, n_spots=16, n_genes=30, overwrite=True)
+        synthesize_dataset(tmp_path, SynthConfig.resolve(n_sections=1, n_spots=16, n_genes=30))
+    redone = synthesize_dataset(tmp_path, SynthConfig.resolve(n_sections=1, n_spots=16, n_genes=30), overwrite=True)
     assert read_section(redone[0]).n_vars == 30
 
 
@@ -139,7 +139,7 @@ def test_rerun_keeps_and_settings_change_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_settings_name_the_option(tmp_path: Path, kwargs: dict, option: str) -> None:
     with pytest.raises(ConfigError, match=option):
-        synthesize_dataset(tmp_path, **kwargs)
+        synthesize_dataset(tmp_path, SynthConfig.resolve(**kwargs))
     assert not any(tmp_path.iterdir())
 
 

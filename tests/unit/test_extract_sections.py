@@ -9,7 +9,7 @@ from clitext import flat
 from PIL import Image
 from typer.testing import CliRunner
 
-from hagekit.data.section import make_section, write_section
+from hagekit.data.section import SectionImage, SectionLabels, make_section, write_section
 from hagekit.errors import ConfigError, DataError
 from hagekit.extract import EncoderSpec, ExtractionSpec, encode_images, extract_sections
 from hagekit.io.h5 import read_features
@@ -32,10 +32,9 @@ def _write_section(root, name, *, image=True, centres=None, mpp=1.0, seed=0):
         centres = np.array([[100.0, 100.0], [200.0, 150.0], [300.0, 200.0], [5.0, 5.0], [150.0, 80.0]])
     n = len(centres)
     barcodes = [f"{name}_{i:02d}" for i in range(n)][::-1]  # non-sorted order must be kept
-    adata = make_section(
-        rng.integers(0, 5, (n, 3)), barcodes, ["G1", "G2", "G3"], centres,
-        dataset="toy", section=name, patient=name[0], image_path=img_path, mpp=mpp if image else None,
-    )
+    adata = make_section(rng.integers(0, 5, (n, 3)), barcodes, ["G1", "G2", "G3"], centres,
+        SectionLabels(dataset="toy", section=name, patient=name[0]),
+        image=SectionImage(path=img_path, mpp=mpp if image else None))
     write_section(adata, folder / f"{name}.h5ad")
     return barcodes
 

@@ -11,9 +11,14 @@ from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
-from hagekit.data.section import make_section, read_section, write_section
+from hagekit.data.section import SectionLabels, make_section, read_section, write_section
 from hagekit.errors import ConfigError, DataError, ProvenanceError
-from hagekit.genes.coexpression import auto_epochs, coexpression_sentences, train_gene_embeddings
+from hagekit.genes.coexpression import (
+    GeneEmbeddingSettings,
+    auto_epochs,
+    coexpression_sentences,
+    train_gene_embeddings,
+)
 from hagekit.genes.embeddings import (
     GeneEmbeddings,
     embedding_training_sections,
@@ -27,6 +32,11 @@ GENES = [f"M{m}G{k}" for m in range(N_MODULES) for k in range(MODULE_SIZE)] + [f
 SECTIONS = ["A1", "A2", "B1", "B2"]
 TRAIN = ["A1", "A2", "B1"]
 FAST = {"dim": 16, "epochs": 40}
+
+
+def fast(**changes):
+    """The quick trainer settings with ``changes``."""
+    return GeneEmbeddingSettings(**{**FAST, **changes})
 
 
 def _module_counts(n_spots: int, seed: int) -> np.ndarray:
@@ -46,13 +56,13 @@ def module_root(tmp_path_factory) -> Path:
     for k, s in enumerate(SECTIONS):
         n = 120
         adata = make_section(_module_counts(n, k), [f"s{i}" for i in range(n)], GENES, np.zeros((n, 2)),
-                             dataset="toy", section=s, patient=s[0])
+            SectionLabels(dataset="toy", section=s, patient=s[0]))
         write_section(adata, root / "toy" / f"{s}.h5ad")
     return root
 
 
 def test_planted_modules_are_recovered_on_a_held_out_section(module_root):
-    emb = train_gene_embeddings(module_root, "toy", sections=TRAIN, genes=GENES, **FAST)
+    emb = train_gene_embeddings(module_root, "toy", fast(), sections=TRAIN, genes=GENES)
     assert emb.symbols == GENES and emb.unmatched == [] and emb.dim == 16
     assert emb.provenance["sections"] == TRAIN and emb.provenance["n_pairs"] > 0
     q = coexpression_auc(emb, module_root, "toy", ["B2"], seed=0)
@@ -64,9 +74,9 @@ def test_planted_modules_are_recovered_on_a_held_out_section(module_root):
 
 
 def test_same_seed_same_vectors_other_seed_other_vectors(module_root):
-    a = train_gene_embeddings(module_root, "toy", sections=["A1"], genes=GENES, seed=3, **FAST)
-    b = train_gene_embeddings(module_root, "toy", sections=["A1"], genes=GENES, seed=3, **FAST)
-    c = train_gene_embeddings(module_root, "toy", sections=["A1"], genes=GENES, seed=4, **FAST)
+    a = train_gene_embeddings(module_root, "toy", fast(seed=3), sections=["A1"], genes=GENES)
+    b = train_gene_embeddings(module_root, "toy", fast(seed=3), sections=["A1"], genes=GENES)
+    c = train_gene_embeddings(module_root, "toy", fast(seed=4), sections=["A1"], genes=GENES)
     np.testing.assert_array_equal(a.vectors, b.vectors)
     assert not np.allclose(a.vectors, c.vectors)
     sections = {s: read_section(module_root / "toy" / f"{s}.h5ad") for s in ["A1"]}
@@ -88,14 +98,14 @@ def test_random_embedding_gives_half(module_root):
 
 def test_bad_inputs(module_root):
     with pytest.raises(DataError) as exc:
-        train_gene_embeddings(module_root, "toy", sections=TRAIN, genes=GENES + ["NOTAGENE", "ALSO_NOT"], **FAST)
+        train_gene_embeddings(module_root, "toy", fast(), sections=TRAIN, genes=GENES + ["NOTAGENE", "ALSO_NOT"])
     assert "2 of 52 panel genes are absent from the data (NOTAGENE, ALSO_NOT)" in str(exc.value)
     with pytest.raises(DataError, match="lower --threshold"):
-        train_gene_embeddings(module_root, "toy", sections=["A1"], genes=GENES, threshold=0.99, min_partners=0, **FAST)
+        train_gene_embeddings(module_root, "toy", fast(threshold=0.99, min_partners=0), sections=["A1"], genes=GENES)
     with pytest.raises(ConfigError, match="--dim"):
-        train_gene_embeddings(module_root, "toy", sections=["A1"], dim=0)
+        train_gene_embeddings(module_root, "toy", GeneEmbeddingSettings(dim=0), sections=["A1"])
     with pytest.raises(ConfigError, match=r"unknown section\(s\) Q7"):
-        train_gene_embeddings(module_root, "toy", sections=["Q7"], **FAST)
+        train_gene_embeddings(module_root, "toy", fast(), sections=["Q7"])
 
 
 runner = CliRunner()
@@ -149,10 +159,10 @@ def test_cli_embed_bad_panel_leaves_nothing(module_root, tmp_path):
 
 def test_workspace_chain_on_the_synthetic_dataset(tmp_path):
     """select -> embed -> check with workspace defaults only, on hagekit.data.synthetic sections."""
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     ws = tmp_path / "ws"
-    synthesize_dataset(ws / "data", n_sections=4, n_spots=150, n_genes=80, seed=0)
+    synthesize_dataset(ws / "data", SynthConfig.resolve(n_sections=4, n_spots=150, n_genes=80, seed=0))
     res = runner.invoke(app, ["genes", "select", "-w", str(ws), "--dataset", "synth", "--top", "30",
                               "--rule", "min-sections:2"])
     assert res.exit_code == 0, res.output

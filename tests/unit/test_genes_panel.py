@@ -11,10 +11,10 @@ from clitext import flat
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
-from hagekit.data.section import make_section, write_section
+from hagekit.data.section import SectionLabels, make_section, write_section
 from hagekit.errors import ConfigError, DataError
 from hagekit.genes.embeddings import write_gene2vec_text
-from hagekit.genes.panel import jaccard, parse_rule, select_panel, write_panel
+from hagekit.genes.panel import PanelSettings, jaccard, parse_rule, select_panel, write_panel
 
 N_GENES = 300
 GENES = [f"G{i:03d}" for i in range(N_GENES)]
@@ -39,7 +39,7 @@ def build_dataset(root: Path, planted: dict[str, range] = PLANTED, n_spots: int 
     for k, (section, variable) in enumerate(planted.items()):
         X = _counts(variable, n_spots, k)
         adata = make_section(X, [f"s{i}" for i in range(n_spots)], GENES, np.zeros((n_spots, 2)),
-                             dataset=dataset, section=section, patient=section[0])
+            SectionLabels(dataset=dataset, section=section, patient=section[0]))
         write_section(adata, root / dataset / f"{section}.h5ad")
     return root
 
@@ -61,25 +61,25 @@ def names(r: range) -> set[str]:
 
 
 def test_each_rule_gives_the_planted_answer(toy_root):
-    two = select_panel(toy_root, "toy", sections=["A1", "A2"], top=10, flavor="cell_ranger", rule="intersect")
+    two = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="intersect"), sections=["A1", "A2"])
     assert set(two.genes) == names(range(5, 10))
     assert [s.n_genes for s in two.steps] == [300, 300, 10, 5]
-    union = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="union")
+    union = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="union"))
     assert set(union.genes) == names(range(0, 20))
-    k2 = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="min-sections:2")
+    k2 = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="min-sections:2"))
     assert set(k2.genes) == names(range(5, 15))
     assert k2.alternatives == {"intersect": 0, "union": 20, "min-sections:2": 10}
     assert k2.hvg_sections["G007"] == 2 and k2.hvg_sections["G000"] == 1
 
 
 def test_seurat_flavor_finds_most_planted_genes(toy_root):
-    res = select_panel(toy_root, "toy", sections=["A2"], top=10, flavor="seurat")
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="seurat"), sections=["A2"])
     assert len(set(res.genes) & names(range(5, 15))) >= 7
     assert res.settings["flavor"] == "seurat"
 
 
 def test_empty_intersection_is_diagnosed_not_written(toy_root, tmp_path):
-    res = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="intersect")
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="intersect"))
     assert res.empty and res.emptied_by == "∩ top-10 HVGs of B1"
     assert "section A2 removed the most genes (-5)" in res.diagnosis or "section B1 removed the most genes (-5)" in res.diagnosis
     assert "B1 emptied it" in res.diagnosis
@@ -95,23 +95,23 @@ def test_min_spots_and_vocab_filters(toy_root, tmp_path):
     union = names(range(0, 20))
     expected = {g for g in union if spots[g] >= 250}
     assert 0 < len(expected) < 20
-    res = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="union", min_spots=250)
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="union", min_spots=250))
     assert set(res.genes) == expected
     assert res.steps[-1].step == "detected in >= 250 spots (all sections)"
-    res = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="union", min_spots=1000)
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="union", min_spots=1000))
     assert res.empty and "--min-spots 1000 removed all 20 genes" in res.diagnosis
     assert f"the most detected is in {max(spots[g] for g in union)} spots" in res.diagnosis
     vocab = write_gene2vec_text(tmp_path / "v.txt", ["g000", "G001", "G015", "OTHER"], np.ones((4, 3), np.float32))
-    res = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="union", vocab=vocab)
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="union", vocab=vocab))
     assert set(res.genes) == {"G000", "G001", "G015"}
     assert res.steps[-1].step == "in the vocabulary of v.txt" and res.alternatives["min-sections:2"] == 0
     vocab2 = write_gene2vec_text(tmp_path / "v2.txt", ["G250"], np.ones((1, 3), np.float32))
-    res = select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="union", vocab=vocab2)
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="union", vocab=vocab2))
     assert res.empty and "none of the 20 candidate genes is in the vocabulary" in res.diagnosis
 
 
 def test_write_panel_with_sidecar(toy_root, tmp_path):
-    res = select_panel(toy_root, "toy", sections=["A1", "A2"], top=10, flavor="cell_ranger")
+    res = select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger"), sections=["A1", "A2"])
     out = write_panel(res, tmp_path / "genes" / "panel.txt")
     assert out.read_text().split() == res.genes
     side = json.loads((tmp_path / "genes" / "panel.txt.json").read_text())
@@ -122,20 +122,20 @@ def test_write_panel_with_sidecar(toy_root, tmp_path):
 
 def test_bad_options(toy_root):
     with pytest.raises(ConfigError, match="section A1 has only 300 genes, fewer than --top 400"):
-        select_panel(toy_root, "toy", top=400)
+        select_panel(toy_root, "toy", PanelSettings(top=400))
     with pytest.raises(ConfigError, match="unknown rule 'majority'"):
-        select_panel(toy_root, "toy", rule="majority")
+        select_panel(toy_root, "toy", PanelSettings(rule="majority"))
     with pytest.raises(ConfigError, match="K=4 must be between 1 and the number of sections"):
-        select_panel(toy_root, "toy", top=10, flavor="cell_ranger", rule="min-sections:4")
+        select_panel(toy_root, "toy", PanelSettings(top=10, flavor="cell_ranger", rule="min-sections:4"))
     with pytest.raises(ConfigError, match="unknown flavor"):
-        select_panel(toy_root, "toy", flavor="magic")
+        select_panel(toy_root, "toy", PanelSettings(flavor="magic"))
     with pytest.raises(ConfigError, match=r"unknown section\(s\) Z9"):
-        select_panel(toy_root, "toy", sections=["A1", "Z9"], top=10)
+        select_panel(toy_root, "toy", PanelSettings(top=10), sections=["A1", "Z9"])
     import importlib.util
 
     if importlib.util.find_spec("skmisc") is None:
         with pytest.raises(ConfigError, match="seurat_v3 needs scikit-misc"):
-            select_panel(toy_root, "toy", top=10, flavor="seurat_v3")
+            select_panel(toy_root, "toy", PanelSettings(top=10, flavor="seurat_v3"))
     res = runner.invoke(app, ["genes", "select", "--data-root", str(toy_root), "--dataset", "toy", "--top", "400",
                               "--out", str(toy_root / "never.txt")])
     assert res.exit_code == 2 and "fewer than --top 400" in res.stderr and not (toy_root / "never.txt").exists()
@@ -145,13 +145,13 @@ def test_bad_options(toy_root):
 
 def test_fewer_shared_genes_than_top(tmp_path):
     root = build_dataset(tmp_path, {"A1": range(0, 10)})
-    adata = make_section(np.ones((20, 30), int), [f"s{i}" for i in range(20)], [f"X{i}" for i in range(25)] + GENES[:5],
-                         np.zeros((20, 2)), dataset="toy", section="A2", patient="A")
+    adata = make_section(np.ones((20, 30), int), [f"s{i}" for i in range(20)], [f"X{i}" for i in range(25)] + GENES[:5], np.zeros((20, 2)),
+        SectionLabels(dataset="toy", section="A2", patient="A"))
     write_section(adata, root / "toy" / "A2.h5ad")
     with pytest.raises(ConfigError, match="section A2 has only 30 genes"):
-        select_panel(root, "toy", top=40)
+        select_panel(root, "toy", PanelSettings(top=40))
     with pytest.raises(ConfigError, match="only 5 genes are shared by all 2 sections, fewer than --top 10"):
-        select_panel(root, "toy", top=10)
+        select_panel(root, "toy", PanelSettings(top=10))
 
 
 runner = CliRunner()

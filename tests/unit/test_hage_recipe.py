@@ -84,14 +84,15 @@ def _ablation_module():
 
 
 def test_synthetic_modules_are_encoded_by_the_gene_embeddings():
-    from hagekit.data.synthetic import synthesize_modules
+    from hagekit.data.synthetic import ModuleSpec, synthesize_modules
 
-    data = synthesize_modules(n_sections=2, n_spots=60, n_genes=24, n_modules=4, seed=3)
+    data = synthesize_modules(ModuleSpec(n_sections=2, n_spots=60, n_genes=24, n_modules=4, seed=3))
     e = data.gene_embeddings / np.linalg.norm(data.gene_embeddings, axis=1, keepdims=True)
     same = (np.arange(24)[:, None] % 4) == (np.arange(24)[None, :] % 4)
     cos = e @ e.T
     assert cos[same & ~np.eye(24, dtype=bool)].mean() > cos[~same].mean() + 0.5
-    assert np.array_equal(synthesize_modules(n_sections=2, n_spots=60, n_genes=24, n_modules=4, seed=3).counts["A1"],
+    spec = ModuleSpec(n_sections=2, n_spots=60, n_genes=24, n_modules=4, seed=3)
+    assert np.array_equal(synthesize_modules(spec).counts["A1"],
                           data.counts["A1"])
 
 

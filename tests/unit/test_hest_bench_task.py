@@ -21,10 +21,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     root = tmp_path_factory.mktemp("task_synth")
-    synthesize_dataset(root, n_sections=4, n_patients=2, n_spots=30, n_genes=90, seed=3)  # A1, A2, B1, B2
+    synthesize_dataset(root, SynthConfig.resolve(n_sections=4, n_patients=2, n_spots=30, n_genes=90, seed=3))  # A1, A2, B1, B2
     return root
 
 

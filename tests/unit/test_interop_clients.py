@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hagekit.data.section import make_section, read_section, section_image_path, write_section
+from hagekit.data.section import (
+    SectionImage,
+    SectionLabels,
+    make_section,
+    read_section,
+    section_image_path,
+    write_section,
+)
 from hagekit.extract import EncoderSpec, ExtractionSpec, extract_sections
 from hagekit.io.clam import clam_coords, export_clam
 
@@ -38,8 +45,8 @@ def _section(root, name="A1", *, mpp=0.8, thumbnail=True):
     centres = np.array([[100.3, 120.6], [200.5, 150.5], [300.9, 180.2]])
     thumb = np.asarray(Image.fromarray(img).resize((100, 75))) if thumbnail else None
     adata = make_section(rng.integers(0, 5, (3, 4)), ["s0", "s1", "s2"], ["G1", "G2", "G3", "G4"], centres,
-                         dataset="toy", section=name, patient="A", image_path=img_path, mpp=mpp,
-                         thumbnail=thumb, thumbnail_scale=0.25 if thumbnail else None)
+        SectionLabels(dataset="toy", section=name, patient="A"),
+        image=SectionImage(path=img_path, mpp=mpp, thumbnail=thumb, thumbnail_scale=0.25 if thumbnail else None))
     write_section(adata, folder / f"{name}.h5ad")
     return root, img, centres
 
@@ -144,7 +151,8 @@ def test_section_images_under_default_keys(tmp_path):
     for key in ("hires", "lowres"):  # squidpy img_res_key="hires"; scanpy takes hires first
         assert lib["images"][key].shape == (75, 100, 3) and lib["scalefactors"][f"tissue_{key}_scalef"] == 0.25
     sc.pl.spatial(a, color="G1", show=False)  # default img_key, library_id
-    bare = make_section(np.ones((1, 1), int), ["s"], ["G"], np.zeros((1, 2)), dataset="t", section="S", patient="P")
+    bare = make_section(np.ones((1, 1), int), ["s"], ["G"], np.zeros((1, 2)),
+        SectionLabels(dataset="t", section="S", patient="P"))
     assert "tissue_hires_scalef" not in bare.uns["spatial"]["S"]["scalefactors"]  # no scale without its image
 
 

@@ -96,13 +96,13 @@ def test_features_of_another_encoder_are_refused(trained):
 
 
 def test_section_with_another_panel_is_refused(trained):
-    from hagekit.data.section import make_section, read_section, write_section
+    from hagekit.data.section import SectionLabels, make_section, read_section, write_section
 
     tmp, root, feats = trained
     sec = read_section(root / "toy" / "A1.h5ad")
     keep = [g for g in sec.var_names if g != "G3"]
-    other = make_section(sec[:, keep].X, list(sec.obs_names), keep, sec.obsm["spatial"], dataset="toy",
-                         section="A1", patient="A")
+    other = make_section(sec[:, keep].X, list(sec.obs_names), keep, sec.obsm["spatial"],
+        SectionLabels(dataset="toy", section="A1", patient="A"))
     write_section(other, tmp / "panel2" / "A1.h5ad")
     out = tmp / "refused2.h5ad"
     with pytest.raises(ProvenanceError, match="panel genes"):

@@ -50,12 +50,13 @@ def test_cache_matches_direct_encoding_and_fills_incrementally(tmp_path, pcam, b
         return real(dataset, bundle, rows, **kw)
 
     monkeypatch.setattr(lp, "_encode_rows", counting)
-    first = lp.embed_patch_dataset(ds, builtin, np.arange(0, 40, 2), cache_dir=tmp_path, chunk=8)
+    first = lp.embed_patch_dataset(ds, builtin, np.arange(0, 40, 2), cache_dir=tmp_path,
+                                   settings=lp.EmbedSettings(chunk=8))
     np.testing.assert_allclose(first, direct[::2], rtol=1e-5, atol=1e-6)
     assert sum(calls) == 20
     # a wider request encodes only what is missing; repeated/unsorted indices come back in order
     idx = np.array([39, 1, 0, 1, 38])
-    again = lp.embed_patch_dataset(ds, builtin, idx, cache_dir=tmp_path, chunk=8)
+    again = lp.embed_patch_dataset(ds, builtin, idx, cache_dir=tmp_path, settings=lp.EmbedSettings(chunk=8))
     np.testing.assert_allclose(again, direct[idx], rtol=1e-5, atol=1e-6)
     assert sum(calls) == 20 + 2
     path = lp.embedding_cache_path(tmp_path, ds, builtin)
@@ -79,8 +80,9 @@ def test_broken_or_mismatched_cache_is_rebuilt(tmp_path, pcam, builtin):
 def test_run_linear_probe_on_pcam_groups_by_slide(tmp_path, pcam):
     ds = read_pcam(pcam)
     result = lp.run_linear_probe(
-        ds, ["builtin"], out_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
-        config=lp.ProbeConfig(folds=4, batch_size=8, lr=1e-2, seed=0), limit=32,
+        ds, ["builtin"], out_dir=tmp_path / "out",
+        config=lp.ProbeConfig(folds=4, batch_size=8, lr=1e-2, seed=0),
+        options=lp.ProbeRunOptions(cache_dir=tmp_path / "cache", limit=32),
     )
     s = result.scores[0]
     assert s.mean["auc"] > 0.8  # 8 test patches per fold; some crops are mostly background

@@ -52,8 +52,9 @@ def test_base_encoder_runs_once_for_every_ge_head(tmp_path, monkeypatch):
     monkeypatch.setattr(lp, "_encode_rows", counting)
     # a 2-epoch toy run collapses; forced, since this test is about caching, not quality
     specs = ["builtin", f"ge:{run}:A1:0:force", f"ge:{run}:B1:0:force"]
-    result = lp.run_linear_probe(ds, specs, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
-                                 config=lp.ProbeConfig(folds=2, epochs=2, device="cpu"), num_workers=1)
+    result = lp.run_linear_probe(ds, specs, out_dir=tmp_path / "out",
+                                 config=lp.ProbeConfig(folds=2, epochs=2, device="cpu"),
+                                 options=lp.ProbeRunOptions(cache_dir=tmp_path / "cache", num_workers=1))
     assert calls == ["builtin"]  # one pass of the base encoder for three encoders
     assert [s.info["base_encoder"] for s in result.scores] == [None, "builtin", "builtin"]
     # each head over the cached base features == the ge: encoder end to end

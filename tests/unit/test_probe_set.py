@@ -13,10 +13,10 @@ from hagekit.cli.main import app
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     root = tmp_path_factory.mktemp("probe_synth")
-    synthesize_dataset(root, n_sections=1, n_spots=36, n_genes=80, seed=1)
+    synthesize_dataset(root, SynthConfig.resolve(n_sections=1, n_spots=36, n_genes=80, seed=1))
     return root
 
 

@@ -28,10 +28,10 @@ DEEP = Path("d1/d2/d3/d4/d5")
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     root = tmp_path_factory.mktemp("traversal_synth")
-    synthesize_dataset(root, n_sections=1, n_spots=36, n_genes=40, seed=3)
+    synthesize_dataset(root, SynthConfig.resolve(n_sections=1, n_spots=36, n_genes=40, seed=3))
     return root
 
 

@@ -264,7 +264,7 @@ def test_two_prepares_into_one_folder_build_each_section_once(tmp_path: Path):
     import time
 
     from hagekit.data.prepare import SectionSource, prepare_dataset
-    from hagekit.data.section import make_section
+    from hagekit.data.section import SectionLabels, make_section
 
     built: list[str] = []
     guard = threading.Lock()
@@ -275,8 +275,8 @@ def test_two_prepares_into_one_folder_build_each_section_once(tmp_path: Path):
                 built.append(name)
             time.sleep(0.2)  # slow enough that the two writers overlap
             counts = np.random.default_rng(0).poisson(3.0, size=(4, 3))
-            return make_section(counts, [f"b{i}" for i in range(4)], ["G1", "G2", "G3"],
-                                np.arange(8.0).reshape(4, 2), dataset="toy", section=name, patient="P")
+            return make_section(counts, [f"b{i}" for i in range(4)], ["G1", "G2", "G3"], np.arange(8.0).reshape(4, 2),
+                SectionLabels(dataset="toy", section=name, patient="P"))
         return build
 
     names = ["S1", "S2", "S3", "S4"]
@@ -290,10 +290,10 @@ def test_two_prepares_into_one_folder_build_each_section_once(tmp_path: Path):
 def test_two_synths_into_one_folder_write_each_section_once(tmp_path: Path, caplog):
     import logging
 
-    from hagekit.data.synthetic import synthesize_dataset
+    from hagekit.data.synthetic import SynthConfig, synthesize_dataset
 
     caplog.set_level(logging.INFO, logger="hagekit.data.synthetic")
-    results = _two_threads(lambda: synthesize_dataset(tmp_path, n_sections=4, n_spots=100, n_genes=40, seed=3))
+    results = _two_threads(lambda: synthesize_dataset(tmp_path, SynthConfig.resolve(n_sections=4, n_spots=100, n_genes=40, seed=3)))
     assert results[0] == results[1] and len(results[0]) == 4
     kept = [r for r in caplog.records if "exists with the same settings, kept" in r.getMessage()]
     assert len(kept) == 4  # 8 section visits, 4 writes: every section was written exactly once

@@ -13,6 +13,7 @@ Modules by concept: :mod:`~hagekit.bench.abmil.labels` (labels CSV, folds),
 :mod:`~hagekit.bench.abmil.model` (the gated-attention ``nn.Module``),
 :mod:`~hagekit.bench.abmil.training` (training on the shared loop, cross-validation),
 :mod:`~hagekit.bench.abmil.heatmaps` (attention files, heatmaps),
+:mod:`~hagekit.bench.abmil.sources` (slides and feature folders, extraction),
 :mod:`~hagekit.bench.abmil.run` (the benchmark end to end). Torch loads with the model module only.
 """
 
@@ -32,15 +33,18 @@ from hagekit.bench.abmil.labels import (
     make_slide_folds,
     read_slide_labels,
 )
-from hagekit.bench.abmil.run import (
+from hagekit.bench.abmil.run import AbmilRunOptions, open_bags, run_abmil
+from hagekit.bench.abmil.sources import (
+    FeatureSources,
+    SlideExtraction,
     extract_slide_features,
     find_slide_files,
-    open_bags,
     parse_named_paths,
-    run_abmil,
+    resolve_sources,
 )
 from hagekit.bench.abmil.training import (
     ABMILConfig,
+    LabelledBags,
     SlidePrediction,
     TrainedABMIL,
     cross_validate_abmil,
@@ -61,10 +65,15 @@ __all__ = [
     "pack_bags",
     "open_bags",
     "make_slide_folds",
+    "LabelledBags",
     "train_abmil",
     "predict_bag",
     "cross_validate_abmil",
+    "AbmilRunOptions",
     "run_abmil",
+    "FeatureSources",
+    "SlideExtraction",
+    "resolve_sources",
     "find_slide_files",
     "extract_slide_features",
     "parse_named_paths",

@@ -127,10 +127,7 @@ def draw_attention_heatmap(
     pred = attrs.get("pred", "")
     ax.set_title(f"{slide_path.stem}: attention (label {label}, predicted {pred})", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="attention percentile")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out_path
+    from hagekit.plots import save_png
+
+    return save_png(fig, out_path)
 

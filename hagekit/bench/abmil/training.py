@@ -19,7 +19,7 @@ from hagekit.training.splits import trial_seed
 if TYPE_CHECKING:
     from hagekit.bench.abmil.bags import BagStore, PackedBags
 
-__all__ = ["ABMILConfig", "TrainedABMIL", "SlidePrediction", "train_abmil", "cross_validate_abmil"]
+__all__ = ["ABMILConfig", "TrainedABMIL", "SlidePrediction", "LabelledBags", "train_abmil", "cross_validate_abmil"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,24 @@ class ABMILConfig:
     """AB-MIL training and CV settings (Adam, per-bag steps, early stopping on val loss)."""
 
     folds: int = 5
+    """Cross-validation folds, grouped by case."""
     val_fraction: float = 0.2
+    """Share of each training part's cases held out for early stopping."""
     max_epochs: int = 50
     patience: int = 10
+    """Early stopping: epochs without a lower validation loss."""
     min_epochs: int = 10
     lr: float = 2e-4
+    """Adam."""
     weight_decay: float = 1e-5
     hidden_dim: int = 256
+    """The gated-attention network."""
     attention_dim: int = 128
     dropout: float = 0.25
     balanced: bool = True
+    """Class-weighted losses."""
     max_instances: int | None = None
+    """Random tiles per bag per training step (None: all)."""
     seed: int = 0
     device: str = "auto"
 
@@ -80,12 +87,18 @@ def _class_weights(train_y: np.ndarray, n_classes: int, device: Any) -> Any:
     return torch.tensor(w, dtype=torch.float32, device=device)
 
 
+@dataclass(frozen=True)
+class LabelledBags:
+    """Slide ids (bags of a store) and their class labels."""
+
+    ids: Sequence[str]
+    y: np.ndarray
+
+
 def train_abmil(
     store: BagStore | PackedBags,
-    train_ids: Sequence[str],
-    train_y: np.ndarray,
-    val_ids: Sequence[str],
-    val_y: np.ndarray,
+    train: LabelledBags,
+    val: LabelledBags,
     *,
     n_classes: int,
     in_dim: int,
@@ -107,9 +120,10 @@ def train_abmil(
     from hagekit.metrics.device import classification_metrics as device_metrics
 
     device = resolve_device(config.device)
-    train_y = np.asarray(train_y, dtype=np.int64)
+    train_ids, val_ids = train.ids, val.ids
+    train_y = np.asarray(train.y, dtype=np.int64)
     y_train = torch.as_tensor(train_y, device=device)
-    y_val = torch.as_tensor(np.asarray(val_y, dtype=np.int64), device=device)
+    y_val = torch.as_tensor(np.asarray(val.y, dtype=np.int64), device=device)
     weight = _class_weights(train_y, n_classes, device) if config.balanced else None
     rng = np.random.default_rng(seed)
     loop_cfg = LoopConfig(
@@ -181,8 +195,8 @@ def cross_validate_abmil(
         for k, (tr, va, te) in enumerate(folds):
             ids = labels.slide_ids
             trained = train_abmil(
-                store, [ids[i] for i in tr], labels.labels[tr], [ids[i] for i in va], labels.labels[va],
-                n_classes=n_classes, in_dim=in_dim, config=config, seed=trial_seed(config.seed, "abmil", k),
+                store, LabelledBags([ids[i] for i in tr], labels.labels[tr]),
+                LabelledBags([ids[i] for i in va], labels.labels[va]), n_classes=n_classes, in_dim=in_dim, config=config, seed=trial_seed(config.seed, "abmil", k),
                 progress=progress,
             )
             probas = []

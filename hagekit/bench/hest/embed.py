@@ -90,7 +90,8 @@ def plan_encoder(spec: str, *, weights: Path | None = None, device: str = "cpu")
 def embed_sample(patches: HestPatches, base: Any, *, cache_dir: Path | None, batch_size: int, device: str,
                  num_workers: int = 0, progress: Reporter | None = None) -> np.ndarray:
     """Base-encoder embeddings (N, D) of every patch of a sample, through the cache."""
-    from hagekit.bench.linear_probe import embed_patch_dataset
+    from hagekit.bench.linear_probe import EmbedSettings, embed_patch_dataset
 
-    return embed_patch_dataset(patches, base, cache_dir=cache_dir, batch_size=batch_size,  # type: ignore[arg-type]
-                               device=device, num_workers=num_workers, progress=progress)
+    settings = EmbedSettings(batch_size=batch_size, device=device, num_workers=num_workers)
+    return embed_patch_dataset(patches, base, cache_dir=cache_dir, settings=settings,  # type: ignore[arg-type]
+                               progress=progress)
