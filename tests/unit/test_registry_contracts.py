@@ -128,8 +128,10 @@ def test_encoder_gives_its_declared_width(name: str) -> None:
 
 
 def _visium(tmp: Path) -> tuple[Path, dict]:
+    from hagekit.data.visium import VisiumSection
+
     outs, image = make_visium(tmp / "outs")
-    return outs, {"name": "S1", "image": image}
+    return outs, {"section": VisiumSection("S1", image)}
 
 
 #: reader -> builder of a tiny raw folder in the published layout, and the reader's keywords.
