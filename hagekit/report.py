@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hagekit.errors import DataError, at
-from hagekit.io.atomic import visible_files, write_text
+from hagekit.io.atomic import write_text
 from hagekit.io.jsonfile import read_json_object
 
 __all__ = ["RunReport", "report_run", "per_gene_table", "summary_markdown", "LOG_BASES", "error_label",
@@ -86,13 +86,14 @@ class RunReport:
 
 def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
     """Per-gene PCC of every (fold, trial, section) of a run: (genes, (R, G) array, row labels)."""
-    from hagekit.io.genelist import read_gene_list
+    from hagekit.io.run_folder import RunFolder
 
-    run = Path(run)
-    genes = read_gene_list(run / "genes.txt")
+    folder = RunFolder(Path(run))
+    genes = folder.read_genes()
     rows, labels = [], []
-    for path in visible_files(run, "*/trial*/metrics.json"):
-        saved = read_json_object(path, what="a trial's metrics")
+    for (fold, trial), trial_dir in sorted(folder.trials_with("metrics.json").items(), key=lambda kv: kv[1]):
+        path = trial_dir / "metrics.json"
+        saved = folder.read_trial(fold, trial) or {}
         per_gene = saved.get("per_gene_pcc") or {}
         if not isinstance(per_gene, dict):
             raise DataError(at(path, '"per_gene_pcc" must map each section to a list of PCCs'))
@@ -103,7 +104,7 @@ def per_gene_table(run: Path | str) -> tuple[list[str], np.ndarray, list[str]]:
             if len(values) != len(genes):
                 raise DataError(at(path, f"{len(values)} per-gene PCCs for {len(genes)} genes"))
             rows.append([np.nan if v is None else float(v) for v in values])
-            labels.append(f"{path.parent.parent.name}/{path.parent.name}/{section}")
+            labels.append(f"{fold}/{trial_dir.name}/{section}")
     if not rows:
         raise DataError(at(run, "no finished trials with per-gene PCC (<fold>/trial<k>/metrics.json)"))
     return genes, np.asarray(rows, dtype=np.float64), labels
@@ -151,10 +152,11 @@ def summary_markdown(summary: dict[str, Any], title: str = "") -> str:
 def report_run(run: Path | str, *, out: Path | str | None = None, log_base: str = "e") -> RunReport:
     """Write ``summary.md``, ``per_gene_pcc.csv`` and ``pcc_histogram.png`` for a finished run
     (MSE/MAE in ``log_base``: ``e``, or ``10`` to compare with published tables)."""
+    from hagekit.io.run_folder import RunFolder
     from hagekit.plots import plot_pcc_histogram
 
     run = Path(run)
-    summary_path = run / "summary.json"
+    summary_path = RunFolder(run).summary_path
     if not summary_path.is_file():
         raise DataError(at(run, "no summary.json; is this a finished run (`hagekit train`)?"))
     summary = read_json_object(summary_path, what="a run summary")
@@ -189,12 +191,12 @@ def _run_target(run: Path, summary: dict[str, Any]) -> str:
     """The run's expression target (summary.json, else the run's ``config.json``, else the default)."""
     if "target" in summary:
         return str(summary["target"])
-    path = run / "config.json"
-    if not path.is_file():
-        return "log1p_norm"
-    from hagekit.io.jsonfile import read_json_object
+    from hagekit.io.run_folder import RunFolder
 
-    cfg = read_json_object(path, what="a run config (JSON object)")
+    folder = RunFolder(run)
+    if not folder.config_path.is_file():
+        return "log1p_norm"
+    cfg = folder.read_config()
     protocol = cfg.get("protocol")
     return str((protocol.get("target") if isinstance(protocol, dict) else None) or "log1p_norm")
 
