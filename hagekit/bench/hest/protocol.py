@@ -20,19 +20,24 @@ training samples; HEST's published numbers use the fixed rule.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hagekit.errors import ConfigError
+from hagekit.registry import Registry
 
 __all__ = ["ProtocolConfig", "FoldScores", "hest_alpha", "reduce_features", "fit_predict", "pearson_per_gene",
            "evaluate_fold", "METHODS", "NESTED_GRID"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ridge", "xgboost", "random-forest")
+#: HEST-Bench's regressors on (reduced) features: ``fit_predict(x_train, y_train, x_test, seed, alpha)``.
+#: A new regressor is one ``METHODS.register`` line (or the ``hagekit.hest_regressors`` entry points).
+METHODS: Registry[Callable[..., np.ndarray]] = Registry("HEST-Bench regressor", option="--method",
+                                                       entry_points="hagekit.hest_regressors")
 #: Multiples of HEST's alpha tried by ``--alpha nested``.
 NESTED_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
@@ -50,8 +55,7 @@ class ProtocolConfig:
     inner_folds: int = 3
 
     def validate(self) -> ProtocolConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"--method: unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        METHODS.entry(self.method)  # an unknown name lists the known ones
         if self.latent_dim < 1:
             raise ConfigError(f"--latent-dim: must be >= 1, got {self.latent_dim}")
         if self.alpha not in ("hest", "nested"):
@@ -115,16 +119,29 @@ def _ridge(alpha: float, seed: int) -> Any:
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, config: ProtocolConfig,
                 alpha: float | None = None) -> np.ndarray:
     """Predictions (N_test, G) of HEST's regressor fitted on (``x_train``, ``y_train``)."""
-    if config.method == "ridge":
-        a = hest_alpha(x_train.shape[1], y_train.shape[1]) if alpha is None else alpha
-        return np.asarray(_ridge(a, config.seed).fit(x_train, y_train).predict(x_test))
-    if config.method == "xgboost":
-        import xgboost as xgb
+    return METHODS.get(config.method)(x_train, y_train, x_test, config.seed, alpha)
 
-        reg = xgb.XGBRegressor(n_estimators=100, learning_rate=0.1, max_depth=3, min_child_weight=1, subsample=0.8,
-                               colsample_bytree=0.8, gamma=0, reg_alpha=0, reg_lambda=1, random_state=config.seed,
-                               n_jobs=1)
-        return np.asarray(reg.fit(x_train, y_train).predict(x_test))
+
+@METHODS.register("ridge", help="ridge, HEST's alpha rule (or nested / fixed --alpha)")
+def _ridge_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int,
+                       alpha: float | None) -> np.ndarray:
+    a = hest_alpha(x_train.shape[1], y_train.shape[1]) if alpha is None else alpha
+    return np.asarray(_ridge(a, seed).fit(x_train, y_train).predict(x_test))
+
+
+@METHODS.register("xgboost", help="XGBoost, HEST's settings")
+def _xgboost_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int,
+                         alpha: float | None) -> np.ndarray:
+    import xgboost as xgb
+
+    reg = xgb.XGBRegressor(n_estimators=100, learning_rate=0.1, max_depth=3, min_child_weight=1, subsample=0.8,
+                           colsample_bytree=0.8, gamma=0, reg_alpha=0, reg_lambda=1, random_state=seed, n_jobs=1)
+    return np.asarray(reg.fit(x_train, y_train).predict(x_test))
+
+
+@METHODS.register("random-forest", help="random forest per gene, HEST's settings")
+def _forest_fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int,
+                        alpha: float | None) -> np.ndarray:
     from sklearn.ensemble import RandomForestRegressor
 
     cols = [RandomForestRegressor(n_estimators=70, random_state=42).fit(x_train, y_train[:, j]).predict(x_test)
