@@ -8,8 +8,8 @@ see one spot at three scales and are fused:
 - *neighbour*: TRIPLEX cuts a larger field of view around the spot into a 5 x 5 grid of
   sub-patches, embeds each with a frozen encoder, and runs a transformer whose attention has a
   learned bias per relative grid offset (``attn_bias``), with a mask for empty cells. Here the
-  grid cells are the spots themselves: the 5 x 5 spot-grid window around the spot (``window``
-  cells each side, on the section's integer spot grid), each cell holding that spot's
+  grid cells are the spots themselves: the spot-grid window around the spot (``window``
+  cells each side, on the section's integer spot grid: 3 x 3 by default, 5 x 5 with window 2), each cell holding that spot's
   projected frozen features, empty cells masked, the same offset-indexed attention bias.
 - *global*: all spots of the section (frozen features) through one transformer block, TRIPLEX's
   APEG positional encoding (a depthwise 3 x 3 convolution over the features scattered on the
@@ -18,13 +18,14 @@ see one spot at three scales and are fused:
   weights, the neighbour tokens; the two results are summed and normalised.
 
 Loss (TRIPLEX's ``calculate_loss``): ``MSE(fused, y) + sum_b [(1-a) MSE(out_b, y) + a MSE(fused, out_b)]``
-over the three branch heads, ``a = 0.3``; every output is clamped at 0 (when the targets are
+over the three branch heads (TRIPLEX: ``a = 0.3``; ``distill_alpha``, 0.6 here); every output is clamped at 0 (when the targets are
 non-negative, as TRIPLEX's are). Ours differs: frozen features instead of a fine-tuned ResNet
 (one target token, not 49), one input projection per branch (TRIPLEX's neighbour/global
 embeddings already have the model width), head biases start at the gene means, a step is one
 section (TRIPLEX: 128 spots, each with its slide's global tokens), early stopping on validation
-PCC, Adam without TRIPLEX's ReduceLROnPlateau. Defaults are smaller for CPU (width 128, depths
-1/2/2 for fusion/global/neighbour; TRIPLEX: 512 and 1/3/3).
+PCC, Adam without TRIPLEX's ReduceLROnPlateau. Width, lr, window and ``distill_alpha`` are chosen
+by nested validation (``bench tune --method triplex``: width 64, lr 3e-3, window 1, a 0.6; depths
+1/2/2 for fusion/global/neighbour; TRIPLEX: width 512, depths 1/3/3).
 """
 
 from __future__ import annotations
@@ -208,10 +209,10 @@ def triplex_loss(out: dict[str, torch.Tensor], y: torch.Tensor, alpha: float) ->
     return {"loss": loss, **terms}
 
 
-@hyperparameters(
-    d_model=128, heads=4, depth_fusion=1, depth_global=2, depth_neighbour=2, mlp_ratio_fusion=4.0,
+@hyperparameters(  # lr, d_model, window, distill_alpha: nested `bench tune --method triplex` (docs/context-models.md)
+    d_model=64, heads=4, depth_fusion=1, depth_global=2, depth_neighbour=2, mlp_ratio_fusion=4.0,
     mlp_ratio_global=4.0, mlp_ratio_neighbour=1.0, dropout_fusion=0.2, dropout_global=0.1, dropout_neighbour=0.3,
-    window=2, kernel_size=3, distill_alpha=0.3, lr=1e-3, weight_decay=1e-4, epochs=100, patience=10, device="auto",
+    window=1, kernel_size=3, distill_alpha=0.6, lr=3e-3, weight_decay=1e-4, epochs=100, patience=10, device="auto",
     random_state=0,
 )
 class TriplexRegressor(SectionBaseline):

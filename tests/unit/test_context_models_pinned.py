@@ -13,8 +13,9 @@ import pytest
 
 #: Tiny settings; everything else at the defaults.
 PARAMS = {
-    "triplex": {"d_model": 16, "heads": 2, "epochs": 4, "patience": 2, "device": "cpu"},
     # the defaults before nested tuning, pinned explicitly so the numbers below stay the same
+    "triplex": {"d_model": 16, "heads": 2, "epochs": 4, "patience": 2, "device": "cpu", "lr": 1e-3, "window": 2,
+                "distill_alpha": 0.3},
     "histogene": {"d_model": 16, "heads": 2, "epochs": 4, "patience": 2, "device": "cpu", "dropout": 0.1},
     "hist2st": {"d_model": 16, "heads": 2, "epochs": 4, "patience": 2, "device": "cpu", "lr": 1e-3, "dropout": 0.2,
                 "depth_graph": 2},
