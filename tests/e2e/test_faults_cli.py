@@ -129,7 +129,7 @@ def mil(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def raw_her2st(tmp_path_factory) -> Path:
     """A mini her2st repository (3 sections, 2 imaged) for `data prepare`."""
-    make_her2st = _unit_module("test_data_fixtures").make_her2st
+    from toys.raw_formats import make_her2st
 
     return make_her2st(tmp_path_factory.mktemp("faults_raw") / "her2st")
 

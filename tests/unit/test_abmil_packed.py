@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from toys.abmil_bags import planted_bags
 
 from hagekit.bench.abmil import (
     ABMILConfig,
@@ -22,17 +21,10 @@ from hagekit.bench.abmil import (
 from hagekit.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-_spec = importlib.util.spec_from_file_location("_abmil_model", Path(__file__).with_name("test_abmil_model.py"))
-planted_bags = None
 
 
 @pytest.fixture()
 def bags(tmp_path):
-    global planted_bags
-    if planted_bags is None:
-        mod = importlib.util.module_from_spec(_spec)
-        _spec.loader.exec_module(mod)
-        planted_bags = mod.planted_bags
     feats = tmp_path / "feats"
     planted_bags(feats, n_bags=8)
     return feats, {p.stem: p for p in sorted(feats.glob("*.h5"))}

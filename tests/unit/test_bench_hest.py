@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,13 +11,10 @@ import h5py
 import numpy as np
 import pytest
 from clitext import flat
+from toys import hest_fixture as hf
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
-
-_spec = importlib.util.spec_from_file_location("_hest_fixture", Path(__file__).with_name("_hest_fixture.py"))
-hf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hf)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_module")
 runner = CliRunner()

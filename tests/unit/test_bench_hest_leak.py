@@ -3,26 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from clitext import flat
+from toys import hage_toy as toy
+from toys import hest_fixture as hf
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-toy, hf = _load("_hage_toy"), _load("_hest_fixture")
 pytestmark = pytest.mark.usefixtures("one_torch_thread_module")
 runner = CliRunner()
 

@@ -4,7 +4,6 @@ a held-out section, each fold's HAGE gets a set trained on that fold's training 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import threading
@@ -13,16 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clitext import flat
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.genes.embeddings import embedding_training_sections, embeddings_for_panel
 from hagekit.genes.per_fold import FoldEmbeddings, embeddings_for
 from hagekit.progress import NullReporter
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -3,23 +3,18 @@ dataset written in the real file formats (sections .h5ad, features .h5, panel, e
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from clitext import flat
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.bench.compare import parse_methods
 from hagekit.bench.expression.statistics import build_tables, paired_comparison
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 runner = CliRunner()
 

@@ -8,18 +8,14 @@ expression shuffled across its spots, and must predict that section identically.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
+from toys import context_toy as toy
 
 from hagekit.baselines import make_method
 from hagekit.training.protocol import ProtocolSettings, run_protocol
 
-_spec = importlib.util.spec_from_file_location("_context_toy", Path(__file__).with_name("_context_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 CONTEXT_METHODS, HAGE_CONTEXT, toy_dataset = toy.CONTEXT_METHODS, toy.HAGE_CONTEXT, toy.toy_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -3,22 +3,18 @@ the protocol (validation spots placed in their sections, resume), and what conte
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.base import clone
+from toys import context_toy as toy
+from toys import hage_toy
 
 from hagekit.baselines import make_method
 from hagekit.errors import ConfigError, DataError
 from hagekit.metrics import evaluate_section
 from hagekit.training.protocol import ProtocolSettings, run_protocol
-
-_spec = importlib.util.spec_from_file_location("_context_toy", Path(__file__).with_name("_context_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -125,9 +121,6 @@ def test_ablation_names_hage_ctx_and_the_cli_runs_context_rows(tmp_path):
 
     assert "hage-ctx" not in [s.name for s in ablation_specs()]  # the paper's Table 2 by default
     assert ablation_specs(["hage-ctx"])[0].params == {"config__context": "mean"}
-    spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-    hage_toy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hage_toy)
     root, feats, panel, emb = hage_toy.make_toy(tmp_path, n=49)
     cfg = tmp_path / "fast.toml"
     cfg.write_text("d = 16\nn_heads = 4\nk1 = 3\nk2 = 2\nbatch_size = 32\nlr = 1e-3\n[baselines.ridge-ctx]\npca = 8\n")
@@ -155,9 +148,6 @@ def test_hagekit_predict_reproduces_the_runs_context_predictions(tmp_path):
     from hagekit.study import StudyInputs
     from hagekit.training.run import train_run
 
-    spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-    hage_toy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hage_toy)
     base = create_encoder("builtin")
     root, feats, panel, emb = hage_toy.make_toy(tmp_path, n=49, dim=base.dim, encoder="builtin", sha=base.weights_sha256)
     train_run(inputs=StudyInputs(root, "toy", feats, panel, emb),

@@ -8,15 +8,9 @@ change: ``python tests/unit/test_context_pinned.py`` prints the table.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-_spec = importlib.util.spec_from_file_location("_context_toy", Path(__file__).with_name("_context_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
+from toys import context_toy as toy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from clitext import flat
-from test_data_fixtures import make_cscc, make_her2st, make_hest, make_visium
+from toys.raw_formats import make_cscc, make_her2st, make_hest, make_visium
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app

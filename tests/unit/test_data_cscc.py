@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, grid_spots, make_cscc, write_counts_tsv, write_jpeg
+from toys.raw_formats import GENES, grid_spots, make_cscc, write_counts_tsv, write_jpeg
 
 from hagekit.data.cscc import prepare_cscc
 from hagekit.data.section import list_sections, read_section

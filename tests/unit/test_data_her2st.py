@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, grid_spots, make_her2st, write_counts_tsv, write_spot_tsv
+from toys.raw_formats import GENES, grid_spots, make_her2st, write_counts_tsv, write_spot_tsv
 
 from hagekit.data.her2st import prepare_her2st
 from hagekit.data.section import list_sections, read_section

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, make_hest
+from toys.raw_formats import GENES, make_hest
 
 from hagekit.data.hest import prepare_hest
 from hagekit.data.section import read_section

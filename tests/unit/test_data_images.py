@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import write_jpeg, write_pyramid_tiff
+from toys.raw_formats import write_jpeg, write_pyramid_tiff
 
 from hagekit.errors import DataError
 from hagekit.slides.info import open_image_info, thumbnail_from_array

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, make_stutility
-from test_data_fixtures import STUTILITY_IDS as IDS
+from toys.raw_formats import GENES, make_stutility
+from toys.raw_formats import STUTILITY_IDS as IDS
 
 from hagekit.data.section import read_section, section_info
 from hagekit.data.st_array import ST_1K, ST_2K, detect_st_array, pitch_xy_px

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import GENES, make_visium, write_10x_h5
+from toys.raw_formats import GENES, make_visium, write_10x_h5
 
 from hagekit.data.section import read_section
 from hagekit.data.visium import VisiumSection, prepare_visium, read_10x_h5

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 
 def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):

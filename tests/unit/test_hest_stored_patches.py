@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_data_fixtures import make_hest
+from toys.raw_formats import make_hest
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app

@@ -1,27 +1,23 @@
 """RunFolder: the one class that writes a run folder and reads it back.
 
 ``fixtures/run_folder_5d5b5eb`` was written by the protocol of 5d5b5eb (before RunFolder) on the
-toy data of test_core_protocol (one trial, a least-squares estimator that saves ``w.npy``).
+toy data of toys/protocol_toy.py (one trial, a least-squares estimator that saves ``w.npy``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from toys import protocol_toy
 
 from hagekit.errors import ProvenanceError
 from hagekit.io.locks import ItemLock, LockInfo
 from hagekit.io.run_folder import RunFolder
 from hagekit.training.dataset import load_dataset
 from hagekit.training.protocol import ProtocolSettings, run_protocol
-
-_spec = importlib.util.spec_from_file_location("_core_protocol", Path(__file__).with_name("test_core_protocol.py"))
-core = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(core)
 
 OLD_RUN = Path(__file__).with_name("fixtures") / "run_folder_5d5b5eb"
 OLD_SETTINGS = {"trials": 1, "seed": 0, "method": "linear", "config": {"kind": "linear", "params": {"alpha": 1.0}}}
@@ -74,24 +70,24 @@ def test_written_folder_reads_back(tmp_path: Path):
 def test_folder_written_before_runfolder_reads_and_resumes_byte_for_byte(tmp_path: Path):
     root, feats = tmp_path / "data", tmp_path / "feats"
     for i, (s, p) in enumerate([("A1", "A"), ("A2", "A"), ("B1", "B")]):
-        core._make(root, feats, s, p, i)
+        protocol_toy.write_toy_section(root, feats, s, p, i)
     out = tmp_path / "run"
     shutil.copytree(OLD_RUN, out)
     before = _files(out)
     run = RunFolder(out)
-    assert run.read_genes() == core.GENES
+    assert run.read_genes() == protocol_toy.GENES
     assert run.read_config()["protocol"]["method"] == "linear"
     assert set(run.trials_with("w.npy")) == {("A1", 0), ("A2", 0), ("B1", 0)}
     assert [r["section"] for r in run.metrics_rows()] == ["A1", "A2", "B1"]
     assert [r["name"] for r in run.read_splits()["trials"]] == ["A1", "A2", "B1"]
     saved = run.read_trial("B1", 0)
-    assert saved is not None and len(saved["per_gene_pcc"]["B1"]) == len(core.GENES)
+    assert saved is not None and len(saved["per_gene_pcc"]["B1"]) == len(protocol_toy.GENES)
 
-    core.LoadableEstimator.calls = 0
-    data = load_dataset(root, "toy", feats, core.GENES)
-    res = run_protocol(data, lambda ctx: core.LoadableEstimator(ctx.seed), ProtocolSettings(out_dir=out, **OLD_SETTINGS),
-                       estimator_type=core.LoadableEstimator)
-    assert core.LoadableEstimator.calls == 0  # every trial resumed
+    protocol_toy.LoadableEstimator.calls = 0
+    data = load_dataset(root, "toy", feats, protocol_toy.GENES)
+    res = run_protocol(data, lambda ctx: protocol_toy.LoadableEstimator(ctx.seed), ProtocolSettings(out_dir=out, **OLD_SETTINGS),
+                       estimator_type=protocol_toy.LoadableEstimator)
+    assert protocol_toy.LoadableEstimator.calls == 0  # every trial resumed
     assert res.rows == [r for f in ("A1", "A2", "B1") for r in run.read_trial(f, 0)["rows"]]
     assert _files(out) == before  # rewritten by this version: the same bytes
 
@@ -104,6 +100,6 @@ def test_older_record_without_inputs_is_compared_by_its_genes_txt(tmp_path: Path
     old = json.loads(json.dumps(new))
     del old["protocol"]["inputs"]  # what 00ca6a1 recorded: no digests
     old["config"]["data_root"] = "/somewhere/else"  # locations are not part of a run's identity
-    assert run.differences(old, new, core.GENES) == []
-    assert run.differences(old, new, list(reversed(core.GENES))) == ["inputs.genes"]
-    assert run.differences(new, {**new, "protocol": {**new["protocol"], "trials": 2}}, core.GENES) == ["trials"]
+    assert run.differences(old, new, protocol_toy.GENES) == []
+    assert run.differences(old, new, list(reversed(protocol_toy.GENES))) == ["inputs.genes"]
+    assert run.differences(new, {**new, "protocol": {**new["protocol"], "trials": 2}}, protocol_toy.GENES) == ["trials"]

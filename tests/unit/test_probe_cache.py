@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from toys.patches import he_crops, write_pcam
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_probe_datasets import he_crops, write_pcam  # noqa: E402
-
-from hagekit.bench import linear_probe as lp  # noqa: E402
-from hagekit.bench.patch_datasets import read_pcam  # noqa: E402
+from hagekit.bench import linear_probe as lp
+from hagekit.bench.patch_datasets import read_pcam
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

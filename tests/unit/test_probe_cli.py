@@ -7,19 +7,16 @@ layout; the builtin descriptor separates them. A rerun is served from the embedd
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from clitext import flat
 from PIL import Image
+from toys.patches import he_crops
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_probe_datasets import he_crops  # noqa: E402
-
-from hagekit.cli.main import app  # noqa: E402
+from hagekit.cli.main import app
 
 runner = CliRunner()
 

@@ -3,22 +3,13 @@ head applied to the cached base features gives the ``ge:`` encoder's own embeddi
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
+from toys import hage_toy as toy
+from toys.patches import he_crops
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_probe_datasets import he_crops  # noqa: E402
-
-import hagekit.bench.linear_probe as lp  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
+import hagekit.bench.linear_probe as lp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from clitext import flat
-from test_data_fixtures import make_visium
+from toys.raw_formats import make_visium
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app

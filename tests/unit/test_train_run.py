@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from clitext import flat
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError, ProvenanceError
 from hagekit.study import StudyInputs
 from hagekit.training.run import check_embedding_leak, resolve_settings, train_run
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

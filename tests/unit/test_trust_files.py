@@ -4,7 +4,6 @@ CLAM .pt, summaries and sidecars of the wrong types, and output modes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -12,16 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import DataError
 from hagekit.study import StudyInputs
 from hagekit.training.run import train_run
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

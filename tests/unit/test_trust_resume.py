@@ -4,13 +4,13 @@ validated before the run folder is touched; a moved workspace resumes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
@@ -18,10 +18,6 @@ from hagekit.errors import ConfigError, ProvenanceError
 from hagekit.io.genelist import write_gene_list
 from hagekit.study import StudyInputs
 from hagekit.training.run import train_run
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

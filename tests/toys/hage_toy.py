@@ -1,5 +1,5 @@
 """A tiny ST dataset in the real file formats (sections .h5ad, feature .h5, panel, embeddings),
-shared by the HAGE train/predict tests (loaded by path, so no package layout is assumed)."""
+shared by the HAGE train/predict tests and tests/e2e."""
 
 from __future__ import annotations
 
