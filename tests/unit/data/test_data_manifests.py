@@ -29,7 +29,7 @@ def test_every_expected_manifest_is_there_and_valid() -> None:
 
 
 def test_top_level_folder_is_the_package_data() -> None:
-    top = Path(__file__).resolve().parents[2] / "data_manifests"
+    top = Path(__file__).resolve().parents[3] / "data_manifests"
     assert top.is_dir()
     assert {p.name for p in top.glob("*.yaml")} == {p.name for p in manifests_dir().glob("*.yaml")}
 

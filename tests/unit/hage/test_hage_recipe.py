@@ -76,7 +76,7 @@ def test_collapse_warning_fires_on_a_forced_collapse(caplog):
 
 
 def _ablation_module():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_synthetic.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "ablation_synthetic.py"
     spec = importlib.util.spec_from_file_location("ablation_synthetic", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -3,7 +3,7 @@
 Like ``test_behaviour_pinned.py``: tiny sizes, CPU, one torch thread; the fingerprint is every
 epoch's validation PCC and the held-out section's predictions summarised (mean, std, first
 values). A change of these numbers is a change of behaviour: regenerate only when intended,
-``python tests/unit/test_context_models_pinned.py`` prints the table.
+``python tests/unit/baselines/test_context_models_pinned.py`` prints the table.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``ridge-ctx`` and HAGE with ``context = "mean"`` fitted (seed 0) on fixed tiny sections whose
 expression depends on the neighbourhood; a change of these numbers is a change of behaviour
 (neighbourhoods, the [x, neighbour mean] input, the fit). Regenerate only for an intended
-change: ``python tests/unit/test_context_pinned.py`` prints the table.
+change: ``PYTHONPATH=.:tests python tests/unit/learn/test_context_pinned.py`` prints the table.
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def test_two_concurrent_trains_on_one_run_train_each_trial_once(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path)
     kw = {"inputs": [str(root), "toy", str(feats), str(panel), str(emb)], "out": str(tmp_path / "run"),
           "overrides": {**toy.FAST, "epochs": 2, "folds": "A1,B1", "trials": 2}}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3]), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, json.dumps(kw)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -105,6 +105,6 @@ def test_builtin_manifests_publish_only_real_checksums() -> None:
 
 
 def test_readme_says_what_a_download_verifies() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
     assert "sha256-verified" not in readme
     assert "pinned on first download" in readme

@@ -1,6 +1,6 @@
 """Context never reads a test section's expression: permuting it changes no prediction.
 
-Generic over :data:`CONTEXT_METHODS` (``tests/unit/_context_toy.py``): every context method
+Generic over :data:`CONTEXT_METHODS` (``tests/toys/context_toy.py``): every context method
 is fitted through the cross-validation protocol twice, once with the held-out section's
 expression shuffled across its spots, and must predict that section identically.
 """
