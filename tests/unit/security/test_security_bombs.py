@@ -98,7 +98,7 @@ def test_extract_patch_um_bounds(prepared: tuple[Path, Path], value: str) -> Non
 
 @pytest.mark.parametrize("tile", ["1000000", "4097", "4"])
 def test_extract_tile_size_bounds(tmp_path: Path, tile: str) -> None:
-    from test_data_fixtures import write_pyramid_tiff
+    from toys.raw_formats import write_pyramid_tiff
 
     slides = tmp_path / "slides"
     slides.mkdir()
