@@ -3,7 +3,7 @@ a number the code does not use and never imports torch to learn it.
 
 Values come from the literal defaults of a dataclass (``HAGEConfig``, ``RunSettings``) or a
 module constant, parsed with :mod:`ast` from the defining module (not imported: ``hagekit.hage``
-imports torch). tests/unit/test_cli_defaults.py checks them against the imported classes.
+imports torch). tests/unit/cli/test_cli_defaults.py checks them against the imported classes.
 """
 
 from __future__ import annotations

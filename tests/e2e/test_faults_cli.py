@@ -40,14 +40,6 @@ from hagekit.io.tmpnames import is_temporary
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _unit_module(name: str):
-    """A helper module of tests/unit (its fixture builders), loaded by path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_unit_{name}", REPO / "tests" / "unit" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 runner = CliRunner()
 
 TRAIN = ["--epochs", "1", "--trials", "1", "--folds", "A1", "--d", "16", "--k1", "3", "--k2", "2",
@@ -129,7 +121,7 @@ def mil(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def raw_her2st(tmp_path_factory) -> Path:
     """A mini her2st repository (3 sections, 2 imaged) for `data prepare`."""
-    make_her2st = _unit_module("test_data_fixtures").make_her2st
+    from toys.raw_formats import make_her2st
 
     return make_her2st(tmp_path_factory.mktemp("faults_raw") / "her2st")
 

@@ -4,22 +4,19 @@ baselines` under 2 CPU ranks (gloo) give the single-process tables; rank 0 write
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.distributed import DistContext, my_tasks, round_robin_device
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("_hage_toy", REPO / "tests" / "unit" / "_hage_toy.py")
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

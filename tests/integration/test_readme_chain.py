@@ -44,7 +44,7 @@ RULES: list[tuple[str, Run | str]] = [
     (". .venv/bin/activate", "activates that virtual environment"),
     ("pytest", "runs the test suite itself"),
     ("nox ", "runs the project's own sessions (tests, lint, benchmarks)"),
-    ("torchrun ", "several GPUs or nodes (torchrun on CPU: tests/unit/test_extract_scale.py)"),
+    ("torchrun ", "several GPUs or nodes (torchrun on CPU: tests/e2e/test_extract_scale.py)"),
     ("G2V=", "shell variables for the paper's tables below"),
     ("hagekit demo", Run()),
     ("hagekit data prepare cscc", "cSCC (GEO GSE144240) is a download, not on these machines"),

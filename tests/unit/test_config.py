@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.config import (
@@ -22,10 +22,6 @@ from hagekit.config import (
     resolve_layers,
 )
 from hagekit.errors import ConfigError
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 
 def test_sections_group_every_hage_field_exactly_once() -> None:

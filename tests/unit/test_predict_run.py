@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 from clitext import flat
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError, EncoderError, ProvenanceError
 from hagekit.predict import ModelChoice, predict_section
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.base import clone
-from test_data_fixtures import make_cscc, make_her2st, make_hest, make_stutility, make_visium
+from toys.raw_formats import make_cscc, make_her2st, make_hest, make_stutility, make_visium
 
 from hagekit.baselines import METHODS, make_method, method_accepts, method_search_space
 from hagekit.bench.datasets import PATCH_DATASETS, SLIDE_DATASETS

@@ -5,13 +5,13 @@ space its class declares."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from toys import hage_toy as toy
 from typer.testing import CliRunner
 
 from hagekit.baselines import METHODS, get_method, list_methods, make_method, register_method
@@ -19,10 +19,6 @@ from hagekit.cli.main import app
 from hagekit.errors import ConfigError
 from hagekit.learn.estimator import Regressor
 from hagekit.learn.param_checks import Interval
-
-_spec = importlib.util.spec_from_file_location("_hage_toy", Path(__file__).with_name("_hage_toy.py"))
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
 
 
 class ShrunkMean(Regressor):
