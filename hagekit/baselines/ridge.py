@@ -21,7 +21,7 @@ from hagekit.learn.param_checks import Interval, OneOf
 from hagekit.learn.standardize import Standardizer
 from hagekit.progress import Reporter, reporter_or_null
 
-__all__ = ["RidgeRegressor", "DEFAULT_ALPHAS"]
+__all__ = ["RidgeRegressor", "Projector", "DEFAULT_ALPHAS"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 6, 1
 SCORINGS = ("mse", "pcc")
 
 
-class _Projector:
+class Projector:
     """Standardise, then (optionally) project on the leading principal components."""
 
     def __init__(self, n_components: int | None, seed: int) -> None:
@@ -131,7 +131,7 @@ class RidgeRegressor(Regressor):
         task = reporter_or_null(progress).task("ridge inner CV", total=len(splits))
         scores = np.zeros((len(alphas), len(splits)))
         for j, (tr, te) in enumerate(splits):
-            proj = _Projector(pca, self.random_state)
+            proj = Projector(pca, self.random_state)
             Ztr = proj.fit_transform(X[tr])
             preds = _ridge_paths(Ztr, Yd[tr], proj.transform(X[te]), alphas)
             scores[:, j] = [_score(Yd[te], p, self.scoring) for p in preds]
@@ -143,7 +143,7 @@ class RidgeRegressor(Regressor):
         self.cv_scores_ = scores
         if best in (0, len(alphas) - 1) and len(alphas) > 1:
             log.warning("ridge: chosen alpha %.3g is at the edge of the grid; widen `alphas`", self.alpha_)
-        self._proj = _Projector(pca, self.random_state)
+        self._proj = Projector(pca, self.random_state)
         Z = self._proj.fit_transform(X)
         zm, ym = Z.mean(axis=0), Yd.mean(axis=0)
         # coef = (Zc'Zc + a I)^-1 Zc'Yc via SVD (stable for any shape).

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hagekit.baselines.ridge import RidgeRegressor, _Projector
+from hagekit.baselines.ridge import Projector, RidgeRegressor
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.learn.context import NeighbourMeanContext
 from hagekit.learn.estimator import hyperparameters, read_estimator_meta
@@ -52,7 +52,7 @@ class RidgeCtxRegressor(NeighbourMeanContext, RidgeRegressor):
         names = cls._get_param_names()
         est = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if k in names})
         try:
-            proj = _Projector(int(est.pca) if est.pca else None, est.random_state)
+            proj = Projector(int(est.pca) if est.pca else None, est.random_state)
             proj.scaler = Standardizer()
             proj.scaler.mean_ = arrays["scaler_mean"].astype(np.float64)
             proj.scaler.scale_ = arrays["scaler_scale"].astype(np.float64)
