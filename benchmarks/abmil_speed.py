@@ -48,7 +48,7 @@ def _read_epoch(store, ids, seed: int) -> float:
 
 def _train_epoch(store, ids, labels, dim: int, device: str) -> float:
     """One AB-MIL epoch (training on 90% of the bags, validation on the rest) on the shared loop."""
-    from hagekit.bench.abmil import ABMILConfig, LabelledBags, train_abmil
+    from hagekit.bench.downstream.abmil import ABMILConfig, LabelledBags, train_abmil
 
     cut = int(len(ids) * 0.9)
     cfg = ABMILConfig(max_epochs=1, min_epochs=0, patience=1, device=device)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from hagekit.bench.abmil import BagStore, pack_bags
+    from hagekit.bench.downstream.abmil import BagStore, pack_bags
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="abmil-speed-", dir=args.workdir))

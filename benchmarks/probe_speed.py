@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from hagekit.bench.linear_probe import EmbedSettings, embed_patch_dataset
-    from hagekit.bench.patch_datasets import PatchDataset
+    from hagekit.bench.downstream.linear_probe import EmbedSettings, embed_patch_dataset
+    from hagekit.bench.downstream.patch_datasets import PatchDataset
     from hagekit.device import default_num_workers, resolve_device
     from hagekit.encoders import create_encoder
 

@@ -45,14 +45,14 @@ _API = by_module(
         "hagekit.report": ["report_run"],
         "hagekit.demo": ["run_demo"],
         # baselines and tables
-        "hagekit.bench.compare": ["bench_baselines", "run_methods"],
+        "hagekit.bench.expression.compare": ["bench_baselines", "run_methods"],
         "hagekit.bench.expression.statistics": ["paired_comparison"],
-        "hagekit.bench.ablation": ["bench_ablation", "bench_grid"],
+        "hagekit.bench.expression.ablation": ["bench_ablation", "bench_grid"],
         "hagekit.baselines": ["make_baseline", "list_baselines"],
         # downstream benchmarks
-        "hagekit.bench.linear_probe": ["run_linear_probe", "ProbeConfig"],
-        "hagekit.bench.patch_datasets": ["open_patch_dataset", "read_pcam"],
-        "hagekit.bench.abmil": ["run_abmil", "ABMILConfig", "GatedAttentionMIL", "read_slide_labels"],
+        "hagekit.bench.downstream.linear_probe": ["run_linear_probe", "ProbeConfig"],
+        "hagekit.bench.downstream.patch_datasets": ["open_patch_dataset", "read_pcam"],
+        "hagekit.bench.downstream.abmil": ["run_abmil", "ABMILConfig", "GatedAttentionMIL", "read_slide_labels"],
         # shared building blocks
         "hagekit.targets": ["expression_targets"],
         "hagekit.metrics": ["evaluate_section", "pearson_per_gene"],

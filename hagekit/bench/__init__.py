@@ -8,10 +8,10 @@ from hagekit._lazy import by_module, lazy_exports
 #: module -> the public names it defines (loaded on first use)
 _API = by_module(
     {
-        "hagekit.bench.compare": ["MethodSpec", "run_methods", "bench_baselines"],
+        "hagekit.bench.expression.compare": ["MethodSpec", "run_methods", "bench_baselines"],
         "hagekit.bench.expression.statistics": ["paired_comparison", "build_tables"],
         "hagekit.bench.expression.tables": ["BenchResult"],
-        "hagekit.bench.ablation": ["bench_ablation", "bench_grid", "ABLATION_VARIANTS"],
+        "hagekit.bench.expression.ablation": ["bench_ablation", "bench_grid", "ABLATION_VARIANTS"],
     }
 )
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hagekit.bench.datasets import PATCH_DATASETS, SLIDE_DATASETS, choices_help
+from hagekit.bench.downstream.datasets import PATCH_DATASETS, SLIDE_DATASETS, choices_help
 from hagekit.cli import _options as opt
 from hagekit.cli._common import console, handle_errors, reporting, split_csv
 from hagekit.io.atomic import check_output_dir
@@ -44,7 +44,7 @@ def weights_map(values: list[str] | None, encoders: list[str]) -> dict[str, Path
 def _scores_table(result: Any, title: str):
     from rich.table import Table
 
-    from hagekit.bench.downstream_report import METRIC_LABELS, METRICS, format_mean_std
+    from hagekit.bench.downstream.report import METRIC_LABELS, METRICS, format_mean_std
 
     table = Table(title=title, title_justify="left")
     table.add_column("encoder")
@@ -82,8 +82,8 @@ def linear_probe(
     allow_leak: Annotated[bool, typer.Option("--allow-leak", help="Probe a ge: encoder on a probe set cut from a section it was trained on (flagged).")] = False,
 ) -> None:
     """Linear probe on frozen embeddings (10 epochs, CE, 5-fold CV): Accuracy, AUC, Recall per encoder."""
-    from hagekit.bench.linear_probe import ProbeConfig, ProbeRunOptions, run_linear_probe
-    from hagekit.bench.patch_datasets import open_patch_dataset
+    from hagekit.bench.downstream.linear_probe import ProbeConfig, ProbeRunOptions, run_linear_probe
+    from hagekit.bench.downstream.patch_datasets import open_patch_dataset
     from hagekit.errors import ConfigError
     from hagekit.workspace import Workspace
 
@@ -122,7 +122,7 @@ def abmil(
     target_mpp: Annotated[float, typer.Option("--target-mpp", help="Tile resolution in um/px (0.5 = 20x).")] = 0.5,
     magnification: Annotated[float | None, typer.Option("--magnification", help="Tile magnification (e.g. 20); overrides --target-mpp.")] = None,
     tile_size: Annotated[int, typer.Option("--tile-size", help="Tile side in pixels at the target resolution.")] = 256,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: workspace bench/abmil-<dataset>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: workspace bench/downstream/abmil-<dataset>).")] = None,
     folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds, grouped by case_id.")] = 5,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of training cases held out for early stopping.")] = 0.2,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")] = 50,
@@ -141,7 +141,7 @@ def abmil(
     """Gated attention MIL (Ilse et al. 2018), K-fold CV by patient: Accuracy, AUC, Recall per encoder."""
     from dataclasses import replace
 
-    from hagekit.bench.abmil import (
+    from hagekit.bench.downstream.abmil import (
         ABMILConfig,
         AbmilRunOptions,
         FeatureSources,

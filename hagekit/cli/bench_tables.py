@@ -115,7 +115,7 @@ def baselines(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 1: every baseline and HAGE on identical features, folds, targets and metrics."""
-    from hagekit.bench.compare import Schedule, bench_baselines
+    from hagekit.bench.expression.compare import Schedule, bench_baselines
 
     inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
                              "bench-baselines")
@@ -153,7 +153,7 @@ def ablation(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 2: HAGE without GE, without hierarchical alignment, without both, single-level."""
-    from hagekit.bench.ablation import VariantsJob, bench_ablation
+    from hagekit.bench.expression.ablation import VariantsJob, bench_ablation
 
     inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
                              "bench-ablation")
@@ -173,8 +173,8 @@ def grid(
     encoder: opt.FeatureEncoder = "builtin",
     genes: opt.Panel = None,
     gene_embeddings: opt.GeneEmbeddings = None,
-    k1: Annotated[str | None, typer.Option("--k1", help=f"Expression cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.ablation', 'DEFAULT_K1')))}).")] = None,
-    k2: Annotated[str | None, typer.Option("--k2", help=f"Image sub-cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.ablation', 'DEFAULT_K2')))}).")] = None,
+    k1: Annotated[str | None, typer.Option("--k1", help=f"Expression cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.expression.ablation', 'DEFAULT_K1')))}).")] = None,
+    k2: Annotated[str | None, typer.Option("--k2", help=f"Image sub-cluster counts, comma-separated (default {','.join(map(str, dflt.module_constant('hagekit.bench.expression.ablation', 'DEFAULT_K2')))}).")] = None,
     split: opt.Split = None,
     folds: opt.Folds = None,
     trials: opt.Trials = None,
@@ -190,7 +190,7 @@ def grid(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Table 3: HAGE for every k1 x k2 pair."""
-    from hagekit.bench.ablation import VariantsJob, bench_grid
+    from hagekit.bench.expression.ablation import VariantsJob, bench_grid
 
     inputs, run_dir = _study(workspace, dataset, data_root, features, encoder, genes, gene_embeddings, out,
                              "bench-grid")

@@ -15,9 +15,9 @@ from hagekit.cli._common import console, err_console, handle_errors, reporting
 def tune(
     space: Annotated[str | None, typer.Option("--space", help="Search space 'lr=1e-4,1e-3;min_steps=0,150' (default: lr, min_steps, cyclip_reduction, batch_size, centroids, dropout, weight_decay; see README).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
-    min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help=f"Smallest score gain that moves a setting from its current value (default {dflt.module_constant('hagekit.bench.tune', 'MIN_GAIN')}, about the seed noise on HER2ST).")] = None,
+    min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help=f"Smallest score gain that moves a setting from its current value (default {dflt.module_constant('hagekit.bench.expression.tune', 'MIN_GAIN')}, about the seed noise on HER2ST).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
-    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = dflt.module_constant("hagekit.bench.tune", "DEFAULT_METHOD"),
+    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = dflt.module_constant("hagekit.bench.expression.tune", "DEFAULT_METHOD"),
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
@@ -35,7 +35,7 @@ def tune(
     workspace: opt.Workspace = None,
 ) -> None:
     """Choose HAGE's settings by nested validation (never a test section); writes chosen.toml."""
-    from hagekit.bench.tune import (
+    from hagekit.bench.expression.tune import (
         MIN_GAIN,
         Search,
         bench_tune,

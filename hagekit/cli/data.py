@@ -258,7 +258,7 @@ def probe_set_cmd(
     overwrite: opt.Overwrite = False,
 ) -> None:
     """Spot patches of one section in class folders high/low by a gene's expression (for bench linear-probe)."""
-    from hagekit.bench.probe_set import GROUP_REGEX, build_probe_set
+    from hagekit.bench.downstream.probe_set import GROUP_REGEX, build_probe_set
 
     path = Path(section)
     if not (path.suffix == ".h5ad" and path.is_file()):

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def slide_features(wsi_dir, tmp_path_factory) -> Path:
     """Builtin features of the two real slides, through hagekit extract."""
-    from hagekit.bench.abmil import SlideExtraction, extract_slide_features
+    from hagekit.bench.downstream.abmil import SlideExtraction, extract_slide_features
 
     out = tmp_path_factory.mktemp("wsi_features") / "builtin"
     slides = {s: wsi_dir / f"{s}.svs" for s in SLIDES}
@@ -82,7 +82,7 @@ def test_abmil_on_real_slide_features_with_heatmap(slide_features, wsi_dir, tmp_
     assert len(preds) == 1 + 12
     heat = out / "builtin" / "heatmaps" / "cmu-1-small-region.png"
     assert heat.exists() and heat.stat().st_size > 10_000
-    from hagekit.bench.abmil import read_attention
+    from hagekit.bench.downstream.abmil import read_attention
 
     att, coords, attrs = read_attention(out / "builtin" / "attention" / "cmu-1-small-region.h5")
     assert att.shape[0] == coords.shape[0] and float(attrs["patch_size_level0"]) == 448.0

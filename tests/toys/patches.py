@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from hagekit.bench.patch_datasets import PCAM_PREFIX
+from hagekit.bench.downstream.patch_datasets import PCAM_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 

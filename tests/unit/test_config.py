@@ -121,8 +121,8 @@ def hage_variant():
 def test_a_registered_hage_variant_runs_in_bench_baselines_by_capability(hage_variant, tmp_path: Path) -> None:
     import torch
 
-    from hagekit.bench.compare import default_reference, takes_embeddings
-    from hagekit.bench.tune import tune_folder
+    from hagekit.bench.expression.compare import default_reference, takes_embeddings
+    from hagekit.bench.expression.tune import tune_folder
     from hagekit.cli.main import app
 
     torch.set_num_threads(1)

@@ -19,7 +19,7 @@ from sklearn.base import clone
 from toys.raw_formats import make_cscc, make_her2st, make_hest, make_stutility, make_visium
 
 from hagekit.baselines import METHODS, make_method, method_accepts, method_search_space
-from hagekit.bench.datasets import PATCH_DATASETS, SLIDE_DATASETS
+from hagekit.bench.downstream.datasets import PATCH_DATASETS, SLIDE_DATASETS
 from hagekit.data import READERS
 from hagekit.encoders import ENCODERS, create_encoder
 from hagekit.errors import ConfigError
@@ -185,7 +185,7 @@ def test_patch_dataset_opener_resolves_and_refuses_a_missing_folder(name: str, t
 
 @pytest.mark.parametrize("name", SLIDE_DATASETS.names())
 def test_slide_dataset_reads_labels_in_its_label_set(name: str, tmp_path: Path) -> None:
-    from hagekit.bench.abmil import read_slide_labels
+    from hagekit.bench.downstream.abmil import read_slide_labels
 
     classes = SLIDE_DATASETS.get(name).classes or ("x", "y")
     rows = [f"s{i},{classes[i % 2]}" for i in range(4)]

@@ -1,6 +1,5 @@
-"""Expression benchmarks' shared parts: statistics over metric rows (:mod:`.statistics`) and
-the tables and reports built from them (:mod:`.tables`). Scheduling and inputs live in
-:mod:`hagekit.bench.compare`; ``bench ablation``/``grid`` in :mod:`hagekit.bench.ablation`,
-``bench tune`` in :mod:`hagekit.bench.tune`, HEST-Benchmark in :mod:`hagekit.bench.hest`.
-Downstream benchmarks (linear probe, patch datasets, AB-MIL) are the other modules of
-:mod:`hagekit.bench`."""
+"""Expression benchmarks: every method on identical inputs. Scheduling and inputs
+(:mod:`.compare`, ``bench baselines``), statistics over metric rows (:mod:`.statistics`), tables
+and reports (:mod:`.tables`), ``bench ablation``/``grid`` (:mod:`.ablation`) and ``bench tune``
+(:mod:`.tune`). Downstream (encoder) benchmarks are in :mod:`hagekit.bench.downstream`;
+HEST-Benchmark in :mod:`hagekit.bench.hest`."""

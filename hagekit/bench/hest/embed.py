@@ -1,10 +1,10 @@
 """Embeddings of a HEST-Bench sample's stored patches, cached per (encoder, sample).
 
-The cache is the linear probe's (:func:`hagekit.bench.linear_probe.embed_patch_dataset`):
+The cache is the linear probe's (:func:`hagekit.bench.downstream.linear_probe.embed_patch_dataset`):
 ``<cache>/<sample>-<fingerprint12>/<encoder>-<weights sha12>.h5`` with ``features``, ``done``
 flags (resumable) and provenance attributes (sample, fingerprint, encoder, weights sha256).
 A ``ge:`` encoder is split into its base encoder and GE head: the base runs once per patch and
-every head reuses its features (:func:`~hagekit.bench.linear_probe.split_ge_bundle`).
+every head reuses its features (:func:`~hagekit.bench.downstream.linear_probe.split_ge_bundle`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class EncoderPlan:
 
 def plan_encoder(spec: str, *, weights: Path | None = None, device: str = "cpu") -> EncoderPlan:
     """Build ``spec`` and split a ``ge:`` encoder into base + head; record what it was trained on."""
-    from hagekit.bench.linear_probe import split_ge_bundle
+    from hagekit.bench.downstream.linear_probe import split_ge_bundle
     from hagekit.encoders import create_encoder
 
     bundle = create_encoder(spec, weights=weights, device=device)
@@ -90,7 +90,7 @@ def plan_encoder(spec: str, *, weights: Path | None = None, device: str = "cpu")
 def embed_sample(patches: HestPatches, base: Any, *, cache_dir: Path | None, batch_size: int, device: str,
                  num_workers: int = 0, progress: Reporter | None = None) -> np.ndarray:
     """Base-encoder embeddings (N, D) of every patch of a sample, through the cache."""
-    from hagekit.bench.linear_probe import EmbedSettings, embed_patch_dataset
+    from hagekit.bench.downstream.linear_probe import EmbedSettings, embed_patch_dataset
 
     settings = EmbedSettings(batch_size=batch_size, device=device, num_workers=num_workers)
     return embed_patch_dataset(patches, base, cache_dir=cache_dir, settings=settings,  # type: ignore[arg-type]

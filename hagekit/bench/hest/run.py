@@ -159,7 +159,7 @@ def _resolve(req: HestBenchRequest) -> tuple[list[HestTask], list[EncoderPlan], 
 
 
 def _base_key(plan: EncoderPlan) -> tuple[str, str, bool]:
-    from hagekit.bench.linear_probe import base_key
+    from hagekit.bench.downstream.linear_probe import base_key
 
     return base_key(plan.base)
 
@@ -206,7 +206,7 @@ def _inner_groups(train: Sequence[HestSample], patient: Mapping[str, str], expr:
 def _evaluate(req: HestBenchRequest, tasks: Sequence[HestTask], plans: Sequence[EncoderPlan],
               feats: Mapping[tuple[Any, str], np.ndarray], patches: Mapping[str, HestPatches],
               leaks: Mapping[tuple[str, str], dict[int, list[str]]], progress: Reporter | None) -> list[EncoderResult]:
-    from hagekit.bench.linear_probe import apply_head
+    from hagekit.bench.downstream.linear_probe import apply_head
 
     results = []
     rep = reporter_or_null(progress)

@@ -116,7 +116,7 @@ def test_ablation_names_hage_ctx_and_the_cli_runs_context_rows(tmp_path):
 
     from typer.testing import CliRunner
 
-    from hagekit.bench.ablation import ablation_specs
+    from hagekit.bench.expression.ablation import ablation_specs
     from hagekit.cli.main import app
 
     assert "hage-ctx" not in [s.name for s in ablation_specs()]  # the paper's Table 2 by default

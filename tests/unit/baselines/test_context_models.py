@@ -210,7 +210,7 @@ def test_without_positions_fit_and_predict_still_work(caplog):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_default_search_space_is_declared_and_valid(name):
-    from hagekit.bench.tune import BASELINE_SPACES
+    from hagekit.bench.expression.tune import BASELINE_SPACES
 
     space = BASELINE_SPACES[name]
     defaults = make_method(name).get_params()

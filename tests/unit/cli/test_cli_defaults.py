@@ -26,13 +26,13 @@ def test_defaults_read_from_source_equal_the_classes() -> None:
     assert all(dflt.paper_recipe(k) == v for k, v in paper.items() if k in {f.name for f in dataclasses.fields(HAGEConfig)})
     assert dflt.module_constant("hagekit.genes.coexpression", "DEFAULT_THRESHOLD") == coexpression.DEFAULT_THRESHOLD
     assert dflt.module_constant("hagekit.genes.quality", "DEFAULT_EVAL_THRESHOLD") == quality.DEFAULT_EVAL_THRESHOLD
-    from hagekit.bench import ablation, tune
+    from hagekit.bench.expression import ablation, tune
     from hagekit.data.synthetic import SynthConfig
 
-    assert dflt.module_constant("hagekit.bench.ablation", "DEFAULT_K1") == ablation.DEFAULT_K1
-    assert dflt.module_constant("hagekit.bench.ablation", "DEFAULT_K2") == ablation.DEFAULT_K2
-    assert dflt.module_constant("hagekit.bench.tune", "MIN_GAIN") == tune.MIN_GAIN
-    assert dflt.module_constant("hagekit.bench.tune", "DEFAULT_METHOD") == tune.DEFAULT_METHOD
+    assert dflt.module_constant("hagekit.bench.expression.ablation", "DEFAULT_K1") == ablation.DEFAULT_K1
+    assert dflt.module_constant("hagekit.bench.expression.ablation", "DEFAULT_K2") == ablation.DEFAULT_K2
+    assert dflt.module_constant("hagekit.bench.expression.tune", "MIN_GAIN") == tune.MIN_GAIN
+    assert dflt.module_constant("hagekit.bench.expression.tune", "DEFAULT_METHOD") == tune.DEFAULT_METHOD
     assert dflt.config_default("hagekit.data.synthetic", "SynthConfig", "n_patients") == SynthConfig.n_patients
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hagekit.bench.abmil import FeatureSources
+from hagekit.bench.downstream.abmil import FeatureSources
 from hagekit.data.section import SectionImage, SectionLabels, make_section, write_section
 from hagekit.errors import ConfigError
 from hagekit.genes.embed_job import choose_sections

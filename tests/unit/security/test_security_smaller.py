@@ -103,7 +103,7 @@ def test_jobs_below_one_is_refused(tmp_path: Path, command: str, jobs: str) -> N
 
 
 def test_library_refuses_jobs_below_one() -> None:
-    from hagekit.bench.compare import Schedule, bench_baselines
+    from hagekit.bench.expression.compare import Schedule, bench_baselines
     from hagekit.errors import ConfigError
     from hagekit.study import StudyInputs
 

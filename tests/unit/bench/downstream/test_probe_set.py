@@ -23,8 +23,8 @@ def synth_root(tmp_path_factory) -> Path:
 def test_probe_set_splits_at_the_median_and_reads_as_a_folder_dataset(synth_root: Path, tmp_path: Path):
     import anndata as ad
 
-    from hagekit.bench.patch_datasets import read_image_folder
-    from hagekit.bench.probe_set import GROUP_REGEX
+    from hagekit.bench.downstream.patch_datasets import read_image_folder
+    from hagekit.bench.downstream.probe_set import GROUP_REGEX
     from hagekit.targets import expression_targets
 
     sec = synth_root / "synth" / "A1.h5ad"

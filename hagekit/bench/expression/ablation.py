@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hagekit.bench.compare import (
+from hagekit.bench.expression.compare import (
     MethodSpec,
     Schedule,
     hage_spec,

@@ -57,7 +57,7 @@ def test_linear_probe_cli_runs_caches_and_refuses_overwrite(tmp_path, folder_dat
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
     # rerun with --overwrite: every embedding comes from the cache (the encoder is never run)
-    import hagekit.bench.linear_probe as lp
+    import hagekit.bench.downstream.linear_probe as lp
 
     def boom(*a, **k):
         raise AssertionError("encoder ran although every embedding is cached")

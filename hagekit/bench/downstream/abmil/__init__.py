@@ -8,33 +8,37 @@ loss is kept). Accuracy, AUC and macro Recall per fold, mean ± std; each slide'
 scores (from the fold where it was a test slide) are saved with the tile coordinates and
 can be drawn over the slide thumbnail.
 
-Modules by concept: :mod:`~hagekit.bench.abmil.labels` (labels CSV, folds),
-:mod:`~hagekit.bench.abmil.bags` (feature files, LRU store, packed memory-mapped bags),
-:mod:`~hagekit.bench.abmil.model` (the gated-attention ``nn.Module``),
-:mod:`~hagekit.bench.abmil.training` (training on the shared loop, cross-validation),
-:mod:`~hagekit.bench.abmil.heatmaps` (attention files, heatmaps),
-:mod:`~hagekit.bench.abmil.sources` (slides and feature folders, extraction),
-:mod:`~hagekit.bench.abmil.run` (the benchmark end to end). Torch loads with the model module only.
+Modules by concept: :mod:`~hagekit.bench.downstream.abmil.labels` (labels CSV, folds),
+:mod:`~hagekit.bench.downstream.abmil.bags` (feature files, LRU store, packed memory-mapped bags),
+:mod:`~hagekit.bench.downstream.abmil.model` (the gated-attention ``nn.Module``),
+:mod:`~hagekit.bench.downstream.abmil.training` (training on the shared loop, cross-validation),
+:mod:`~hagekit.bench.downstream.abmil.heatmaps` (attention files, heatmaps),
+:mod:`~hagekit.bench.downstream.abmil.sources` (slides and feature folders, extraction),
+:mod:`~hagekit.bench.downstream.abmil.run` (the benchmark end to end). Torch loads with the model module only.
 """
 
 from __future__ import annotations
 
 from hagekit._lazy import lazy_exports
-from hagekit.bench.abmil.bags import (
+from hagekit.bench.downstream.abmil.bags import (
     PACK_DTYPES,
     BagStore,
     PackedBags,
     find_feature_files,
     pack_bags,
 )
-from hagekit.bench.abmil.heatmaps import draw_attention_heatmap, patch_size_level0, read_attention
-from hagekit.bench.abmil.labels import (
+from hagekit.bench.downstream.abmil.heatmaps import (
+    draw_attention_heatmap,
+    patch_size_level0,
+    read_attention,
+)
+from hagekit.bench.downstream.abmil.labels import (
     SlideLabels,
     make_slide_folds,
     read_slide_labels,
 )
-from hagekit.bench.abmil.run import AbmilRunOptions, open_bags, run_abmil
-from hagekit.bench.abmil.sources import (
+from hagekit.bench.downstream.abmil.run import AbmilRunOptions, open_bags, run_abmil
+from hagekit.bench.downstream.abmil.sources import (
     FeatureSources,
     SlideExtraction,
     extract_slide_features,
@@ -42,7 +46,7 @@ from hagekit.bench.abmil.sources import (
     parse_named_paths,
     resolve_sources,
 )
-from hagekit.bench.abmil.training import (
+from hagekit.bench.downstream.abmil.training import (
     ABMILConfig,
     LabelledBags,
     SlidePrediction,
@@ -83,4 +87,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_exports(__name__, {name: "hagekit.bench.abmil.model" for name in ("GatedAttentionMIL", "predict_bag")})
+__getattr__, __dir__ = lazy_exports(__name__, {name: "hagekit.bench.downstream.abmil.model" for name in ("GatedAttentionMIL", "predict_bag")})

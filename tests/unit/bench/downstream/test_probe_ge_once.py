@@ -9,13 +9,13 @@ from PIL import Image
 from toys import hage_toy as toy
 from toys.patches import he_crops
 
-import hagekit.bench.linear_probe as lp
+import hagekit.bench.downstream.linear_probe as lp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_base_encoder_runs_once_for_every_ge_head(tmp_path, monkeypatch):
-    from hagekit.bench.patch_datasets import read_image_folder
+    from hagekit.bench.downstream.patch_datasets import read_image_folder
     from hagekit.encoders import create_encoder
     from hagekit.extract import encode_images
     from hagekit.study import StudyInputs

@@ -11,7 +11,7 @@ from clitext import flat
 from toys import hage_toy as toy
 from typer.testing import CliRunner
 
-from hagekit.bench.compare import parse_methods
+from hagekit.bench.expression.compare import parse_methods
 from hagekit.bench.expression.statistics import build_tables, paired_comparison
 from hagekit.cli.main import app
 from hagekit.errors import ConfigError
@@ -72,7 +72,7 @@ def test_parse_methods_adds_the_mean_floor_and_refuses_unknown():
 
 
 def test_run_methods_parallel_equals_sequential(toy_files):
-    from hagekit.bench.compare import MethodSpec, Schedule, run_methods
+    from hagekit.bench.expression.compare import MethodSpec, Schedule, run_methods
     from hagekit.config import RunSettings
     from hagekit.training.dataset import load_dataset
 

@@ -9,7 +9,7 @@ import pytest
 from toys.abmil_bags import planted_bags
 from typer.testing import CliRunner
 
-from hagekit.bench.abmil import (
+from hagekit.bench.downstream.abmil import (
     ABMILConfig,
     BagStore,
     GatedAttentionMIL,

@@ -3,7 +3,7 @@
 
 This module stays light (no numpy) so that the CLI's ``--help`` lists the names from here.
 A patch dataset is an opener ``(root, *, splits, group_regex, groups_csv) -> PatchDataset``
-(:mod:`hagekit.bench.patch_datasets`); a slide dataset is the label set its CSV must use.
+(:mod:`hagekit.bench.downstream.patch_datasets`); a slide dataset is the label set its CSV must use.
 A new one is one ``register`` line here (its opener in its own module), or an entry point in
 the ``hagekit.patch_datasets`` / ``hagekit.slide_datasets`` group of an installed package.
 """
@@ -28,10 +28,10 @@ class SlideLabelSet:
 
 
 PATCH_DATASETS: Registry = Registry("patch dataset", option="--dataset", entry_points="hagekit.patch_datasets")
-PATCH_DATASETS.register("pcam", "hagekit.bench.patch_datasets:open_pcam", manifest="pcam", help="published h5 files")
-PATCH_DATASETS.register("skincancer", "hagekit.bench.patch_datasets:open_skincancer", manifest="skincancer",
+PATCH_DATASETS.register("pcam", "hagekit.bench.downstream.patch_datasets:open_pcam", manifest="pcam", help="published h5 files")
+PATCH_DATASETS.register("skincancer", "hagekit.bench.downstream.patch_datasets:open_skincancer", manifest="skincancer",
                         help="heiDATA tiles")
-PATCH_DATASETS.register("folder", "hagekit.bench.patch_datasets:open_image_folder", help="one subfolder per class")
+PATCH_DATASETS.register("folder", "hagekit.bench.downstream.patch_datasets:open_image_folder", help="one subfolder per class")
 
 SLIDE_DATASETS: Registry = Registry("slide dataset", option="--dataset", entry_points="hagekit.slide_datasets")
 SLIDE_DATASETS.register(

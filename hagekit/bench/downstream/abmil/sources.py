@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hagekit.bench.abmil.bags import check_missing
-from hagekit.bench.abmil.labels import SLIDE_SUFFIXES, SlideLabels
+from hagekit.bench.downstream.abmil.bags import check_missing
+from hagekit.bench.downstream.abmil.labels import SLIDE_SUFFIXES, SlideLabels
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.atomic import visible_files
 from hagekit.progress import Reporter

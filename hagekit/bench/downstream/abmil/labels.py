@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hagekit.bench.datasets import SLIDE_DATASETS
+from hagekit.bench.downstream.datasets import SLIDE_DATASETS
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.paths import name_problem
 from hagekit.training.splits import trial_seed

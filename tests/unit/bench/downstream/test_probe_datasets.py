@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from toys.patches import he_crops, write_pcam
 
-from hagekit.bench.patch_datasets import (
+from hagekit.bench.downstream.patch_datasets import (
     PCAM_PREFIX,
     open_patch_dataset,
     read_image_folder,

@@ -1,5 +1,5 @@
 """The AB-MIL benchmark from feature folders: bags (packed once), K-fold CV per encoder, report,
-per-slide attention and heatmaps (slides -> features: :mod:`~hagekit.bench.abmil.sources`)."""
+per-slide attention and heatmaps (slides -> features: :mod:`~hagekit.bench.downstream.abmil.sources`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hagekit.bench.abmil.bags import (
+from hagekit.bench.downstream.abmil.bags import (
     PACK_DTYPES,
     BagStore,
     PackedBags,
     find_feature_files,
     pack_bags,
 )
-from hagekit.bench.abmil.heatmaps import draw_attention_heatmap, write_predictions
-from hagekit.bench.abmil.labels import SlideLabels, make_slide_folds, strip_slide_suffix
-from hagekit.bench.abmil.training import ABMILConfig, SlidePrediction, cross_validate_abmil
-from hagekit.bench.downstream_report import DownstreamResult, EncoderScores, write_downstream_report
+from hagekit.bench.downstream.abmil.heatmaps import draw_attention_heatmap, write_predictions
+from hagekit.bench.downstream.abmil.labels import SlideLabels, make_slide_folds, strip_slide_suffix
+from hagekit.bench.downstream.abmil.training import (
+    ABMILConfig,
+    SlidePrediction,
+    cross_validate_abmil,
+)
+from hagekit.bench.downstream.report import DownstreamResult, EncoderScores, write_downstream_report
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.io.paths import child_path
 from hagekit.progress import Reporter

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hagekit.bench.abmil.labels import SlideLabels, make_slide_folds
-from hagekit.bench.downstream_report import EncoderScores, classification_metrics
+from hagekit.bench.downstream.abmil.labels import SlideLabels, make_slide_folds
+from hagekit.bench.downstream.report import EncoderScores, classification_metrics
 from hagekit.errors import ConfigError
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.splits import trial_seed
 
 if TYPE_CHECKING:
-    from hagekit.bench.abmil.bags import BagStore, PackedBags
+    from hagekit.bench.downstream.abmil.bags import BagStore, PackedBags
 
 __all__ = ["ABMILConfig", "TrainedABMIL", "SlidePrediction", "LabelledBags", "train_abmil", "cross_validate_abmil"]
 
@@ -114,7 +114,7 @@ def train_abmil(
     """
     import torch
 
-    from hagekit.bench.abmil.model import GatedAttentionMIL, bag_tensor
+    from hagekit.bench.downstream.abmil.model import GatedAttentionMIL, bag_tensor
     from hagekit.device import resolve_device
     from hagekit.learn.loop import LoopConfig, seeded, train_loop
     from hagekit.metrics.device import classification_metrics as device_metrics
@@ -182,7 +182,7 @@ def cross_validate_abmil(
     progress: Reporter | None = None,
 ) -> tuple[EncoderScores, list[SlidePrediction]]:
     """K-fold AB-MIL over ``labels`` with bags from ``store``; per-fold metrics and test predictions."""
-    from hagekit.bench.abmil.model import predict_bag
+    from hagekit.bench.downstream.abmil.model import predict_bag
 
     config.validate()
     in_dim = store.check()

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.bench.compare import load_bench_inputs, takes_embeddings
+from hagekit.bench.expression.compare import load_bench_inputs, takes_embeddings
 from hagekit.config import RunSettings, coerce_setting
 from hagekit.genes.per_fold import FoldEmbeddings, embeddings_for
 from hagekit.hage.model import HAGEConfig, collapse_message
@@ -406,7 +406,7 @@ def bench_tune(
 ) -> tuple[TuneResult, Path, list[str]]:
     """``hagekit bench tune``: load ``inputs`` with ``config_file`` and ``overrides`` as ``bench
     baselines`` does, with the same leak checks; search from the resolved HAGE config (a method
-    tuned through it: :func:`~hagekit.bench.compare.takes_embeddings`) or ``method``'s ``[baselines.<method>]`` parameters;
+    tuned through it: :func:`~hagekit.bench.expression.compare.takes_embeddings`) or ``method``'s ``[baselines.<method>]`` parameters;
     write ``out``. Returns (result, TOML, warnings)."""
     from hagekit.baselines import get_method
 

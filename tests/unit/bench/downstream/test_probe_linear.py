@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hagekit.bench.downstream_report import (
-    DownstreamResult,
-    EncoderScores,
-    classification_metrics,
-    write_downstream_report,
-)
-from hagekit.bench.linear_probe import (
+from hagekit.bench.downstream.linear_probe import (
     ProbeConfig,
     make_probe_folds,
     probe_embeddings,
     subsample_indices,
+)
+from hagekit.bench.downstream.report import (
+    DownstreamResult,
+    EncoderScores,
+    classification_metrics,
+    write_downstream_report,
 )
 from hagekit.errors import ConfigError, DataError
 
@@ -131,7 +131,7 @@ def test_probe_on_the_shared_loop_matches_the_plain_adam_loop():
     """fit_linear_probe runs on learn.loop; same seed, same weights as a plain epoch loop."""
     import torch
 
-    from hagekit.bench.linear_probe import ProbeConfig, fit_linear_probe
+    from hagekit.bench.downstream.linear_probe import ProbeConfig, fit_linear_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(301, 17)).astype(np.float32)

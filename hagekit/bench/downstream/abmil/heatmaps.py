@@ -15,8 +15,8 @@ from hagekit.io.atomic import atomic_path, write_text
 from hagekit.io.paths import child_path
 
 if TYPE_CHECKING:
-    from hagekit.bench.abmil.bags import BagStore
-    from hagekit.bench.abmil.training import SlidePrediction
+    from hagekit.bench.downstream.abmil.bags import BagStore
+    from hagekit.bench.downstream.abmil.training import SlidePrediction
 
 __all__ = ["read_attention", "draw_attention_heatmap", "write_predictions", "patch_size_level0"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from toys.patches import he_crops, write_pcam
 
-from hagekit.bench import linear_probe as lp
-from hagekit.bench.patch_datasets import read_pcam
+from hagekit.bench.downstream import linear_probe as lp
+from hagekit.bench.downstream.patch_datasets import read_pcam
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from hagekit.bench.downstream_report import (
+from hagekit.bench.downstream.patch_datasets import PatchDataset
+from hagekit.bench.downstream.report import (
     DownstreamResult,
     EncoderScores,
     classification_metrics,
     write_downstream_report,
 )
-from hagekit.bench.patch_datasets import PatchDataset
 from hagekit.errors import ConfigError, DataError, at
 from hagekit.progress import Reporter, reporter_or_null
 from hagekit.training.splits import trial_seed

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from toys.abmil_bags import planted_bags
 
-from hagekit.bench.abmil import (
+from hagekit.bench.downstream.abmil import (
     ABMILConfig,
     BagStore,
     PackedBags,

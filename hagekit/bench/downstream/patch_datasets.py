@@ -490,8 +490,8 @@ def open_patch_dataset(
     groups_csv: Path | str | None = None,
 ) -> PatchDataset:
     """Open a registered patch dataset (``pcam`` | ``skincancer`` | ``folder``, see
-    :data:`hagekit.bench.datasets.PATCH_DATASETS`) at ``root``."""
-    from hagekit.bench.datasets import PATCH_DATASETS
+    :data:`hagekit.bench.downstream.datasets.PATCH_DATASETS`) at ``root``."""
+    from hagekit.bench.downstream.datasets import PATCH_DATASETS
 
     opener = PATCH_DATASETS.get(dataset)
     return opener(root, splits=splits, group_regex=group_regex, groups_csv=groups_csv)

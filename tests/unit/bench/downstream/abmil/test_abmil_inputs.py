@@ -11,7 +11,7 @@ from clitext import flat
 from PIL import Image
 from typer.testing import CliRunner
 
-from hagekit.bench.abmil import (
+from hagekit.bench.downstream.abmil import (
     BagStore,
     draw_attention_heatmap,
     find_feature_files,

@@ -50,7 +50,7 @@ def test_bench_tune_nested_and_writes_the_chosen_config(tmp_path: Path):
 
 
 def test_parse_space_rejects_unknown_settings():
-    from hagekit.bench.tune import parse_space
+    from hagekit.bench.expression.tune import parse_space
 
     assert parse_space("lr=1e-3,3e-3;min_steps=0,100") == {"lr": (1e-3, 3e-3), "min_steps": (0, 100)}
     with pytest.raises(ConfigError, match="--space"):
@@ -59,7 +59,7 @@ def test_parse_space_rejects_unknown_settings():
 
 def test_tune_metric_and_repeats(tmp_path: Path):
     """``metric`` decides the score; ``repeats`` fits each inner fold on that many 4:1 splits."""
-    from hagekit.bench.tune import Search, TuneTask, inner_folds, score_config, tune
+    from hagekit.bench.expression.tune import Search, TuneTask, inner_folds, score_config, tune
     from hagekit.config import RunSettings
     from hagekit.genes.embeddings import load_gene_embeddings
     from hagekit.hage.model import HAGEConfig
@@ -159,7 +159,7 @@ def test_tune_fits_baselines_as_the_protocol_does(tmp_path: Path, caplog):
     """A position-aware baseline gets the spots' positions in the inner fits (as in bench baselines)."""
     import logging
 
-    from hagekit.bench.tune import TuneTask, inner_folds, score_config
+    from hagekit.bench.expression.tune import TuneTask, inner_folds, score_config
     from hagekit.training.dataset import load_dataset
 
     torch.set_num_threads(1)
