@@ -146,6 +146,7 @@ def test_encoder_registry_names_no_plugin(import_graph: dict[str, set[str]]) -> 
     assert '[project.entry-points."hagekit.encoders"]\nge = "hagekit.hage.ge_encoder"' in pyproject
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_every_module_imports_in_a_fresh_interpreter() -> None:
     """Each module imports cleanly with only itself asked for first (no order-dependent circle)."""
     names = sorted(_module_name(p) for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")

@@ -111,6 +111,7 @@ def test_protocol_runs_resumes_and_context_beats_no_context(name, data, tmp_path
         assert evaluate_section(Yt, ctx).pcc_all > evaluate_section(Yt, plain).pcc_all + 0.1
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_ablation_names_hage_ctx_and_the_cli_runs_context_rows(tmp_path):
     import json
 

@@ -27,6 +27,7 @@ def _tumour_fit(path: Path) -> tuple[float, float]:
     return float(np.corrcoef(y, own)[0, 1]), float(np.corrcoef(y, nb)[0, 1])
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_context_dependence_moves_expression_to_the_neighbourhood(tmp_path: Path) -> None:
     kw = dict(n_sections=1, n_spots=256, n_genes=60, seed=1)
     plain = synthesize_dataset(tmp_path / "plain", SynthConfig.resolve(**kw))[0]

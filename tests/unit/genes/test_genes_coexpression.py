@@ -157,6 +157,7 @@ def test_cli_embed_bad_panel_leaves_nothing(module_root, tmp_path):
     assert res.exit_code == 2 and "line 2: gene B has 1 values, expected 2" in res.stderr
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_workspace_chain_on_the_synthetic_dataset(tmp_path):
     """select -> embed -> check with workspace defaults only, on hagekit.data.synthetic sections."""
     from hagekit.data.synthetic import SynthConfig, synthesize_dataset

@@ -24,6 +24,7 @@ def _rows(run: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in csv.DictReader(fh)]
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_train_run_writes_run_folder_and_same_seed_same_metrics(tmp_path: Path):
     root, feats, panel, emb = toy.make_toy(tmp_path)
     kw = dict(inputs=StudyInputs(root, "toy", feats, panel, emb),

@@ -14,6 +14,7 @@ import hagekit.bench.downstream.linear_probe as lp
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_base_encoder_runs_once_for_every_ge_head(tmp_path, monkeypatch):
     from hagekit.bench.downstream.patch_datasets import read_image_folder
     from hagekit.encoders import create_encoder

@@ -61,6 +61,7 @@ def _expr(task: Path, sid: str) -> np.ndarray:
     return np.log1p(a[bc, hf.TASK_GENES].X.toarray().astype(np.float64))
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_numbers_equal_plain_sklearn(bench):
     import torch
 

@@ -50,6 +50,7 @@ def _hest_genes(root: Path, sections, k=50) -> list[str]:
     return s.var_names[s.var["highly_variable"]][:k].tolist()
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_patient_folds_genes_and_patches_follow_hest(synth, tmp_path):
     out = tmp_path / "bench" / "SYN"
     res = runner.invoke(app, ["data", "hest-bench-task", "--dataset", "synth", "--data-root", str(synth),

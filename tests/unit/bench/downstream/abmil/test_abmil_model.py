@@ -26,6 +26,7 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow  # a few seconds: nox -s tests runs it, the fast lane does not
 def test_abmil_learns_planted_instances_and_attends_to_them(tmp_path):
     feats = tmp_path / "feats"
     planted = planted_bags(feats)
