@@ -126,8 +126,8 @@ class SectionBaseline(TorchRegressor):
         return np.asarray(self._predict_section(X, S), dtype=np.float32)
 
     @classmethod
-    def load(cls, directory: Path | str, *, device: str = "cpu") -> SectionBaseline:
-        """Rebuild a fitted estimator from a folder written by :meth:`save`."""
+    def load(cls, directory: Path | str, *, device: str = "auto") -> SectionBaseline:
+        """Rebuild a fitted estimator from a folder written by :meth:`save` (on ``device``; auto: CUDA when present)."""
         import torch
         from safetensors.numpy import load_file
 
@@ -147,14 +147,16 @@ class SectionBaseline(TorchRegressor):
         est._scaler = Standardizer()
         est._scaler.mean_ = arrays["scaler_mean"].astype(np.float64)
         est._scaler.scale_ = arrays["scaler_scale"].astype(np.float64)
-        est.device_ = device
+        from hagekit.device import resolve_device
+
+        est.device_ = str(resolve_device(device))
         model = est._build(est.n_features_in_, np.zeros((1, est.n_genes_), np.float32))
         state = {k[len("model."):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("model.")}
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise DataError(at(directory / "model.safetensors", f"weights do not match {meta_path.name} ({exc})")) from None
-        est.model_ = model.to(device).eval()
+        est.model_ = model.to(est.device_).eval()
         return est
 
     def _fitted_params(self) -> dict[str, Any]:

@@ -217,8 +217,8 @@ class HAGERegressor(NeighbourMeanContext, TorchRegressor):
         }
 
     @classmethod
-    def load(cls, directory: Path | str, *, device: str = "cpu") -> HAGERegressor:
-        """Rebuild a fitted estimator from a directory written by :meth:`save`."""
+    def load(cls, directory: Path | str, *, device: str = "auto") -> HAGERegressor:
+        """Rebuild a fitted estimator from a directory written by :meth:`save` (on ``device``; auto: CUDA when present)."""
         import torch
 
         from hagekit.hage.model import HAGEModel
