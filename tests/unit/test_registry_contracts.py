@@ -235,12 +235,10 @@ def test_registry_reads_its_entry_point_group_on_first_lookup(tmp_path: Path, mo
     (their decorators register); a broken plugin is a warning, not a failure."""
     import sys
 
-    dist = tmp_path / "hagekit_widget_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hagekit-widget-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[hagekit.test_widgets]\nloads = json:loads\nmod = hagekit_widget_plugin\nbroken = hagekit_widget_missing\n"
-    )
+    from toys.plugins import fake_distribution
+
+    fake_distribution(tmp_path, "hagekit-widget-plugin",
+                      "[hagekit.test_widgets]\nloads = json:loads\nmod = hagekit_widget_plugin\nbroken = hagekit_widget_missing\n")
     (tmp_path / "hagekit_widget_registry.py").write_text(
         "from hagekit.registry import Registry\nWIDGETS = Registry('widget', entry_points='hagekit.test_widgets')\n"
     )

@@ -87,14 +87,12 @@ def test_uni_without_weights_or_token_is_a_clear_error(monkeypatch):
 def test_plugins_register_through_the_entry_point_group(tmp_path, monkeypatch):
     """A module named by the ``hagekit.encoders`` entry-point group registers on first use; a
     broken plugin is logged and the other encoders stay available."""
+    from toys.plugins import fake_distribution
+
     from hagekit.encoders import registry
 
-    dist = tmp_path / "hagekit_test_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hagekit-test-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[hagekit.encoders]\nmean = hagekit_test_plugin\nbroken = hagekit_test_missing_module\n"
-    )
+    fake_distribution(tmp_path, "hagekit-test-plugin",
+                      "[hagekit.encoders]\nmean = hagekit_test_plugin\nbroken = hagekit_test_missing_module\n")
     (tmp_path / "hagekit_test_plugin.py").write_text(
         "from hagekit.encoders import register_encoder\n"
         "@register_encoder('test-plugin:', dim=3, usage='test-plugin:<x>')\n"
