@@ -17,7 +17,7 @@ def tune(
     metric: Annotated[str, typer.Option("--metric", help="Score to maximise on the inner sections: mean (of PCC(all) and PCC(HEG)), pcc_all or pcc_heg.")] = "mean",
     min_gain: Annotated[float | None, typer.Option("--min-gain", min=0.0, help=f"Smallest score gain that moves a setting from its current value (default {dflt.module_constant('hagekit.bench.expression.tune', 'MIN_GAIN')}, about the seed noise on HER2ST).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="4:1 train/validation splits (and seeds) per inner fold; more = less noisy, slower.")] = 1,
-    method: Annotated[str, typer.Option("--method", help="What to tune: hage, or a baseline (mlp has a default space; others need --space). A baseline's choice is written as [baselines.<method>].")] = dflt.module_constant("hagekit.bench.expression.tune", "DEFAULT_METHOD"),
+    method: Annotated[str, typer.Option("--method", help="What to tune: any registered method (default hage), in the search space it declares unless --space is given. HAGE's choice is written as [hage], another method's as [baselines.<method>].")] = dflt.module_constant("hagekit.bench.expression.tune", "DEFAULT_METHOD"),
     config: opt.Config = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: workspace runs/<dataset>/bench-tune).")] = None,
     dataset: opt.Dataset = "her2",
